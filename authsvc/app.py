@@ -1,0 +1,93 @@
+"""create_app(settings): routes, middleware and the resources opened in cleanup_ctx."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from authsvc.clock import Clock, system_clock
+from authsvc.config import Settings
+from authsvc.errors import error_middleware
+from authsvc.http import oauth, ops, v1
+from authsvc.http.appkeys import CLOCK, HASHER, KEY_RING, SESSIONS, SETTINGS, STORE
+from authsvc.keys import KeyRing, load_key_ring
+from authsvc.passwords import Hasher, PasswordPolicy
+from authsvc.ratelimit import LoginRateLimiter
+from authsvc.sessions import SessionLifetimes, SessionService
+from authsvc.store import Store
+from authsvc.store.connect import connect
+from authsvc.store.embedded import EmbeddedValkey
+from authsvc.tokens import AccessTokens
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock = system_clock,
+    key_ring: KeyRing | None = None,
+) -> web.Application:
+    """Build the application; nothing is opened until it starts."""
+    app = web.Application(client_max_size=settings.max_body_size, middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app[KEY_RING] = key_ring or load_key_ring(settings.keys_dir, settings.signing_alg)
+    app.add_routes(v1.routes)
+    app.add_routes(oauth.routes)
+    app.add_routes(ops.routes)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_services_ctx)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    embedded: EmbeddedValkey | None = None
+    url = settings.redis_url
+    if url is None:
+        embedded = EmbeddedValkey(settings.data_dir)
+        url = await asyncio.to_thread(embedded.start)
+    redis = connect(url, timeout=settings.store_timeout)
+    try:
+        app[STORE] = await Store.open(redis, retry_after=settings.store_retry_after)
+        yield
+    finally:
+        await redis.aclose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    hasher = Hasher(
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_cost,
+        parallelism=settings.argon2_parallelism,
+        concurrency=settings.effective_hash_concurrency,
+    )
+    app[HASHER] = hasher
+    access_tokens = AccessTokens(
+        app[KEY_RING],
+        issuer=settings.effective_issuer,
+        audience=settings.audience,
+        client_id=settings.client_id,
+        ttl=settings.access_token_ttl,
+    )
+    app[SESSIONS] = SessionService(
+        app[STORE],
+        hasher,
+        access_tokens,
+        PasswordPolicy(settings.password_min_length, settings.password_max_length),
+        SessionLifetimes(
+            idle_ttl=settings.refresh_token_ttl,
+            max_age=settings.session_max_age,
+            reuse_grace=settings.refresh_reuse_grace,
+        ),
+        LoginRateLimiter(app[STORE], settings.login_rate_limit),
+    )
+    yield
+    await asyncio.to_thread(hasher.close)

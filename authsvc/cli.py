@@ -1,0 +1,94 @@
+"""authsvc serve | keys generate | users create: parse arguments, build Settings, call in."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from authsvc.app import create_app
+from authsvc.config import Settings, SettingsError, load_settings
+from authsvc.errors import AuthsvcError
+from authsvc.http.appkeys import CLOCK, SESSIONS
+from authsvc.keys import KeyRing, KeyRingError, SigningKey, generate_private_key, write_key_file
+from authsvc.logs import configure_logging
+from authsvc.serve import serve
+from authsvc.store.embedded import EmbeddedStoreError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authsvc", description="authsvc token service")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("serve", help="run the HTTP server")
+    run.add_argument("--host")
+    run.add_argument("--port", type=int)
+    run.add_argument("--workers", type=int)
+    run.add_argument("--config", type=Path, help="TOML file of settings")
+
+    keys = commands.add_parser("keys", help="manage signing keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    generate = keys_commands.add_parser("generate", help="write a new signing key")
+    generate.add_argument("--dir", type=Path, required=True)
+    generate.add_argument("--alg", choices=["EdDSA", "ES256", "RS256"], default="EdDSA")
+
+    users = commands.add_parser("users", help="manage accounts")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    create = users_commands.add_parser("create", help="create an account (also when closed)")
+    create.add_argument("--username", required=True)
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    create.add_argument("--config", type=Path, help="TOML file of settings")
+    return parser
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != password:
+        raise SystemExit("authsvc: the passwords differ")
+    return password
+
+
+async def _create_user(settings: Settings, username: str, password: str) -> str:
+    # The same services as the server, started without a listening socket.
+    app = create_app(settings, key_ring=KeyRing.generated(settings.signing_alg))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        user = await app[SESSIONS].register(username, password, now=app[CLOCK]())
+    finally:
+        await runner.cleanup()
+    return f"created user {user.username} ({user.user_id})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "keys":
+            key = SigningKey.create(generate_private_key(args.alg))
+            print(f"wrote {write_key_file(args.dir, key)} (kid {key.kid})")
+            return 0
+        settings = load_settings(
+            toml_path=args.config,
+            **(
+                {"host": args.host, "port": args.port, "workers": args.workers}
+                if args.command == "serve"
+                else {}
+            ),
+        )
+        configure_logging(settings.log_level, settings.log_format)
+        if args.command == "serve":
+            return serve(settings)
+        password = _read_password(args.password_stdin)
+        print(asyncio.run(_create_user(settings, args.username, password)))
+        return 0
+    except (SettingsError, KeyRingError, EmbeddedStoreError, AuthsvcError, OSError) as exc:
+        print(f"authsvc: {exc}", file=sys.stderr)
+        return 2

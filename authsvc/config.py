@@ -1,0 +1,230 @@
+"""Settings: one frozen dataclass, built once from defaults, a TOML file and AUTHSVC_* variables.
+
+Precedence, lowest first: the defaults below, the TOML file (keys are the setting names in
+lower case, without the prefix: ``access_token_ttl = 900``), then the environment
+(``AUTHSVC_ACCESS_TOKEN_TTL=900``). Nothing else in authsvc reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+ENV_PREFIX = "AUTHSVC_"
+
+SigningAlgorithm = Literal["EdDSA", "ES256", "RS256"]
+Registration = Literal["open", "closed"]
+LogFormat = Literal["text", "json"]
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or out of range; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``attempts`` allowed per ``window`` seconds."""
+
+    attempts: int
+    window: int
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        attempts, sep, window = text.partition("/")
+        if not sep or not attempts.strip().isdigit() or not window.strip().isdigit():
+            raise ValueError("expected ATTEMPTS/SECONDS, e.g. 10/60")
+        limit = cls(int(attempts), int(window))
+        if limit.attempts < 1 or limit.window < 1:
+            raise ValueError("attempts and seconds must be at least 1")
+        return limit
+
+    def __str__(self) -> str:
+        return f"{self.attempts}/{self.window}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of authsvc; see the table in API.md and config/authsvc.example.toml."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    redis_url: str | None = None
+    data_dir: Path = Path("./authsvc-data")
+    issuer: str | None = None
+    audience: str = "authsvc"
+    client_id: str = "authsvc"
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 1_209_600  # 14 days idle
+    session_max_age: int = 2_592_000  # 30 days absolute
+    refresh_reuse_grace: int = 10
+    keys_dir: Path | None = None
+    signing_alg: SigningAlgorithm = "EdDSA"
+    registration: Registration = "open"
+    introspection_clients: tuple[tuple[str, str], ...] = ()
+    password_min_length: int = 12
+    password_max_length: int = 128
+    password_grant: bool = False
+    login_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(10, 60))
+    # RFC 9106 §4, second recommended option (64 MiB, 3 passes, 4 lanes).
+    argon2_time_cost: int = 3
+    argon2_memory_cost: int = 65_536  # KiB
+    argon2_parallelism: int = 4
+    hash_concurrency: int = 0  # 0: one per CPU core
+    store_timeout: float = 2.0
+    store_retry_after: int = 1
+    max_body_size: int = 16_384
+    jwks_max_age: int = 300
+    log_level: str = "INFO"
+    log_format: LogFormat = "text"
+
+    @property
+    def effective_issuer(self) -> str:
+        return self.issuer or f"http://{self.host}:{self.port}"
+
+    @property
+    def effective_hash_concurrency(self) -> int:
+        return self.hash_concurrency or (os.cpu_count() or 1)
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_clients(text: str) -> tuple[tuple[str, str], ...]:
+    clients = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        client_id, sep, secret = item.strip().partition(":")
+        if not sep or not client_id or not secret:
+            raise ValueError("expected id:secret[,id:secret...]")
+        clients.append((client_id, secret))
+    return tuple(clients)
+
+
+_FIELD_TYPES: dict[str, Any] = {f.name: f.type for f in dataclasses.fields(Settings)}
+_LITERALS: dict[str, tuple[str, ...]] = {
+    "signing_alg": get_args(SigningAlgorithm),
+    "registration": get_args(Registration),
+    "log_format": get_args(LogFormat),
+}
+_POSITIVE = {
+    "port", "workers", "access_token_ttl", "refresh_token_ttl", "session_max_age",
+    "password_min_length", "password_max_length", "argon2_time_cost", "argon2_memory_cost",
+    "argon2_parallelism", "store_retry_after", "max_body_size",
+}  # fmt: skip
+_NON_NEGATIVE = {"refresh_reuse_grace", "hash_concurrency", "jwks_max_age"}
+
+
+def _cast(name: str, raw: object) -> object:
+    """Turn a TOML value or an environment string into the field's type."""
+    kind = _FIELD_TYPES[name]
+    if name in _LITERALS:
+        if raw not in _LITERALS[name]:
+            raise ValueError(f"expected one of {', '.join(_LITERALS[name])}")
+        return raw
+    if name == "login_rate_limit":
+        return RateLimit.parse(str(raw))
+    if name == "introspection_clients":
+        return _parse_clients(str(raw))
+    if kind == "bool":
+        return raw if isinstance(raw, bool) else _parse_bool(str(raw))
+    if kind == "int":
+        if isinstance(raw, bool) or not isinstance(raw, int | str):
+            raise ValueError("expected an integer")
+        return int(str(raw).strip())
+    if kind == "float":
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise ValueError("expected a number")
+        return float(str(raw).strip())
+    if kind in ("Path", "Path | None"):
+        return Path(str(raw)) if str(raw) else None
+    if kind == "str | None":
+        return str(raw) or None
+    if not isinstance(raw, str):
+        raise ValueError("expected a string")
+    return raw
+
+
+def _validate(settings: Settings) -> None:
+    for name in _POSITIVE:
+        if getattr(settings, name) < 1:
+            raise SettingsError(f"invalid setting {_env_name(name)}: must be at least 1")
+    for name in _NON_NEGATIVE:
+        if getattr(settings, name) < 0:
+            raise SettingsError(f"invalid setting {_env_name(name)}: must not be negative")
+    if settings.port > 65_535:
+        raise SettingsError("invalid setting AUTHSVC_PORT: must be at most 65535")
+    if settings.password_min_length > settings.password_max_length:
+        raise SettingsError(
+            "invalid setting AUTHSVC_PASSWORD_MIN_LENGTH: exceeds AUTHSVC_PASSWORD_MAX_LENGTH"
+        )
+    if settings.argon2_memory_cost < 8 * settings.argon2_parallelism:
+        raise SettingsError(
+            "invalid setting AUTHSVC_ARGON2_MEMORY_COST: must be at least 8 KiB per lane"
+        )
+    if settings.store_timeout <= 0:
+        raise SettingsError("invalid setting AUTHSVC_STORE_TIMEOUT: must be positive")
+    if settings.redis_url is not None and not settings.redis_url.startswith(
+        ("redis://", "rediss://", "unix://", "memory://")
+    ):
+        raise SettingsError(
+            "invalid setting AUTHSVC_REDIS_URL: expected redis://, rediss://, unix:// or memory://"
+        )
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    toml_path: Path | None = None,
+    **overrides: object,
+) -> Settings:
+    """Build Settings from the TOML file, the environment and explicit overrides (CLI flags).
+
+    Raises:
+        SettingsError: naming the first bad setting, in one line.
+    """
+    values: dict[str, object] = {}
+    if toml_path is not None:
+        try:
+            with toml_path.open("rb") as fh:
+                document = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"cannot read config file {toml_path}: {exc}") from None
+        for key, raw in document.items():
+            name = key.lower()
+            if name not in _FIELD_TYPES:
+                raise SettingsError(f"unknown setting {key!r} in {toml_path}")
+            try:
+                values[name] = _cast(name, raw)
+            except ValueError as exc:
+                raise SettingsError(f"invalid setting {key} in {toml_path}: {exc}") from None
+
+    env = os.environ if environ is None else environ
+    for name in _FIELD_TYPES:
+        raw_env = env.get(_env_name(name))
+        if raw_env is None:
+            continue
+        try:
+            values[name] = _cast(name, raw_env)
+        except ValueError as exc:
+            raise SettingsError(f"invalid setting {_env_name(name)}={raw_env!r}: {exc}") from None
+
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _validate(settings)
+    return settings

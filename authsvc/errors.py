@@ -1,0 +1,254 @@
+"""The exception tree and the one middleware that turns exceptions into responses.
+
+AuthsvcError                       {"error", "error_description"}, status
+├── InvalidRequest                 400 invalid_request
+├── WeakPassword                   400 weak_password
+├── UnsupportedGrantType           400 unsupported_grant_type
+├── InvalidCredentials             401 invalid_credentials
+├── InvalidGrant                   401 invalid_grant (400 under /oauth/)
+├── InvalidToken                   401 invalid_token, WWW-Authenticate: Bearer error=...
+│   └── MissingToken               401 invalid_token, WWW-Authenticate: Bearer
+├── InvalidClient                  401 invalid_client, WWW-Authenticate: Basic
+├── RegistrationClosed             403 registration_closed
+├── NotFound                       404 not_found
+├── MethodNotAllowed               405 method_not_allowed
+├── UsernameTaken                  409 username_taken
+├── PayloadTooLarge                413 payload_too_large
+├── UnsupportedMediaType           415 unsupported_media_type
+├── RateLimited                    429 rate_limited, Retry-After
+└── StoreUnavailable               503 store_unavailable, Retry-After
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+import msgspec
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+logger = logging.getLogger(__name__)
+
+JSON_CONTENT_TYPE = "application/json"
+
+
+class AuthsvcError(Exception):
+    """Base of every error that authsvc renders as a contract error body."""
+
+    code: ClassVar[str] = "server_error"
+    status: ClassVar[int] = 500
+    oauth_status: ClassVar[int] = 400
+    default_description: ClassVar[str] = "the request failed"
+
+    def __init__(self, description: str | None = None) -> None:
+        self.description = description or self.default_description
+        super().__init__(self.description)
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.code, "error_description": self.description}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(AuthsvcError):
+    """The body or a parameter is missing, malformed or of the wrong type."""
+
+    code = "invalid_request"
+    status = 400
+    default_description = "the request is malformed"
+
+
+class WeakPassword(AuthsvcError):
+    """The new password does not meet the password policy."""
+
+    code = "weak_password"
+    status = 400
+
+
+class UnsupportedGrantType(AuthsvcError):
+    """The grant_type of /oauth/token is not one this server accepts (RFC 6749 §5.2)."""
+
+    code = "unsupported_grant_type"
+    status = 400
+
+
+class InvalidCredentials(AuthsvcError):
+    """Unknown username or wrong password; the two are deliberately indistinguishable."""
+
+    code = "invalid_credentials"
+    status = 401
+    default_description = "invalid username or password"
+
+
+class InvalidGrant(AuthsvcError):
+    """The refresh token is unknown, expired, revoked or replayed (RFC 6749 §5.2)."""
+
+    code = "invalid_grant"
+    status = 401
+    oauth_status = 400  # RFC 6749 §5.2
+    default_description = "the refresh token is invalid, expired or revoked"
+
+
+class InvalidToken(AuthsvcError):
+    """The access token is malformed, expired, badly signed or its session has ended."""
+
+    code = "invalid_token"
+    status = 401
+    oauth_status = 401
+    default_description = "the access token is invalid, expired or revoked"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class MissingToken(InvalidToken):
+    """No bearer token came with a request that needs one."""
+
+    default_description = "a bearer access token is required"
+
+    def headers(self) -> dict[str, str]:
+        # RFC 6750 §3.1: no error attribute when the request carried no credentials.
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class InvalidClient(AuthsvcError):
+    """The client credentials are missing or wrong (RFC 6749 §5.2)."""
+
+    code = "invalid_client"
+    status = 401
+    oauth_status = 401
+    default_description = "client authentication failed"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Basic realm="authsvc"'}
+
+
+class RegistrationClosed(AuthsvcError):
+    """Self-service registration is turned off (AUTHSVC_REGISTRATION=closed)."""
+
+    code = "registration_closed"
+    status = 403
+    default_description = "registration is closed"
+
+
+class NotFound(AuthsvcError):
+    """No such resource, or one that belongs to somebody else."""
+
+    code = "not_found"
+    status = 404
+    oauth_status = 404
+    default_description = "not found"
+
+
+class MethodNotAllowed(AuthsvcError):
+    """The path exists but not with this method."""
+
+    code = "method_not_allowed"
+    status = 405
+    oauth_status = 405
+
+    def __init__(self, description: str, allowed: str) -> None:
+        super().__init__(description)
+        self.allowed = allowed
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allowed}
+
+
+class UsernameTaken(AuthsvcError):
+    """Another account already has this username (after normalisation)."""
+
+    code = "username_taken"
+    status = 409
+    default_description = "the username is already taken"
+
+
+class PayloadTooLarge(AuthsvcError):
+    """The request body is larger than AUTHSVC_MAX_BODY_SIZE."""
+
+    code = "payload_too_large"
+    status = 413
+    oauth_status = 413
+    default_description = "the request body is too large"
+
+
+class UnsupportedMediaType(AuthsvcError):
+    """The request body is not of the content type the endpoint takes."""
+
+    code = "unsupported_media_type"
+    status = 415
+    oauth_status = 415
+
+
+class _RetryLater(AuthsvcError):
+    def __init__(self, description: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(description)
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class RateLimited(_RetryLater):
+    """Too many login attempts for this username or client address."""
+
+    code = "rate_limited"
+    status = 429
+    oauth_status = 429
+    default_description = "too many attempts, retry later"
+
+
+class StoreUnavailable(_RetryLater):
+    """Redis did not answer in time, or refused the connection."""
+
+    code = "store_unavailable"
+    status = 503
+    oauth_status = 503
+    default_description = "the session store is unavailable, retry later"
+
+
+def error_response(error: AuthsvcError, *, oauth: bool = False) -> web.Response:
+    """Render an error as the contract's JSON body with its status and headers."""
+    return web.Response(
+        body=msgspec.json.encode(error.body()),
+        status=error.oauth_status if oauth else error.status,
+        headers=error.headers(),
+        content_type=JSON_CONTENT_TYPE,
+        charset="utf-8",
+    )
+
+
+def _from_http_exception(exc: web.HTTPException) -> AuthsvcError | None:
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("no such endpoint")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(
+            f"method {exc.method} is not allowed here", ", ".join(sorted(exc.allowed_methods))
+        )
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge()
+    if exc.status == 400:
+        return InvalidRequest(exc.reason)
+    return None
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every exception into a contract error body; the only catch-all in authsvc."""
+    oauth = request.path.startswith("/oauth/")
+    try:
+        return await handler(request)
+    except AuthsvcError as error:
+        return error_response(error, oauth=oauth)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        translated = _from_http_exception(exc)
+        if translated is None:
+            raise
+        return error_response(translated, oauth=oauth)
+    except Exception:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(AuthsvcError("internal error"), oauth=oauth)

@@ -1,0 +1,1 @@
+"""The HTTP surface: one route table per part of API.md."""

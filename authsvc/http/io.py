@@ -1,0 +1,100 @@
+"""Reading requests and writing responses: JSON bodies, bearer tokens, token responses."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from authsvc.errors import (
+    JSON_CONTENT_TYPE,
+    InvalidRequest,
+    InvalidToken,
+    MissingToken,
+    UnsupportedMediaType,
+)
+from authsvc.sessions import TokenPair
+
+T = TypeVar("T")
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+USER_AGENT_MAX_LENGTH = 512
+
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+async def read_json(request: web.Request, body_type: type[T]) -> T:
+    """Decode and validate a JSON body into ``body_type`` (a msgspec Struct).
+
+    Raises:
+        UnsupportedMediaType: the body is not application/json.
+        PayloadTooLarge: via aiohttp, past AUTHSVC_MAX_BODY_SIZE.
+        InvalidRequest: not JSON, or a field is missing or of the wrong type.
+    """
+    if request.content_type != JSON_CONTENT_TYPE:
+        raise UnsupportedMediaType("the body must be application/json")
+    raw = await request.read()
+    decoder = _decoders.get(body_type)
+    if decoder is None:
+        decoder = _decoders[body_type] = msgspec.json.Decoder(body_type)
+    try:
+        return decoder.decode(raw)  # type: ignore[no-any-return]
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(str(exc)) from None
+    except msgspec.DecodeError:
+        raise InvalidRequest("the body is not valid JSON") from None
+
+
+def bearer_token(request: web.Request) -> str:
+    """Return the access token of an ``Authorization: Bearer`` header.
+
+    Raises:
+        MissingToken: no Authorization header, or another scheme (RFC 6750 §3.1).
+        InvalidToken: a Bearer header with no usable token.
+    """
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise MissingToken()
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise MissingToken()
+    token = token.strip()
+    if not token or " " in token:
+        raise InvalidToken("the Authorization header is malformed")
+    return token
+
+
+def client_user_agent(request: web.Request) -> str:
+    return request.headers.get("User-Agent", "")[:USER_AGENT_MAX_LENGTH]
+
+
+def client_ip(request: web.Request) -> str:
+    return request.remote or ""
+
+
+def json_response(
+    body: object, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(body),
+        status=status,
+        headers=headers,
+        content_type=JSON_CONTENT_TYPE,
+        charset="utf-8",
+    )
+
+
+def token_response(pair: TokenPair) -> web.Response:
+    """The TokenPair body of API.md, never cached (RFC 6749 §5.1)."""
+    return json_response(
+        {
+            "access_token": pair.access_token,
+            "token_type": "Bearer",
+            "expires_in": pair.expires_in,
+            "refresh_token": pair.refresh_token,
+            "refresh_expires_in": pair.refresh_expires_in,
+            "session_id": pair.session_id,
+        },
+        headers=NO_STORE,
+    )

@@ -1,0 +1,32 @@
+"""/healthz and /readyz: what load balancers and orchestrators ask."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from authsvc.errors import StoreUnavailable
+from authsvc.http.appkeys import SETTINGS, STORE
+from authsvc.http.io import json_response
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: 200 while the process serves, whatever the store does."""
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 when the store answers a PING, else 503 with Retry-After."""
+    try:
+        await request.app[STORE].ping()
+    except StoreUnavailable:
+        retry_after = request.app[SETTINGS].store_retry_after
+        return json_response(
+            {"status": "unavailable", "store": "unreachable"},
+            status=503,
+            headers={"Retry-After": str(retry_after)},
+        )
+    return json_response({"status": "ok", "store": "ok"})

@@ -1,0 +1,150 @@
+"""/v1/users and /v1/auth/*: the first-party account and token API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from aiohttp import web
+
+from authsvc.errors import RegistrationClosed
+from authsvc.http.appkeys import CLOCK, SESSIONS, SETTINGS
+from authsvc.http.io import (
+    bearer_token,
+    client_ip,
+    client_user_agent,
+    json_response,
+    read_json,
+    token_response,
+)
+from authsvc.sessions import ClientInfo, Principal
+
+routes = web.RouteTableDef()
+
+# Bounds on raw input, before normalisation and policy: they keep hashing and storage
+# cheap; the real rules (1-64 username characters, password policy) apply after.
+Username = Annotated[str, msgspec.Meta(max_length=256)]
+Password = Annotated[str, msgspec.Meta(max_length=1024)]
+Device = Annotated[str, msgspec.Meta(max_length=128)]
+RefreshTokenText = Annotated[str, msgspec.Meta(max_length=512)]
+
+
+class RegisterBody(msgspec.Struct):
+    username: Username
+    password: Password
+
+
+class LoginBody(msgspec.Struct):
+    username: Username
+    password: Password
+    device: Device | None = None
+
+
+class RefreshBody(msgspec.Struct):
+    refresh_token: RefreshTokenText
+
+
+async def _principal(request: web.Request) -> Principal:
+    return await request.app[SESSIONS].authenticate(bearer_token(request), now=request.app[CLOCK]())
+
+
+@routes.post("/v1/users")
+async def register(request: web.Request) -> web.Response:
+    if request.app[SETTINGS].registration == "closed":
+        raise RegistrationClosed("registration is closed; an operator creates accounts")
+    body = await read_json(request, RegisterBody)
+    user = await request.app[SESSIONS].register(
+        body.username, body.password, now=request.app[CLOCK]()
+    )
+    return json_response({"user_id": user.user_id, "username": user.username}, status=201)
+
+
+@routes.post("/v1/auth/login")
+async def login(request: web.Request) -> web.Response:
+    body = await read_json(request, LoginBody)
+    client = ClientInfo(
+        device=body.device or "", user_agent=client_user_agent(request), ip=client_ip(request)
+    )
+    pair = await request.app[SESSIONS].login(
+        body.username, body.password, client, now=request.app[CLOCK]()
+    )
+    return token_response(pair)
+
+
+@routes.post("/v1/auth/refresh")
+async def refresh(request: web.Request) -> web.Response:
+    body = await read_json(request, RefreshBody)
+    pair = await request.app[SESSIONS].refresh(body.refresh_token, now=request.app[CLOCK]())
+    return token_response(pair)
+
+
+@routes.post("/v1/auth/logout")
+async def logout(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    await request.app[SESSIONS].logout(principal, now=request.app[CLOCK]())
+    return web.Response(status=204)
+
+
+@routes.post("/v1/auth/logout-all")
+async def logout_all(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    await request.app[SESSIONS].logout_all(principal)
+    return web.Response(status=204)
+
+
+@routes.get("/v1/auth/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    records = await request.app[SESSIONS].list_sessions(principal, now=request.app[CLOCK]())
+    return json_response(
+        {
+            "sessions": [
+                {
+                    "session_id": record.session_id,
+                    "created_at": record.created_at,
+                    "last_used_at": record.last_used_at,
+                    "expires_at": record.expires_at,
+                    "device": record.device or None,
+                    "user_agent": record.user_agent or None,
+                    "ip": record.ip or None,
+                    "current": record.session_id == principal.session_id,
+                }
+                for record in records
+            ]
+        }
+    )
+
+
+@routes.delete("/v1/auth/sessions/{session_id}")
+async def revoke_session(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    await request.app[SESSIONS].revoke_session(
+        principal, request.match_info["session_id"], now=request.app[CLOCK]()
+    )
+    return web.Response(status=204)
+
+
+@routes.get("/v1/auth/me")
+async def me(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    return json_response(
+        {
+            "user_id": principal.user_id,
+            "username": principal.username,
+            "session_id": principal.session_id,
+        }
+    )
+
+
+@routes.get("/v1/auth/verify")
+async def verify(request: web.Request) -> web.Response:
+    """Forward-auth: 200 with identity headers for a live session, else 401."""
+    principal = await _principal(request)
+    return web.Response(
+        status=200,
+        headers={
+            "X-Auth-User-Id": principal.user_id,
+            "X-Auth-Session-Id": principal.session_id,
+            "Cache-Control": "no-store",
+        },
+    )

@@ -1,0 +1,195 @@
+"""KeyRing: the signing keys, which one signs now (kid), and the JWKS document.
+
+A keys directory holds one PEM private key per file, named ``<kid>.pem``. kids begin with
+the key's creation time (``20261124T183000Z-<thumbprint>``), so the newest file sorts last
+and is the one that signs; the older ones stay in the JWKS so tokens they signed verify.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from authsvc.config import SigningAlgorithm
+
+logger = logging.getLogger(__name__)
+
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+
+class KeyRingError(ValueError):
+    """A key file cannot be read, or the directory holds no usable key."""
+
+
+def generate_private_key(alg: SigningAlgorithm) -> PrivateKey:
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65_537, key_size=3072)
+
+
+def algorithm_of(key: PrivateKey) -> SigningAlgorithm:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "EdDSA"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise KeyRingError(f"unsupported EC curve {key.curve.name}; ES256 needs P-256")
+        return "ES256"
+    if key.key_size < 2048:
+        raise KeyRingError("RSA keys must have at least 2048 bits")
+    return "RS256"
+
+
+def public_jwk(public_key: PublicKey, alg: SigningAlgorithm) -> dict[str, Any]:
+    """Return the public JWK of a key (RFC 7517), without kid/alg/use."""
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        jwk = OKPAlgorithm.to_jwk(public_key, as_dict=True)
+    elif isinstance(public_key, ec.EllipticCurvePublicKey):
+        jwk = ECAlgorithm.to_jwk(public_key, as_dict=True)
+    else:
+        jwk = RSAAlgorithm.to_jwk(public_key, as_dict=True)
+    return dict(jwk)
+
+
+def thumbprint(jwk: dict[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint, base64url without padding."""
+    required = {
+        "OKP": ("crv", "kty", "x"),
+        "EC": ("crv", "kty", "x", "y"),
+        "RSA": ("e", "kty", "n"),
+    }
+    members = {name: jwk[name] for name in required[jwk["kty"]]}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    kid: str
+    alg: SigningAlgorithm
+    private_key: PrivateKey
+
+    @classmethod
+    def create(cls, private_key: PrivateKey, *, created_at: float | None = None) -> SigningKey:
+        alg = algorithm_of(private_key)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created_at))
+        kid = f"{stamp}-{thumbprint(public_jwk(private_key.public_key(), alg))[:16]}"
+        return cls(kid=kid, alg=alg, private_key=private_key)
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self.private_key.public_key()
+
+    def jwk(self) -> dict[str, Any]:
+        return {
+            **public_jwk(self.public_key, self.alg),
+            "kid": self.kid,
+            "alg": self.alg,
+            "use": "sig",
+        }
+
+    def private_pem(self) -> bytes:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+def load_key_file(path: Path) -> SigningKey:
+    """Raises: KeyRingError when the file is not a supported unencrypted PEM private key."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise KeyRingError(f"cannot load signing key {path}: {exc}") from None
+    if not isinstance(
+        key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    ):
+        raise KeyRingError(f"unsupported key type in {path}")
+    return SigningKey(kid=path.stem, alg=algorithm_of(key), private_key=key)
+
+
+def write_key_file(directory: Path, key: SigningKey) -> Path:
+    """Write a key as ``<kid>.pem``, readable by its owner only."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{key.kid}.pem"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_pem())
+    return path
+
+
+class KeyRing:
+    """The keys that verify tokens, the one that signs new ones, and their JWKS."""
+
+    def __init__(self, keys: list[SigningKey]) -> None:
+        if not keys:
+            raise KeyRingError("a key ring needs at least one key")
+        self._keys = {key.kid: key for key in keys}
+        self.current = keys[-1]
+        self.jwks = {"keys": [key.jwk() for key in keys]}
+        self.jwks_json = json.dumps(self.jwks, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> KeyRing:
+        """Load every ``*.pem`` of a directory; the newest kid signs.
+
+        Raises:
+            KeyRingError: when a file cannot be loaded or there is none.
+        """
+        paths = sorted(directory.glob("*.pem"))
+        if not paths:
+            raise KeyRingError(
+                f"no signing keys in {directory}; create one with "
+                f"'authsvc keys generate --dir {directory}'"
+            )
+        return cls([load_key_file(path) for path in paths])
+
+    @classmethod
+    def generated(cls, alg: SigningAlgorithm) -> KeyRing:
+        return cls([SigningKey.create(generate_private_key(alg))])
+
+    @classmethod
+    def from_pems(cls, pems: list[tuple[str, bytes]]) -> KeyRing:
+        """Rebuild a ring from (kid, PEM) pairs, as a parent process hands it to workers."""
+        keys = []
+        for kid, pem in pems:
+            key = serialization.load_pem_private_key(pem, password=None)
+            assert isinstance(
+                key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+            )
+            keys.append(SigningKey(kid=kid, alg=algorithm_of(key), private_key=key))
+        return cls(keys)
+
+    def to_pems(self) -> list[tuple[str, bytes]]:
+        return [(key.kid, key.private_pem()) for key in self._keys.values()]
+
+    def get(self, kid: str) -> SigningKey | None:
+        return self._keys.get(kid)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._keys.values())
+
+
+def load_key_ring(keys_dir: Path | None, alg: SigningAlgorithm) -> KeyRing:
+    """Load the shared keys, or generate one for this process with a warning."""
+    if keys_dir is not None:
+        return KeyRing.from_directory(keys_dir)
+    logger.warning(
+        "AUTHSVC_KEYS_DIR is not set: signing with a key generated at start; access tokens "
+        "will not verify after a restart or on another instance"
+    )
+    return KeyRing.generated(alg)

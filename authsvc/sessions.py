@@ -1,0 +1,251 @@
+"""SessionService: the domain rules of accounts, login, rotation, grace, replay and revocation.
+
+Takes plain values and ``now``; returns frozen dataclasses; raises ``errors.*``. Knows
+nothing of aiohttp.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from authsvc.errors import (
+    InvalidCredentials,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidToken,
+    NotFound,
+    UsernameTaken,
+)
+from authsvc.passwords import Hasher, PasswordPolicy, normalize_username
+from authsvc.ratelimit import LoginRateLimiter
+from authsvc.store import LoginOutcome, RotationOutcome, SessionRecord, Store
+from authsvc.tokens import (
+    AccessClaims,
+    AccessTokens,
+    RefreshToken,
+    Successor,
+    is_session_id,
+    new_session_id,
+    new_user_id,
+    open_successor,
+    seal_successor,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    user_id: str
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The user and session behind a verified access token whose session is live."""
+
+    user_id: str
+    username: str
+    session_id: str
+    claims: AccessClaims
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLifetimes:
+    idle_ttl: int  # REFRESH_TOKEN_TTL
+    max_age: int  # SESSION_MAX_AGE
+    reuse_grace: int  # REFRESH_REUSE_GRACE
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """What a login records about the client, all plain strings."""
+
+    device: str = ""
+    user_agent: str = ""
+    ip: str = ""
+
+
+class SessionService:
+    """Register, log in, rotate, authenticate and revoke."""
+
+    def __init__(
+        self,
+        store: Store,
+        hasher: Hasher,
+        access_tokens: AccessTokens,
+        policy: PasswordPolicy,
+        lifetimes: SessionLifetimes,
+        rate_limiter: LoginRateLimiter,
+    ) -> None:
+        self._store = store
+        self._hasher = hasher
+        self._access = access_tokens
+        self._policy = policy
+        self._lifetimes = lifetimes
+        self._rate_limiter = rate_limiter
+
+    async def register(self, username: str, password: str, *, now: int) -> User:
+        """Create an account.
+
+        Raises:
+            InvalidRequest: the username is empty, too long or has control characters.
+            WeakPassword: the password is outside the policy's bounds.
+            UsernameTaken: another account has the same normalised username.
+        """
+        name = normalize_username(username)
+        self._policy.check(password)
+        password_hash = await self._hasher.hash(password)
+        user_id = new_user_id()
+        if not await self._store.create_user(user_id, name, password_hash, now=now):
+            raise UsernameTaken()
+        logger.info("user registered: %s", user_id)
+        return User(user_id, name)
+
+    async def login(
+        self, username: str, password: str, client: ClientInfo, *, now: int
+    ) -> TokenPair:
+        """Verify a password and start a session.
+
+        Raises:
+            InvalidCredentials: unknown user or wrong password, alike in body and cost.
+            RateLimited: too many attempts for this username or client address.
+        """
+        try:
+            name = normalize_username(username)
+        except InvalidRequest:
+            name = ""  # no account can have it; still costs a verification below
+        await self._rate_limiter.count_attempt(name, client.ip)
+        user = await self._store.find_user(name) if name else None
+        if user is None:
+            # Same cost as a wrong password, so response times do not tell which
+            # usernames exist.
+            await self._hasher.verify_dummy(password)
+            raise InvalidCredentials()
+        verification = await self._hasher.verify(user.password_hash, password)
+        if verification is None:
+            raise InvalidCredentials()
+
+        session_id = new_session_id()
+        refresh_token = RefreshToken.mint(user.user_id, session_id)
+        outcome, expires_at = await self._store.login(
+            user,
+            session_id,
+            refresh_token.hash,
+            now=now,
+            idle_ttl=self._lifetimes.idle_ttl,
+            max_age=self._lifetimes.max_age,
+            device=client.device,
+            user_agent=client.user_agent,
+            ip=client.ip,
+            upgraded_password_hash=verification.new_hash,
+        )
+        if outcome is LoginOutcome.REVOKED:
+            raise InvalidCredentials("every session was revoked while this login ran; log in again")
+        if outcome is not LoginOutcome.OK:
+            raise InvalidCredentials()
+        access_token, access_expires_at = self._access.sign(
+            user_id=user.user_id, session_id=session_id, now=now
+        )
+        logger.info("session started: user %s session %s", user.user_id, session_id)
+        return TokenPair(
+            access_token=access_token,
+            expires_in=access_expires_at - now,
+            refresh_token=refresh_token.value,
+            refresh_expires_in=expires_at - now,
+            session_id=session_id,
+        )
+
+    async def refresh(self, refresh_token: str, *, now: int) -> TokenPair:
+        """Rotate a refresh token; a replay after the grace window revokes the session.
+
+        Raises:
+            InvalidGrant: the token is malformed, unknown, expired, revoked or replayed.
+        """
+        presented = RefreshToken.parse(refresh_token)
+        user_id, session_id = presented.user_id, presented.session_id
+        successor = RefreshToken.mint(user_id, session_id)
+        access_token, access_expires_at = self._access.sign(
+            user_id=user_id, session_id=session_id, now=now
+        )
+        sealed = seal_successor(
+            presented, Successor(access_token, successor.value, access_expires_at)
+        )
+        rotation = await self._store.rotate(
+            user_id,
+            session_id,
+            presented.hash,
+            successor.hash,
+            sealed,
+            now=now,
+            grace=self._lifetimes.reuse_grace,
+            idle_ttl=self._lifetimes.idle_ttl,
+        )
+        if rotation.outcome is RotationOutcome.GRACE:
+            # A retry or a parallel request with the same token: hand back what the first
+            # rotation issued, so the app's chain goes on instead of splitting in two.
+            cached = open_successor(presented, rotation.sealed_successor)
+            access_token, access_expires_at = cached.access_token, cached.access_expires_at
+            successor = RefreshToken.parse(cached.refresh_token)
+        elif rotation.outcome is RotationOutcome.REPLAY:
+            logger.warning(
+                "refresh token replayed after its grace: session %s of user %s revoked",
+                session_id,
+                user_id,
+            )
+            raise InvalidGrant("the refresh token was already used; the session is revoked")
+        elif rotation.outcome is RotationOutcome.UNKNOWN:
+            raise InvalidGrant()
+        return TokenPair(
+            access_token=access_token,
+            expires_in=max(0, access_expires_at - now),
+            refresh_token=successor.value,
+            refresh_expires_in=rotation.expires_at - now,
+            session_id=session_id,
+        )
+
+    async def authenticate(self, access_token: str, *, now: int) -> Principal:
+        """Verify an access token and that its session is still live.
+
+        Raises:
+            InvalidToken: bad signature, wrong issuer/audience/type, expired, or the session
+                has ended.
+        """
+        claims = self._access.verify(access_token)
+        username = await self._store.session_live(claims.user_id, claims.session_id, now=now)
+        if username is None:
+            raise InvalidToken("the session of this access token has ended")
+        return Principal(claims.user_id, username, claims.session_id, claims)
+
+    async def logout(self, principal: Principal, *, now: int) -> None:
+        await self._store.revoke_session(principal.user_id, principal.session_id, now=now)
+        logger.info("session ended: user %s session %s", principal.user_id, principal.session_id)
+
+    async def logout_all(self, principal: Principal) -> None:
+        await self._store.revoke_user(principal.user_id)
+        logger.info("every session ended: user %s", principal.user_id)
+
+    async def revoke_session(self, principal: Principal, session_id: str, *, now: int) -> None:
+        """End one of the principal's sessions.
+
+        Raises:
+            NotFound: no such live session of this user (another user's session included).
+        """
+        if not is_session_id(session_id) or not await self._store.revoke_session(
+            principal.user_id, session_id, now=now
+        ):
+            raise NotFound("no such session")
+        logger.info("session revoked: user %s session %s", principal.user_id, session_id)
+
+    async def list_sessions(self, principal: Principal, *, now: int) -> list[SessionRecord]:
+        return await self._store.list_sessions(principal.user_id, now=now)

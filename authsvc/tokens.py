@@ -1,0 +1,185 @@
+"""Access tokens (signed JWTs) and refresh tokens (opaque, stored only as hashes).
+
+A refresh token reads ``<user_id>.<session_id>.<secret>``: the secret carries the 256 bits
+of randomness; the two ids let the store find the session's keys (which share the user's
+hash tag) without a global token index. Clients treat it as opaque.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from authsvc.errors import InvalidGrant, InvalidToken
+from authsvc.keys import KeyRing
+
+ACCESS_TOKEN_TYPE = "at+jwt"
+REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id"]
+EXP_LEEWAY = 1  # API.md: "at most one second of leeway"
+
+_REFRESH_TOKEN = re.compile(r"^([0-9a-f]{32})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$")
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+_SUCCESSOR_KEY_INFO = b"authsvc/successor/v1"
+
+
+def new_user_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def is_session_id(text: str) -> bool:
+    return _SESSION_ID.fullmatch(text) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshToken:
+    user_id: str
+    session_id: str
+    value: str
+
+    @classmethod
+    def mint(cls, user_id: str, session_id: str) -> RefreshToken:
+        return cls(user_id, session_id, f"{user_id}.{session_id}.{secrets.token_urlsafe(32)}")
+
+    @classmethod
+    def parse(cls, value: str) -> RefreshToken:
+        """Raises: InvalidGrant when the text cannot be a refresh token of ours."""
+        match = _REFRESH_TOKEN.fullmatch(value)
+        if match is None:
+            raise InvalidGrant("the refresh token is malformed")
+        return cls(match.group(1), match.group(2), value)
+
+    @property
+    def hash(self) -> str:
+        """The only form of the token the store keeps."""
+        return hashlib.sha256(self.value.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Successor:
+    """What a rotation issued, kept sealed so a retry within the grace gets it back."""
+
+    access_token: str
+    refresh_token: str
+    access_expires_at: int
+
+
+def _successor_key(presented: RefreshToken) -> bytes:
+    # Derived from the presented token, which the store never sees in clear (it keeps a
+    # SHA-256 of it), so the sealed successor is useless to anyone who reads Redis.
+    return hmac.digest(presented.value.encode(), _SUCCESSOR_KEY_INFO, "sha256")
+
+
+def seal_successor(presented: RefreshToken, successor: Successor) -> bytes:
+    nonce = secrets.token_bytes(12)
+    plaintext = msgspec.msgpack.encode(
+        (successor.access_token, successor.refresh_token, successor.access_expires_at)
+    )
+    aad = presented.session_id.encode()
+    return nonce + AESGCM(_successor_key(presented)).encrypt(nonce, plaintext, aad)
+
+
+def open_successor(presented: RefreshToken, sealed: bytes) -> Successor:
+    """Raises: InvalidGrant when the sealed successor does not open with this token."""
+    try:
+        plaintext = AESGCM(_successor_key(presented)).decrypt(
+            sealed[:12], sealed[12:], presented.session_id.encode()
+        )
+        access_token, refresh_token, access_expires_at = msgspec.msgpack.decode(plaintext)
+    except (InvalidTag, ValueError, msgspec.DecodeError):
+        raise InvalidGrant() from None
+    return Successor(access_token, refresh_token, access_expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: str
+    session_id: str
+    client_id: str
+    issued_at: int
+    expires_at: int
+    jti: str
+
+
+class AccessTokens:
+    """Sign and verify access tokens with a key ring; everything prepared once."""
+
+    def __init__(
+        self, key_ring: KeyRing, *, issuer: str, audience: str, client_id: str, ttl: int
+    ) -> None:
+        self._ring = key_ring
+        self._issuer = issuer
+        self._audience = audience
+        self._client_id = client_id
+        self.ttl = ttl
+        self._jwt = jwt.PyJWT(options={"require": REQUIRED_CLAIMS})
+        self._algorithms = sorted({key.alg for key in key_ring})
+        self._public_keys = {key.kid: key.public_key for key in key_ring}
+
+    def sign(self, *, user_id: str, session_id: str, now: int) -> tuple[str, int]:
+        """Return a new access token and its expiry."""
+        key = self._ring.current
+        expires_at = now + self.ttl
+        claims = {
+            "iss": self._issuer,
+            "sub": user_id,
+            "aud": self._audience,
+            "exp": expires_at,
+            "iat": now,
+            "jti": secrets.token_urlsafe(12),
+            "sid": session_id,
+            "client_id": self._client_id,
+        }
+        token = jwt.encode(
+            claims,
+            key.private_key,
+            algorithm=key.alg,
+            headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE},
+        )
+        return token, expires_at
+
+    def verify(self, token: str) -> AccessClaims:
+        """Check signature, type, issuer, audience and expiry; not whether the session lives.
+
+        Raises:
+            InvalidToken: for any token that is not a valid access token of this issuer.
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+            public_key = self._public_keys.get(header.get("kid", ""))
+            if public_key is None or header.get("typ") != ACCESS_TOKEN_TYPE:
+                raise InvalidToken()
+            claims: dict[str, Any] = self._jwt.decode(
+                token,
+                public_key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=EXP_LEEWAY,
+            )
+        except jwt.InvalidTokenError:
+            raise InvalidToken() from None
+        sub, sid, client_id = claims["sub"], claims["sid"], claims["client_id"]
+        if not (isinstance(sub, str) and isinstance(sid, str) and isinstance(client_id, str)):
+            raise InvalidToken()
+        return AccessClaims(
+            user_id=sub,
+            session_id=sid,
+            client_id=client_id,
+            issued_at=int(claims["iat"]),
+            expires_at=int(claims["exp"]),
+            jti=str(claims["jti"]),
+        )
