@@ -63,7 +63,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    hasher = Hasher(
+    # Off the loop: the constructor computes the dummy hash, tens of milliseconds.
+    hasher = await asyncio.to_thread(
+        Hasher,
         time_cost=settings.argon2_time_cost,
         memory_cost=settings.argon2_memory_cost,
         parallelism=settings.argon2_parallelism,

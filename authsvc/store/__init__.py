@@ -11,6 +11,7 @@ import contextlib
 import enum
 import functools
 import importlib.resources
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -18,7 +19,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from authsvc.errors import StoreUnavailable
@@ -32,6 +33,12 @@ __all__ = [
     "Store",
     "UserRecord",
 ]
+
+logger = logging.getLogger(__name__)
+
+# Replies of a Redis that is out of memory, busy with a script, failing over or resharding:
+# "retry later", not a bug.
+_TRANSIENT_REPLIES = ("OOM", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -91,6 +98,11 @@ def _translate_errors(
             # ReadOnlyError: a replica answered, as during a failover. OSError: a socket
             # failure redis-py did not wrap.
             raise StoreUnavailable(retry_after=self.retry_after) from None
+        except ResponseError as exc:
+            if str(exc).startswith(_TRANSIENT_REPLIES):
+                logger.warning("store refused a command: %s", str(exc).split(" ", 1)[0])
+                raise StoreUnavailable(retry_after=self.retry_after) from None
+            raise
 
     return functools.wraps(method)(wrapper)
 
