@@ -1,0 +1,120 @@
+"""Access-token signing and verification, refresh-token minting and sealed successors."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+
+import jwt
+import pytest
+
+from authsvc.errors import InvalidGrant, InvalidToken
+from authsvc.keys import KeyRing
+from authsvc.tokens import (
+    AccessTokens,
+    RefreshToken,
+    Successor,
+    open_successor,
+    seal_successor,
+)
+
+
+def _tokens(ring: KeyRing, **overrides: object) -> AccessTokens:
+    options: dict[str, object] = {
+        "issuer": "http://authsvc.test",
+        "audience": "authsvc",
+        "client_id": "authsvc",
+        "ttl": 900,
+    }
+    options.update(overrides)
+    return AccessTokens(ring, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "ES256", "RS256"])
+def test_access_token_has_the_contract_header_and_claims(alg: str) -> None:
+    ring = KeyRing.generated(alg)  # type: ignore[arg-type]
+    now = int(time.time())
+    token, expires_at = _tokens(ring).sign(user_id="u1", session_id="s1", now=now)
+    header = jwt.get_unverified_header(token)
+    assert header == {"alg": alg, "kid": ring.current.kid, "typ": "at+jwt"}
+    (jwk,) = ring.jwks["keys"]
+    claims = jwt.decode(
+        token,
+        jwt.PyJWK(jwk).key,
+        algorithms=[alg],
+        audience="authsvc",
+        issuer="http://authsvc.test",
+    )
+    assert set(claims) == {"iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id"}
+    assert (claims["sub"], claims["sid"], claims["exp"]) == ("u1", "s1", expires_at)
+    assert expires_at == now + 900
+
+
+def test_verify_accepts_a_cached_token_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = _tokens(KeyRing.generated("EdDSA"), ttl=60)
+    now = int(time.time())
+    token, expires_at = tokens.sign(user_id="u1", session_id="s1", now=now)
+    assert tokens.verify(token).session_id == "s1"
+    assert tokens.verify(token).session_id == "s1"  # from the cache
+    monkeypatch.setattr(time, "time", lambda: expires_at + 2.0)
+    with pytest.raises(InvalidToken):
+        tokens.verify(token)
+
+
+def test_verify_rejects_a_tampered_copy_of_a_cached_token() -> None:
+    tokens = _tokens(KeyRing.generated("EdDSA"))
+    token, _ = tokens.sign(user_id="u1", session_id="s1", now=int(time.time()))
+    tokens.verify(token)
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["sub"] = "someone-else"
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(InvalidToken):
+        tokens.verify(f"{header}.{forged_payload}.{signature}")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"issuer": "http://elsewhere"}, {"audience": "another-api"}],
+)
+def test_verify_rejects_another_issuer_or_audience(overrides: dict[str, str]) -> None:
+    ring = KeyRing.generated("EdDSA")
+    token, _ = _tokens(ring, **overrides).sign(user_id="u", session_id="s", now=int(time.time()))
+    with pytest.raises(InvalidToken):
+        _tokens(ring).verify(token)
+
+
+def test_verify_rejects_a_token_of_another_key_ring() -> None:
+    token, _ = _tokens(KeyRing.generated("EdDSA")).sign(
+        user_id="u", session_id="s", now=int(time.time())
+    )
+    with pytest.raises(InvalidToken):
+        _tokens(KeyRing.generated("EdDSA")).verify(token)
+
+
+def test_verify_rejects_an_expired_token_beyond_one_second_of_leeway() -> None:
+    tokens = _tokens(KeyRing.generated("EdDSA"), ttl=10)
+    token, _ = tokens.sign(user_id="u", session_id="s", now=int(time.time()) - 12)
+    with pytest.raises(InvalidToken):
+        tokens.verify(token)
+
+
+def test_refresh_token_is_url_safe_with_256_random_bits() -> None:
+    token = RefreshToken.mint("0" * 32, "A" * 22)
+    secret = token.value.split(".")[2]
+    assert len(base64.urlsafe_b64decode(secret + "=")) == 32
+    assert RefreshToken.parse(token.value) == token
+    assert token.hash == hashlib.sha256(token.value.encode()).hexdigest()
+    assert RefreshToken.mint("0" * 32, "A" * 22).value != token.value
+
+
+def test_sealed_successor_opens_only_with_the_presented_token() -> None:
+    presented = RefreshToken.mint("0" * 32, "A" * 22)
+    successor = Successor("access", RefreshToken.mint("0" * 32, "A" * 22).value, 123)
+    sealed = seal_successor(presented, successor)
+    assert successor.refresh_token.encode() not in sealed
+    assert open_successor(presented, sealed) == successor
+    with pytest.raises(InvalidGrant):
+        open_successor(RefreshToken.mint("0" * 32, "A" * 22), sealed)
