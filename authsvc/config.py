@@ -8,6 +8,8 @@ lower case, without the prefix: ``access_token_ttl = 900``), then the environmen
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -15,7 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+logger = logging.getLogger(__name__)
+
 ENV_PREFIX = "AUTHSVC_"
+# Read by authsvc's scripts and test suite, not by the server.
+_TOOL_VARIABLES = {"AUTHSVC_TEST_REDIS_URL", "AUTHSVC_VENV"}
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SigningAlgorithm = Literal["EdDSA", "ES256", "RS256"]
 Registration = Literal["open", "closed"]
@@ -71,6 +79,8 @@ class Settings:
     password_max_length: int = 128
     password_grant: bool = False
     login_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(10, 60))
+    # Peers whose X-Forwarded-For is believed (load balancers, reverse proxies), as CIDRs.
+    trusted_proxies: tuple[Network, ...] = ()
     # RFC 9106 §4, second recommended option (64 MiB, 3 passes, 4 lanes).
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65_536  # KiB
@@ -99,6 +109,17 @@ def _parse_bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected true or false")
+
+
+def _parse_networks(text: str) -> tuple[Network, ...]:
+    try:
+        return tuple(
+            ipaddress.ip_network(item.strip(), strict=False)
+            for item in text.split(",")
+            if item.strip()
+        )
+    except ValueError:
+        raise ValueError("expected IP addresses or CIDR networks, comma-separated") from None
 
 
 def _parse_clients(text: str) -> tuple[tuple[str, str], ...]:
@@ -138,6 +159,8 @@ def _cast(name: str, raw: object) -> object:
         return RateLimit.parse(str(raw))
     if name == "introspection_clients":
         return _parse_clients(str(raw))
+    if name == "trusted_proxies":
+        return _parse_networks(",".join(raw) if isinstance(raw, list) else str(raw))
     if kind == "bool":
         return raw if isinstance(raw, bool) else _parse_bool(str(raw))
     if kind == "int":
@@ -215,6 +238,13 @@ def load_settings(
                 raise SettingsError(f"invalid setting {key} in {toml_path}: {exc}") from None
 
     env = os.environ if environ is None else environ
+    for variable in sorted(env):
+        if (
+            variable.startswith(ENV_PREFIX)
+            and variable not in _TOOL_VARIABLES
+            and variable[len(ENV_PREFIX) :].lower() not in _FIELD_TYPES
+        ):
+            logger.warning("ignoring unknown setting %s (misspelt?)", variable)
     for name in _FIELD_TYPES:
         raw_env = env.get(_env_name(name))
         if raw_env is None:

@@ -1,7 +1,7 @@
 """KeyRing: the signing keys, which one signs now (kid), and the JWKS document.
 
 A keys directory holds one PEM private key per file, named ``<kid>.pem``. kids begin with
-the key's creation time (``20261124T183000Z-<thumbprint>``), so the newest file sorts last
+the key's creation time (``20261124T183000.123456Z-<thumbprint>``), so the newest file sorts last
 and is the one that signs; the older ones stay in the JWKS so tokens they signed verify.
 """
 
@@ -85,7 +85,9 @@ class SigningKey:
     @classmethod
     def create(cls, private_key: PrivateKey, *, created_at: float | None = None) -> SigningKey:
         alg = algorithm_of(private_key)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created_at))
+        created_at = time.time() if created_at is None else created_at
+        micros = int(created_at * 1_000_000) % 1_000_000
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(created_at)) + f".{micros:06d}Z"
         kid = f"{stamp}-{thumbprint(public_jwk(private_key.public_key(), alg))[:16]}"
         return cls(kid=kid, alg=alg, private_key=private_key)
 

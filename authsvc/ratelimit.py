@@ -14,20 +14,18 @@ class LoginRateLimiter:
         self._store = store
         self._limit = limit
 
-    async def count_attempt(self, username: str, ip: str) -> None:
+    async def count_attempt(self, username: str, ip: str, *, now: int) -> None:
         """Count a login attempt before any password work is done.
 
         Raises:
-            RateLimited: with the seconds until the fuller window ends.
+            RateLimited: with the seconds until the window ends.
         """
         scopes = [("user", username)] if username else []
         if ip:
             scopes.append(("ip", ip))
         if not scopes:
             return
-        counts = await self._store.count_login_attempts(scopes, window=self._limit.window)
-        over = [
-            seconds_left for attempts, seconds_left in counts if attempts > self._limit.attempts
-        ]
-        if over:
-            raise RateLimited(retry_after=max(over))
+        window = self._limit.window
+        counts = await self._store.count_login_attempts(scopes, now=now, window=window)
+        if max(counts) > self._limit.attempts:
+            raise RateLimited(retry_after=window - now % window)

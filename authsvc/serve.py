@@ -97,7 +97,9 @@ def _supervise(settings: Settings, key_ring: KeyRing) -> int:
         for process in workers:
             process.start()
         while not stop.is_set():
-            if wait([process.sentinel for process in workers], timeout=0.5):
+            # A Ctrl-C reaches the workers too (one process group): a worker that exits
+            # once the stop was asked for is not a failure.
+            if wait([process.sentinel for process in workers], timeout=0.5) and not stop.is_set():
                 logger.error("a worker exited unexpectedly; stopping the others")
                 exit_code = 1
                 break

@@ -125,7 +125,7 @@ class SessionService:
             name = normalize_username(username)
         except InvalidRequest:
             name = ""  # no account can have it; still costs a verification below
-        await self._rate_limiter.count_attempt(name, client.ip)
+        await self._rate_limiter.count_attempt(name, client.ip, now=now)
         user = await self._store.find_user(name) if name else None
         if user is None:
             # Same cost as a wrong password, so response times do not tell which

@@ -134,7 +134,10 @@ class AccessTokens:
         self._audience = audience
         self._client_id = client_id
         self.ttl = ttl
-        self._jwt = jwt.PyJWT(options={"require": REQUIRED_CLAIMS})
+        # iat must be present but is not compared with this host's clock: API.md allows
+        # leeway on exp only, and an instance whose clock runs a second behind another's
+        # must not refuse the tokens that one just issued.
+        self._jwt = jwt.PyJWT(options={"require": REQUIRED_CLAIMS, "verify_iat": False})
         self._algorithms = sorted({key.alg for key in key_ring})
         self._public_keys = {key.kid: key.public_key for key in key_ring}
         # A gateway presents one access token many times during its life; a signature

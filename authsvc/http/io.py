@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
+from authsvc.config import Network
 from authsvc.errors import (
     JSON_CONTENT_TYPE,
     InvalidRequest,
@@ -14,6 +16,7 @@ from authsvc.errors import (
     MissingToken,
     UnsupportedMediaType,
 )
+from authsvc.http.appkeys import SETTINGS
 from authsvc.sessions import TokenPair
 
 T = TypeVar("T")
@@ -70,7 +73,35 @@ def client_user_agent(request: web.Request) -> str:
 
 
 def client_ip(request: web.Request) -> str:
-    return request.remote or ""
+    """The client's address: the peer, or behind trusted proxies the X-Forwarded-For hop
+    nearest to them that they did not add themselves."""
+    peer = request.remote or ""
+    trusted = request.app[SETTINGS].trusted_proxies
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    hops = [
+        hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+    ]
+    for hop in reversed([hop for hop in hops if hop]):
+        if not _is_trusted(hop, trusted):
+            return hop if _is_address(hop) else peer
+    return peer
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
 
 
 def json_response(

@@ -349,13 +349,15 @@ class Store:
 
     @_translate_errors
     async def count_login_attempts(
-        self, scopes: list[tuple[str, str]], *, window: int
-    ) -> list[tuple[int, int]]:
-        """Count one attempt against each (scope, value); return (attempts, seconds left)."""
-        replies = []
+        self, scopes: list[tuple[str, str]], *, now: int, window: int
+    ) -> list[int]:
+        """Count one attempt against each (scope, value) in the window holding ``now``."""
+        window_start = now - now % window
+        counts = []
         for scope, value in scopes:
             reply = await self._count_attempt(
-                keys=[keyspace.login_attempts(scope, value)], args=[window]
+                keys=[keyspace.login_attempts(scope, value, window_start)],
+                args=[window_start + window],
             )
-            replies.append((int(reply[0]), int(reply[1])))
-        return replies
+            counts.append(int(reply))
+        return counts

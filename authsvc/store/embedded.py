@@ -73,12 +73,19 @@ def _ping(address: str | tuple[str, int]) -> bool:
         return False
 
 
-def _is_valkey(pid: int) -> bool:
+def _is_valkey_on(pid: int, data_dir: Path) -> bool:
+    """True when ``pid`` is a Valkey working in ``data_dir``.
+
+    A pid file outlives its process (a reboot, a kill -9), and its pid may since belong to
+    another Valkey, another authsvc's store among them: only the one whose working
+    directory is ours is a leftover of ours.
+    """
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return False
-    return b"valkey-server" in cmdline
+    return b"valkey-server" in cmdline and cwd == str(data_dir)
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -181,7 +188,7 @@ class EmbeddedValkey:
             pid = int(pid_path.read_text().strip())
         except (OSError, ValueError):
             pid = 0
-        if pid and _is_valkey(pid):
+        if pid and _is_valkey_on(pid, self.data_dir):
             logger.warning(
                 "stopping the embedded store left running by a previous authsvc (pid %d)", pid
             )

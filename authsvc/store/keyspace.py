@@ -11,7 +11,8 @@ touch several of them run on Redis Cluster too (all their keys hash to one slot)
     authsvc:{<uid>}:chain:<sid>       set   hashes of the session's used refresh tokens,
                                             so a replay of any of them is recognised
     authsvc:username:<sha256(name)>   str   normalised username -> user id
-    authsvc:ratelimit:login:<scope>:<sha256(value)>  str  attempts in the current window
+    authsvc:ratelimit:login:<scope>:<sha256(value)>:<window start>
+                                      str   login attempts in that window
 
 ``epoch`` counts the user's logout-alls: a session is live only while the epoch it was
 created in is still the user's, which ends every session at once in O(1), including one
@@ -54,5 +55,5 @@ def username(normalized_username: str) -> str:
     return f"{PREFIX}:username:{_digest(normalized_username)}"
 
 
-def login_attempts(scope: str, value: str) -> str:
-    return f"{PREFIX}:ratelimit:login:{scope}:{_digest(value)}"
+def login_attempts(scope: str, value: str, window_start: int) -> str:
+    return f"{PREFIX}:ratelimit:login:{scope}:{_digest(value)}:{window_start}"

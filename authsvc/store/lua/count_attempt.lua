@@ -1,13 +1,9 @@
--- Count one login attempt in a fixed window.
--- KEYS[1] counter   ARGV[1] window seconds
--- returns {attempts in this window, seconds until the window ends}
+-- Count one login attempt in the fixed window the key names.
+-- KEYS[1] counter of this window   ARGV[1] Unix time the window ends
+-- returns the attempts counted in this window, this one included
 local attempts = redis.call("INCR", KEYS[1])
 if attempts == 1 then
-  redis.call("EXPIRE", KEYS[1], ARGV[1])
+  -- Garbage collection only: the window is in the key's name, decided from `now`.
+  redis.call("EXPIREAT", KEYS[1], ARGV[1])
 end
-local ttl = redis.call("TTL", KEYS[1])
-if ttl < 0 then
-  redis.call("EXPIRE", KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
-end
-return {attempts, ttl}
+return attempts

@@ -1,0 +1,172 @@
+"""The command line as real processes: keys generate, serve's start-up errors, users create."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import TEST_PASSWORD, bearer, login
+
+from authsvc.keys import KeyRing
+
+TIMEOUT = 60  # seconds; only a hung process gets near it
+
+FAST_ARGON2 = {
+    "AUTHSVC_ARGON2_TIME_COST": "1",
+    "AUTHSVC_ARGON2_MEMORY_COST": "64",  # Only for testing!
+    "AUTHSVC_ARGON2_PARALLELISM": "1",
+}
+
+
+def cli_env(**settings: str) -> dict[str, str]:
+    """The test process's environment without any AUTHSVC_* of its own, plus ``settings``."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AUTHSVC_")}
+    env.update(settings)
+    return env
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "authsvc", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env if env is not None else cli_env(),
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def users_create(
+    username: str, password: str, *, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return run_cli(
+        "users", "create", "--username", username, "--password-stdin",
+        cwd=cwd, env=env, stdin=password + "\n",
+    )  # fmt: skip
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], name: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert name in lines[0]
+
+
+# keys generate
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "ES256"])
+def test_keys_generate_writes_a_pem_the_key_ring_loads(tmp_path: Path, alg: str) -> None:
+    keys_dir = tmp_path / "keys"
+    result = run_cli("keys", "generate", "--dir", str(keys_dir), "--alg", alg, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (pem,) = keys_dir.glob("*.pem")
+    assert pem.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert stat.S_IMODE(pem.stat().st_mode) == 0o600  # a private key, owner only
+    ring = KeyRing.from_directory(keys_dir)
+    assert ring.current.kid == pem.stem
+    assert ring.current.alg == alg
+    assert pem.stem in result.stdout
+    assert [key["kid"] for key in ring.jwks["keys"]] == [pem.stem]
+
+
+def test_keys_generate_defaults_to_eddsa(tmp_path: Path) -> None:
+    result = run_cli("keys", "generate", "--dir", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert KeyRing.from_directory(tmp_path).current.alg == "EdDSA"
+
+
+def test_keys_generate_twice_keeps_both_in_the_key_ring(tmp_path: Path) -> None:
+    for _ in range(2):
+        assert run_cli("keys", "generate", "--dir", str(tmp_path), cwd=tmp_path).returncode == 0
+    pems = sorted(tmp_path.glob("*.pem"))
+    assert len(pems) == 2
+    ring = KeyRing.from_directory(tmp_path)
+    assert {key["kid"] for key in ring.jwks["keys"]} == {pem.stem for pem in pems}
+    assert ring.current.kid == pems[-1].stem
+
+
+# serve: a bad setting stops it at start, in one line
+
+
+def test_serve_with_invalid_setting_exits_with_one_line(tmp_path: Path) -> None:
+    result = run_cli("serve", cwd=tmp_path, env=cli_env(AUTHSVC_ACCESS_TOKEN_TTL="-5"))
+    assert_one_line_error(result, "AUTHSVC_ACCESS_TOKEN_TTL")
+    assert result.stdout == ""
+    assert not (tmp_path / "authsvc-data").exists()  # no store was started
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("AUTHSVC_PORT", "abc"),
+        ("AUTHSVC_REGISTRATION", "maybe"),
+        ("AUTHSVC_LOGIN_RATE_LIMIT", "10"),
+        ("AUTHSVC_REDIS_URL", "http://x"),
+    ],
+)
+def test_serve_names_the_bad_setting(tmp_path: Path, name: str, raw: str) -> None:
+    assert_one_line_error(run_cli("serve", cwd=tmp_path, env=cli_env(**{name: raw})), name)
+
+
+def test_serve_with_unknown_config_key_exits_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "authsvc.toml"
+    config.write_text("acess_token_ttl = 900\n", encoding="utf-8")
+    result = run_cli("serve", "--config", str(config), cwd=tmp_path)
+    assert_one_line_error(result, "acess_token_ttl")
+
+
+def test_serve_with_empty_keys_dir_exits_with_one_line(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    result = run_cli(
+        "serve", cwd=tmp_path, env=cli_env(AUTHSVC_KEYS_DIR=str(keys_dir), AUTHSVC_PORT="1")
+    )
+    assert_one_line_error(result, str(keys_dir))
+
+
+# users create
+
+
+async def test_users_create_makes_an_account_that_can_log_in(
+    tmp_path: Path, redis_url: str, make_client: Any
+) -> None:
+    client = await make_client()  # flushes the suite's Redis first
+    env = cli_env(AUTHSVC_REDIS_URL=redis_url, **FAST_ARGON2)
+    result = users_create("  Carol ", TEST_PASSWORD, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "carol" in result.stdout
+    pair = await login(client, "carol")
+    me = await (await client.get("/v1/auth/me", headers=bearer(pair))).json()
+    assert me["username"] == "carol"
+    assert me["user_id"] in result.stdout
+
+
+async def test_users_create_works_when_registration_is_closed(
+    tmp_path: Path, redis_url: str, make_client: Any
+) -> None:
+    client = await make_client(registration="closed")
+    env = cli_env(AUTHSVC_REDIS_URL=redis_url, AUTHSVC_REGISTRATION="closed", **FAST_ARGON2)
+    result = users_create("dave", TEST_PASSWORD, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    await login(client, "dave")
+
+
+async def test_users_create_refuses_a_taken_username_and_a_weak_password(
+    tmp_path: Path, redis_url: str, make_client: Any
+) -> None:
+    await make_client()
+    env = cli_env(AUTHSVC_REDIS_URL=redis_url, **FAST_ARGON2)
+    assert users_create("erin", TEST_PASSWORD, cwd=tmp_path, env=env).returncode == 0
+    assert_one_line_error(users_create("ERIN", TEST_PASSWORD, cwd=tmp_path, env=env), "taken")
+    assert_one_line_error(users_create("frank", "short", cwd=tmp_path, env=env), "password")

@@ -1,0 +1,281 @@
+"""load_settings: API.md's defaults, AUTHSVC_* over TOML, and one-line errors naming a setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from authsvc.config import RateLimit, Settings, SettingsError, load_settings
+
+EXAMPLE_TOML = Path(__file__).resolve().parent.parent / "config" / "authsvc.example.toml"
+
+
+def write_toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "authsvc.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def assert_names_setting(error: pytest.ExceptionInfo[SettingsError], name: str) -> None:
+    message = str(error.value)
+    assert name in message
+    assert "\n" not in message
+
+
+# Defaults
+
+
+def test_defaults_match_the_contract_table() -> None:
+    settings = load_settings(environ={})
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8080
+    assert settings.redis_url is None  # the embedded store
+    assert settings.data_dir == Path("./authsvc-data")
+    assert settings.issuer is None
+    assert settings.effective_issuer == "http://127.0.0.1:8080"
+    assert settings.audience == "authsvc"
+    assert settings.access_token_ttl == 900
+    assert settings.refresh_token_ttl == 1_209_600
+    assert settings.session_max_age == 2_592_000
+    assert settings.refresh_reuse_grace == 10
+    assert settings.keys_dir is None
+    assert settings.registration == "open"
+    assert settings.introspection_clients == ()
+    assert settings.password_min_length == 12
+    assert settings.password_max_length == 128
+    assert settings.password_grant is False
+    assert settings.login_rate_limit == RateLimit(10, 60)
+    assert settings.signing_alg == "EdDSA"
+
+
+def test_defaults_are_the_settings_dataclass_defaults() -> None:
+    assert load_settings(environ={}) == Settings()
+
+
+def test_issuer_defaults_to_host_and_port() -> None:
+    settings = load_settings(environ={"AUTHSVC_HOST": "auth.internal", "AUTHSVC_PORT": "9000"})
+    assert settings.effective_issuer == "http://auth.internal:9000"
+    settings = load_settings(environ={"AUTHSVC_ISSUER": "https://auth.example.com"})
+    assert settings.effective_issuer == "https://auth.example.com"
+
+
+def test_argon2_defaults_are_rfc_9106_second_option() -> None:
+    settings = load_settings(environ={})
+    assert settings.argon2_memory_cost == 65_536
+    assert settings.argon2_time_cost == 3
+    assert settings.argon2_parallelism == 4
+
+
+def test_example_config_file_loads_with_the_defaults(tmp_path: Path) -> None:
+    assert load_settings(environ={}, toml_path=EXAMPLE_TOML) == Settings()
+
+
+# Environment
+
+
+def test_environment_values_are_cast_to_their_types(tmp_path: Path) -> None:
+    settings = load_settings(
+        environ={
+            "AUTHSVC_HOST": "0.0.0.0",
+            "AUTHSVC_PORT": "9000",
+            "AUTHSVC_REDIS_URL": "redis://127.0.0.1:6379/2",
+            "AUTHSVC_DATA_DIR": str(tmp_path / "data"),
+            "AUTHSVC_ISSUER": "https://auth.example.com",
+            "AUTHSVC_AUDIENCE": "api",
+            "AUTHSVC_ACCESS_TOKEN_TTL": "300",
+            "AUTHSVC_REFRESH_TOKEN_TTL": "3600",
+            "AUTHSVC_SESSION_MAX_AGE": "86400",
+            "AUTHSVC_REFRESH_REUSE_GRACE": "0",
+            "AUTHSVC_KEYS_DIR": str(tmp_path / "keys"),
+            "AUTHSVC_REGISTRATION": "closed",
+            "AUTHSVC_INTROSPECTION_CLIENTS": "gateway:s3cret,audit:other",
+            "AUTHSVC_PASSWORD_MIN_LENGTH": "16",
+            "AUTHSVC_PASSWORD_GRANT": "true",
+            "AUTHSVC_LOGIN_RATE_LIMIT": "5/30",
+            "AUTHSVC_STORE_TIMEOUT": "0.5",
+        }
+    )
+    assert settings.host == "0.0.0.0"
+    assert settings.port == 9000
+    assert settings.redis_url == "redis://127.0.0.1:6379/2"
+    assert settings.data_dir == tmp_path / "data"
+    assert settings.issuer == "https://auth.example.com"
+    assert settings.audience == "api"
+    assert settings.access_token_ttl == 300
+    assert settings.refresh_token_ttl == 3600
+    assert settings.session_max_age == 86400
+    assert settings.refresh_reuse_grace == 0
+    assert settings.keys_dir == tmp_path / "keys"
+    assert settings.registration == "closed"
+    assert settings.introspection_clients == (("gateway", "s3cret"), ("audit", "other"))
+    assert settings.password_min_length == 16
+    assert settings.password_grant is True
+    assert settings.login_rate_limit == RateLimit(5, 30)
+    assert settings.store_timeout == 0.5
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("true", True), ("1", True), ("yes", True), ("false", False), ("0", False), ("off", False)],
+)
+def test_boolean_settings_accept_the_usual_spellings(raw: str, expected: bool) -> None:
+    assert load_settings(environ={"AUTHSVC_PASSWORD_GRANT": raw}).password_grant is expected
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://localhost:6379/0", "rediss://u:p@redis.example:6380/1", "memory://"]
+)
+def test_redis_url_accepts_redis_rediss_and_memory(url: str) -> None:
+    assert load_settings(environ={"AUTHSVC_REDIS_URL": url}).redis_url == url
+
+
+def test_unrelated_environment_variables_are_ignored() -> None:
+    settings = load_settings(environ={"PORT": "1", "HOME": "/root", "AUTHSVC": "x"})
+    assert settings == Settings()
+
+
+def test_environment_overrides_toml(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        'port = 9000\naudience = "from-toml"\naccess_token_ttl = 600\nregistration = "closed"\n',
+    )
+    settings = load_settings(
+        environ={"AUTHSVC_PORT": "9100", "AUTHSVC_REGISTRATION": "open"}, toml_path=path
+    )
+    assert settings.port == 9100
+    assert settings.registration == "open"
+    # What the environment does not set still comes from the file.
+    assert settings.audience == "from-toml"
+    assert settings.access_token_ttl == 600
+
+
+def test_explicit_overrides_beat_environment(tmp_path: Path) -> None:
+    """CLI flags (--host, --port) win over AUTHSVC_*; a flag left out changes nothing."""
+    settings = load_settings(
+        environ={"AUTHSVC_PORT": "9100", "AUTHSVC_HOST": "10.0.0.1"}, port=9200, host=None
+    )
+    assert settings.port == 9200
+    assert settings.host == "10.0.0.1"
+
+
+def test_toml_values_keep_their_native_types(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path,
+        "password_grant = true\n"
+        'login_rate_limit = "3/10"\n'
+        "store_timeout = 1\n"
+        'introspection_clients = "gw:secret"\n'
+        f'keys_dir = "{tmp_path / "keys"}"\n',
+    )
+    settings = load_settings(environ={}, toml_path=path)
+    assert settings.password_grant is True
+    assert settings.login_rate_limit == RateLimit(3, 10)
+    assert settings.store_timeout == 1.0
+    assert settings.introspection_clients == (("gw", "secret"),)
+    assert settings.keys_dir == tmp_path / "keys"
+
+
+# Bad values: SettingsError, one line, naming the setting
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("AUTHSVC_PORT", "abc"),
+        ("AUTHSVC_PORT", "0"),
+        ("AUTHSVC_PORT", "70000"),
+        ("AUTHSVC_PORT", "80.5"),
+        ("AUTHSVC_REGISTRATION", "maybe"),
+        ("AUTHSVC_REGISTRATION", "OPEN "),
+        ("AUTHSVC_LOGIN_RATE_LIMIT", "10"),
+        ("AUTHSVC_LOGIN_RATE_LIMIT", "10/"),
+        ("AUTHSVC_LOGIN_RATE_LIMIT", "0/60"),
+        ("AUTHSVC_LOGIN_RATE_LIMIT", "ten/60"),
+        ("AUTHSVC_REDIS_URL", "http://x"),
+        ("AUTHSVC_REDIS_URL", "localhost:6379"),
+        ("AUTHSVC_ACCESS_TOKEN_TTL", "-5"),
+        ("AUTHSVC_ACCESS_TOKEN_TTL", "0"),
+        ("AUTHSVC_ACCESS_TOKEN_TTL", "15m"),
+        ("AUTHSVC_REFRESH_TOKEN_TTL", "0"),
+        ("AUTHSVC_SESSION_MAX_AGE", "-1"),
+        ("AUTHSVC_REFRESH_REUSE_GRACE", "-1"),
+        ("AUTHSVC_PASSWORD_MIN_LENGTH", "0"),
+        ("AUTHSVC_PASSWORD_MIN_LENGTH", "200"),
+        ("AUTHSVC_PASSWORD_GRANT", "perhaps"),
+        ("AUTHSVC_INTROSPECTION_CLIENTS", "gateway"),
+        ("AUTHSVC_INTROSPECTION_CLIENTS", "gateway:"),
+        ("AUTHSVC_SIGNING_ALG", "HS256"),
+        ("AUTHSVC_STORE_TIMEOUT", "soon"),
+        ("AUTHSVC_STORE_TIMEOUT", "0"),
+    ],
+)
+def test_bad_environment_value_names_the_setting(name: str, raw: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(environ={name: raw})
+    assert_names_setting(error, name)
+
+
+def test_settings_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="AUTHSVC_PORT"):
+        load_settings(environ={"AUTHSVC_PORT": "abc"})
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ('port = "abc"\n', "port"),
+        ("port = true\n", "port"),
+        ("access_token_ttl = 1.5\n", "access_token_ttl"),
+        ("access_token_ttl = -5\n", "ACCESS_TOKEN_TTL"),
+        ('registration = "maybe"\n', "registration"),
+        ('login_rate_limit = "10"\n', "login_rate_limit"),
+        ('redis_url = "http://x"\n', "REDIS_URL"),
+        ("audience = 7\n", "audience"),
+    ],
+)
+def test_bad_toml_value_names_the_setting(tmp_path: Path, text: str, name: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(environ={}, toml_path=write_toml(tmp_path, text))
+    assert_names_setting(error, name)
+
+
+def test_unknown_toml_key_is_rejected(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "port = 8080\naccess_token_tll = 900\n")
+    with pytest.raises(SettingsError) as error:
+        load_settings(environ={}, toml_path=path)
+    assert_names_setting(error, "access_token_tll")
+
+
+def test_toml_table_is_rejected_as_unknown_key(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[server]\nport = 8080\n")
+    with pytest.raises(SettingsError) as error:
+        load_settings(environ={}, toml_path=path)
+    assert_names_setting(error, "server")
+
+
+def test_missing_config_file_is_a_settings_error(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.toml"
+    with pytest.raises(SettingsError) as error:
+        load_settings(environ={}, toml_path=path)
+    assert_names_setting(error, str(path))
+
+
+def test_malformed_toml_is_a_settings_error(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "port = \n[[[")
+    with pytest.raises(SettingsError) as error:
+        load_settings(environ={}, toml_path=path)
+    assert_names_setting(error, str(path))
+
+
+def test_bad_environment_value_is_reported_even_over_a_good_toml(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "port = 9000\n")
+    with pytest.raises(SettingsError) as error:
+        load_settings(environ={"AUTHSVC_PORT": "abc"}, toml_path=path)
+    assert_names_setting(error, "AUTHSVC_PORT")
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(environ={})
+    with pytest.raises(AttributeError):
+        settings.port = 1  # type: ignore[misc]
