@@ -91,6 +91,7 @@ class Settings:
     max_body_size: int = 16_384
     jwks_max_age: int = 300
     log_level: str = "INFO"
+    access_log: bool = True
     log_format: LogFormat = "text"
 
     @property

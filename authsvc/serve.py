@@ -18,6 +18,7 @@ from multiprocessing.connection import wait
 
 from aiohttp import web
 
+from authsvc.accesslog import ACCESS_LOGGER, AccessLogger
 from authsvc.app import create_app
 from authsvc.config import Settings, SettingsError
 from authsvc.keys import KeyRing, load_key_ring
@@ -46,7 +47,8 @@ def _run(settings: Settings, key_ring: KeyRing, *, reuse_port: bool) -> None:
         port=settings.port,
         reuse_port=reuse_port or None,
         print=None,
-        access_log=logging.getLogger("authsvc.access"),
+        access_log=ACCESS_LOGGER if settings.access_log else None,
+        access_log_class=AccessLogger,
     )
 
 
