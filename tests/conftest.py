@@ -64,19 +64,29 @@ def settings(redis_url: str, redis_client: redis.asyncio.Redis) -> Settings:
     return fast_settings(redis_url=redis_url)
 
 
-AppFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+AppClient = TestClient[web.Request, web.Application]
+AppFactory = Callable[..., Awaitable[AppClient]]
 
 
 @pytest.fixture
-def make_client(
-    aiohttp_client: Any, clock: FakeClock, key_ring: KeyRing, settings: Settings
-) -> AppFactory:
-    """Build an app with settings overrides and return a test client for it."""
+def client_for(aiohttp_client: Any, clock: FakeClock, key_ring: KeyRing) -> AppFactory:
+    """Build an app from complete settings and return a test client for it."""
 
-    async def make(**overrides: Any) -> TestClient[web.Request, web.Application]:
-        app = create_app(dataclasses.replace(settings, **overrides), clock=clock, key_ring=key_ring)
-        client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+    async def make(settings: Settings) -> AppClient:
+        client: AppClient = await aiohttp_client(
+            create_app(settings, clock=clock, key_ring=key_ring)
+        )
         return client
+
+    return make
+
+
+@pytest.fixture
+def make_client(client_for: AppFactory, settings: Settings) -> AppFactory:
+    """Build an app on the suite's Redis with settings overrides; return its test client."""
+
+    async def make(**overrides: Any) -> AppClient:
+        return await client_for(dataclasses.replace(settings, **overrides))
 
     return make
 

@@ -6,14 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from support import TEST_PASSWORD, FakeClock, bearer, fast_settings, login, register
 from support import refresh as refresh_request
 
-from authsvc.app import create_app
 from authsvc.config import Settings, load_settings
-from authsvc.keys import KeyRing
 
 
 @pytest.fixture
@@ -24,12 +20,8 @@ def memory_settings() -> Settings:
 
 
 @pytest.fixture
-async def memory_client(
-    aiohttp_client: Any, memory_settings: Settings, clock: FakeClock, key_ring: KeyRing
-) -> TestClient[web.Request, web.Application]:
-    app = create_app(memory_settings, clock=clock, key_ring=key_ring)
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
-    return client
+async def memory_client(client_for: Any, memory_settings: Settings) -> Any:
+    return await client_for(memory_settings)
 
 
 async def test_memory_store_is_ready(memory_client: Any) -> None:
@@ -131,12 +123,12 @@ async def test_logout_and_logout_all_on_the_memory_store(memory_client: Any) -> 
 
 
 async def test_memory_store_state_dies_with_the_app(
-    aiohttp_client: Any, memory_settings: Settings, clock: FakeClock, key_ring: KeyRing
+    client_for: Any, memory_settings: Settings
 ) -> None:
-    first = await aiohttp_client(create_app(memory_settings, clock=clock, key_ring=key_ring))
+    first = await client_for(memory_settings)
     await register(first)
     pair = await login(first)
     await first.close()
-    second = await aiohttp_client(create_app(memory_settings, clock=clock, key_ring=key_ring))
+    second = await client_for(memory_settings)
     assert (await refresh_request(second, pair["refresh_token"])).status == 401
     assert (await second.get("/v1/auth/me", headers=bearer(pair))).status == 401

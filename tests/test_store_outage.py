@@ -14,14 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from support import TEST_PASSWORD, FakeClock, RedisProcess, bearer, fast_settings, login, register
 from support import refresh as refresh_request
 
-from authsvc.app import create_app
 from authsvc.config import Settings
-from authsvc.keys import KeyRing
 
 RETRY_AFTER = 3
 
@@ -43,12 +39,8 @@ def outage_settings(server: RedisProcess) -> Settings:
 
 
 @pytest.fixture
-async def outage_client(
-    aiohttp_client: Any, outage_settings: Settings, clock: FakeClock, key_ring: KeyRing
-) -> TestClient[web.Request, web.Application]:
-    app = create_app(outage_settings, clock=clock, key_ring=key_ring)
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
-    return client
+async def outage_client(client_for: Any, outage_settings: Settings) -> Any:
+    return await client_for(outage_settings)
 
 
 async def _assert_store_unavailable(response: Any) -> None:
@@ -183,11 +175,10 @@ async def test_every_pooled_connection_that_died_with_redis_is_replaced(
 
 
 async def test_app_started_while_the_store_is_down_serves_once_it_is_up(
-    aiohttp_client: Any, outage_settings: Settings, server: RedisProcess, key_ring: KeyRing
+    client_for: Any, outage_settings: Settings, server: RedisProcess
 ) -> None:
     server.stop()
-    app = create_app(outage_settings, clock=FakeClock(), key_ring=key_ring)
-    client = await aiohttp_client(app)
+    client = await client_for(outage_settings)
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/readyz")).status == 503
     await _assert_store_unavailable(
@@ -205,11 +196,10 @@ async def test_app_started_while_the_store_is_down_serves_once_it_is_up(
 
 
 async def test_store_that_stops_answering_times_out_to_503_and_recovers(
-    aiohttp_client: Any, outage_settings: Settings, server: RedisProcess, key_ring: KeyRing
+    client_for: Any, outage_settings: Settings, server: RedisProcess
 ) -> None:
     """A hung Redis (as behind a network partition) is a timeout: 503, then recovery."""
-    settings = dataclasses.replace(outage_settings, store_timeout=0.2)
-    client = await aiohttp_client(create_app(settings, clock=FakeClock(), key_ring=key_ring))
+    client = await client_for(dataclasses.replace(outage_settings, store_timeout=0.2))
     await register(client)
     pair = await login(client)
     assert server.process is not None
