@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,7 @@ class KeyRing:
     def get(self, kid: str) -> SigningKey | None:
         return self._keys.get(kid)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[SigningKey]:
         return iter(self._keys.values())
 
 

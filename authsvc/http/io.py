@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any, TypeVar
 
@@ -19,12 +20,15 @@ from authsvc.errors import (
 from authsvc.http.appkeys import SETTINGS
 from authsvc.sessions import TokenPair
 
-T = TypeVar("T")
+T = TypeVar("T", bound=msgspec.Struct)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 USER_AGENT_MAX_LENGTH = 512
 
-_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+@functools.cache
+def _decoder(body_type: type) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(body_type)
 
 
 async def read_json(request: web.Request, body_type: type[T]) -> T:
@@ -38,11 +42,9 @@ async def read_json(request: web.Request, body_type: type[T]) -> T:
     if request.content_type != JSON_CONTENT_TYPE:
         raise UnsupportedMediaType("the body must be application/json")
     raw = await request.read()
-    decoder = _decoders.get(body_type)
-    if decoder is None:
-        decoder = _decoders[body_type] = msgspec.json.Decoder(body_type)
     try:
-        return decoder.decode(raw)  # type: ignore[no-any-return]
+        body: T = _decoder(body_type).decode(raw)
+        return body
     except msgspec.ValidationError as exc:
         raise InvalidRequest(str(exc)) from None
     except msgspec.DecodeError:
