@@ -24,26 +24,10 @@ from authsvc.store.embedded import (
     SOCKET_NAME,
     EmbeddedStoreError,
     EmbeddedValkey,
+    is_gone,
     valkey_binary,
+    wait_gone,
 )
-
-
-def _gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie waiting to be reaped counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rpartition(")")[2].split()[0] == "Z"
-
-
-def _wait_gone(pid: int, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _gone(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture
@@ -97,7 +81,7 @@ def test_data_survives_stop_and_start(store: EmbeddedValkey) -> None:
     pid = store.pid
     assert pid is not None
     store.stop()
-    assert _gone(pid)
+    assert is_gone(pid)
 
     client = redis.Redis.from_url(store.start())
     try:
@@ -149,7 +133,7 @@ def test_valkey_left_by_a_crashed_owner_is_replaced(data_dir: Path) -> None:
     successor = EmbeddedValkey(data_dir)
     try:
         url = successor.start()
-        assert _wait_gone(process.pid)
+        assert wait_gone(process.pid, 20.0)
         assert successor.pid != process.pid
         assert _ping(url)
     finally:
@@ -186,7 +170,7 @@ def test_valkey_started_by_hand_on_the_directory_is_replaced(data_dir: Path) -> 
         embedded = EmbeddedValkey(data_dir)
         try:
             assert _ping(embedded.start())
-            assert _wait_gone(stray.pid)
+            assert wait_gone(stray.pid, 20.0)
         finally:
             embedded.stop()
     finally:
@@ -238,7 +222,7 @@ def test_valkey_stops_when_its_owner_is_killed(data_dir: Path) -> None:
         pid = int(owner.stdout.readline())
         owner.kill()
         owner.wait()
-        assert _wait_gone(pid)
+        assert wait_gone(pid, 20.0)
     finally:
         if owner.poll() is None:
             owner.kill()
@@ -296,7 +280,7 @@ async def test_session_survives_an_app_restart_on_the_embedded_store(
     pid = int((data_dir / PID_NAME).read_text())
     await first.close()
     # The app's cleanup stopped its Valkey and released the directory.
-    assert _gone(pid)
+    assert is_gone(pid)
 
     second = await aiohttp_client(create_app(settings, clock=clock, key_ring=key_ring))
     assert (await second.get("/v1/auth/me", headers=bearer(pair))).status == 200
@@ -321,9 +305,9 @@ async def test_two_apps_on_one_data_dir_are_refused(
 def test_store_pid_is_reported_only_while_running(store: EmbeddedValkey) -> None:
     assert store.pid is None
     store.start()
-    assert store.pid is not None and not _gone(store.pid)
+    assert store.pid is not None and not is_gone(store.pid)
     pid = store.pid
     store.stop()
     assert store.pid is None
-    assert _gone(pid)
+    assert is_gone(pid)
     assert os.path.exists(store.data_dir / "appendonlydir")

@@ -223,19 +223,22 @@ async def test_two_instances_share_sessions_through_redis(
     assert a.refresh(on_b["refresh_token"]).status == 401
 
 
-def test_workers_on_the_embedded_store_serve_and_stop_cleanly(
-    servers: list[Server], tmp_path: Path, keys_dir: Path
-) -> None:
+def _start_two_workers(servers: list[Server], tmp_path: Path, **env: str) -> tuple[Server, Path]:
+    """Start ``serve --workers 2`` on the embedded store in ``tmp_path/data``."""
     data_dir = tmp_path / "data"
     server = Server(
-        tmp_path / "workers.log",
-        {"AUTHSVC_DATA_DIR": str(data_dir), "AUTHSVC_KEYS_DIR": str(keys_dir)},
-        "--workers",
-        "2",
+        tmp_path / "workers.log", {"AUTHSVC_DATA_DIR": str(data_dir), **env}, "--workers", "2"
     )
     servers.append(server)
     server.start()
     assert server.process is not None
+    return server, data_dir
+
+
+def test_workers_on_the_embedded_store_serve_and_stop_cleanly(
+    servers: list[Server], tmp_path: Path, keys_dir: Path
+) -> None:
+    server, data_dir = _start_two_workers(servers, tmp_path, AUTHSVC_KEYS_DIR=str(keys_dir))
     assert len(_valkeys_on(data_dir)) == 1
 
     assert server.request("GET", "/readyz").status == 200
@@ -260,11 +263,7 @@ def test_ctrl_c_stops_workers_and_their_store_cleanly(
     servers: list[Server], tmp_path: Path
 ) -> None:
     """Ctrl-C signals the whole process group: workers stopping then is no failure."""
-    data_dir = tmp_path / "data"
-    server = Server(tmp_path / "workers.log", {"AUTHSVC_DATA_DIR": str(data_dir)}, "--workers", "2")
-    servers.append(server)
-    server.start()
-    assert server.process is not None
+    server, data_dir = _start_two_workers(servers, tmp_path)
     assert server.request("GET", "/readyz").status == 200
 
     os.killpg(server.process.pid, signal.SIGINT)
@@ -334,11 +333,7 @@ def test_a_worker_that_dies_stops_the_server_and_its_store(
     servers: list[Server], tmp_path: Path
 ) -> None:
     """The parent does not serve on with half its workers: it stops all and exits 1."""
-    data_dir = tmp_path / "data"
-    server = Server(tmp_path / "workers.log", {"AUTHSVC_DATA_DIR": str(data_dir)}, "--workers", "2")
-    servers.append(server)
-    server.start()
-    assert server.process is not None
+    server, data_dir = _start_two_workers(servers, tmp_path)
     workers = _workers(server.process.pid)
     assert len(workers) == 2
 

@@ -88,7 +88,8 @@ def _is_valkey_on(pid: int, data_dir: Path) -> bool:
     return b"valkey-server" in cmdline and cwd == str(data_dir)
 
 
-def _is_gone(pid: int) -> bool:
+def is_gone(pid: int) -> bool:
+    """True once ``pid`` has exited, a zombie waiting for its parent included."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -97,10 +98,11 @@ def _is_gone(pid: int) -> bool:
     return "\nState:\tZ" in status
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``pid`` to exit; True when it did."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _is_gone(pid):
+        if is_gone(pid):
             return True
         time.sleep(0.05)
     return False
@@ -201,10 +203,10 @@ class EmbeddedValkey:
             )
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            if not _wait_gone(pid, 15.0):
+            if not wait_gone(pid, 15.0):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                _wait_gone(pid, 5.0)
+                wait_gone(pid, 5.0)
         for name in (PID_NAME, SOCKET_NAME):
             with contextlib.suppress(FileNotFoundError):
                 (self.data_dir / name).unlink()
