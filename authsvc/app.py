@@ -16,11 +16,10 @@ from authsvc.http.appkeys import CLOCK, HASHER, KEY_RING, SESSIONS, SETTINGS, ST
 from authsvc.keys import KeyRing, load_key_ring
 from authsvc.passwords import Hasher, PasswordPolicy
 from authsvc.ratelimit import LoginRateLimiter
-from authsvc.sessions import SessionLifetimes, SessionService
-from authsvc.store import Store
-from authsvc.store.connect import connect
+from authsvc.sessions import SessionService
+from authsvc.store import SessionLimits, Store, open_redis
 from authsvc.store.embedded import EmbeddedValkey
-from authsvc.tokens import AccessTokens
+from authsvc.tokens import AccessTokens, RefreshTokens
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ def create_app(
     app = web.Application(client_max_size=settings.max_body_size, middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[CLOCK] = clock
-    app[KEY_RING] = key_ring or load_key_ring(settings.keys_dir, settings.signing_alg)
+    app[KEY_RING] = key_ring or load_key_ring(settings)
     app.add_routes(v1.routes)
     app.add_routes(oauth.routes)
     app.add_routes(ops.routes)
@@ -53,12 +52,16 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         # On the loop's own thread, not in a pool: the child's parent-death signal fires
         # when the thread that forked it ends. Nothing is served yet, so blocking is fine.
         url = embedded.start()
-    redis = connect(url, timeout=settings.store_timeout)
+    limits = SessionLimits(
+        idle_ttl=settings.refresh_token_ttl,
+        max_age=settings.session_max_age,
+        max_sessions=settings.max_sessions_per_user,
+    )
     try:
-        app[STORE] = await Store.open(redis, retry_after=settings.store_retry_after)
-        yield
+        async with open_redis(url, socket_timeout=settings.store_timeout) as redis:
+            app[STORE] = await Store.open(redis, limits, retry_after=settings.store_retry_after)
+            yield
     finally:
-        await redis.aclose()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
 
@@ -85,13 +88,10 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         app[STORE],
         hasher,
         access_tokens,
+        RefreshTokens(app[KEY_RING].refresh_secret),
         PasswordPolicy(settings.password_min_length, settings.password_max_length),
-        SessionLifetimes(
-            idle_ttl=settings.refresh_token_ttl,
-            max_age=settings.session_max_age,
-            reuse_grace=settings.refresh_reuse_grace,
-        ),
         LoginRateLimiter(app[STORE], settings.login_rate_limit),
+        reuse_grace=settings.refresh_reuse_grace,
     )
     yield
     await asyncio.to_thread(hasher.close)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from authsvc.store.connect import StoreUrlError, parse_store_url
+
 logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "AUTHSVC_"
@@ -71,6 +73,7 @@ class Settings:
     refresh_token_ttl: int = 1_209_600  # 14 days idle
     session_max_age: int = 2_592_000  # 30 days absolute
     refresh_reuse_grace: int = 10
+    max_sessions_per_user: int = 100
     keys_dir: Path | None = None
     signing_alg: SigningAlgorithm = "EdDSA"
     registration: Registration = "open"
@@ -144,7 +147,7 @@ _LITERALS: dict[str, tuple[str, ...]] = {
 _POSITIVE = {
     "port", "workers", "access_token_ttl", "refresh_token_ttl", "session_max_age",
     "password_min_length", "password_max_length", "argon2_time_cost", "argon2_memory_cost",
-    "argon2_parallelism", "store_retry_after", "max_body_size",
+    "argon2_parallelism", "store_retry_after", "max_body_size", "max_sessions_per_user",
 }  # fmt: skip
 _NON_NEGATIVE = {"refresh_reuse_grace", "hash_concurrency", "jwks_max_age"}
 
@@ -200,12 +203,11 @@ def _validate(settings: Settings) -> None:
         )
     if settings.store_timeout <= 0:
         raise SettingsError("invalid setting AUTHSVC_STORE_TIMEOUT: must be positive")
-    if settings.redis_url is not None and not settings.redis_url.startswith(
-        ("redis://", "rediss://", "unix://", "memory://")
-    ):
-        raise SettingsError(
-            "invalid setting AUTHSVC_REDIS_URL: expected redis://, rediss://, unix:// or memory://"
-        )
+    if settings.redis_url is not None:
+        try:
+            parse_store_url(settings.redis_url)
+        except StoreUrlError as exc:
+            raise SettingsError(f"invalid setting AUTHSVC_REDIS_URL: {exc}") from None
 
 
 def _env_name(name: str) -> str:

@@ -3,6 +3,10 @@
 A keys directory holds one PEM private key per file, named ``<kid>.pem``. kids begin with
 the key's creation time (``20261124T183000.123456Z-<thumbprint>``), so the newest file sorts last
 and is the one that signs; the older ones stay in the JWKS so tokens they signed verify.
+
+Beside them, ``refresh-token.secret`` holds the secret that refresh tokens are MACed with
+(see ``tokens``): shared by every instance like the signing keys, and never written to
+Redis, so reading the store is not enough to make a token.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from authsvc.config import SigningAlgorithm
+from authsvc.config import Settings, SigningAlgorithm
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +35,46 @@ PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPri
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 
+REFRESH_SECRET_NAME = "refresh-token.secret"
+REFRESH_SECRET_BYTES = 32
+
+
 class KeyRingError(ValueError):
     """A key file cannot be read, or the directory holds no usable key."""
+
+
+def load_refresh_secret(directory: Path) -> bytes:
+    """Read the refresh-token secret of a directory, creating it on first use.
+
+    Two instances starting together on an empty directory agree: the file is created
+    exclusively, and the one that loses the race reads the winner's.
+
+    Raises:
+        KeyRingError: when the file cannot be read or created, or is not a secret of ours.
+    """
+    path = directory / REFRESH_SECRET_NAME
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(
+                    base64.urlsafe_b64encode(secrets.token_bytes(REFRESH_SECRET_BYTES)).decode()
+                )
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise KeyRingError(f"cannot read or create {path}: {exc.strerror or exc}") from None
+    try:
+        secret = base64.urlsafe_b64decode(text)
+    except ValueError:
+        secret = b""
+    if len(secret) < REFRESH_SECRET_BYTES:
+        # An empty file is a crash between create and write: never a secret to use.
+        raise KeyRingError(f"{path} does not hold a {REFRESH_SECRET_BYTES}-byte secret")
+    return secret
 
 
 def generate_private_key(alg: SigningAlgorithm) -> PrivateKey:
@@ -138,9 +181,10 @@ def write_key_file(directory: Path, key: SigningKey) -> Path:
 class KeyRing:
     """The keys that verify tokens, the one that signs new ones, and their JWKS."""
 
-    def __init__(self, keys: list[SigningKey]) -> None:
+    def __init__(self, keys: list[SigningKey], refresh_secret: bytes | None = None) -> None:
         if not keys:
             raise KeyRingError("a key ring needs at least one key")
+        self.refresh_secret = refresh_secret or secrets.token_bytes(REFRESH_SECRET_BYTES)
         self._keys = {key.kid: key for key in keys}
         self.current = keys[-1]
         self.jwks = {"keys": [key.jwk() for key in keys]}
@@ -159,14 +203,14 @@ class KeyRing:
                 f"no signing keys in {directory}; create one with "
                 f"'authsvc keys generate --dir {directory}'"
             )
-        return cls([load_key_file(path) for path in paths])
+        return cls([load_key_file(path) for path in paths], load_refresh_secret(directory))
 
     @classmethod
-    def generated(cls, alg: SigningAlgorithm) -> KeyRing:
-        return cls([SigningKey.create(generate_private_key(alg))])
+    def generated(cls, alg: SigningAlgorithm, refresh_secret: bytes | None = None) -> KeyRing:
+        return cls([SigningKey.create(generate_private_key(alg))], refresh_secret)
 
     @classmethod
-    def from_pems(cls, pems: list[tuple[str, bytes]]) -> KeyRing:
+    def from_pems(cls, pems: list[tuple[str, bytes]], refresh_secret: bytes) -> KeyRing:
         """Rebuild a ring from (kid, PEM) pairs, as a parent process hands it to workers."""
         keys = []
         for kid, pem in pems:
@@ -175,7 +219,7 @@ class KeyRing:
                 key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
             )
             keys.append(SigningKey(kid=kid, alg=algorithm_of(key), private_key=key))
-        return cls(keys)
+        return cls(keys, refresh_secret)
 
     def to_pems(self) -> list[tuple[str, bytes]]:
         return [(key.kid, key.private_pem()) for key in self._keys.values()]
@@ -187,12 +231,23 @@ class KeyRing:
         return iter(self._keys.values())
 
 
-def load_key_ring(keys_dir: Path | None, alg: SigningAlgorithm) -> KeyRing:
-    """Load the shared keys, or generate one for this process with a warning."""
-    if keys_dir is not None:
-        return KeyRing.from_directory(keys_dir)
+def load_key_ring(settings: Settings) -> KeyRing:
+    """Load the shared keys, or generate a signing key for this process with a warning.
+
+    Without a keys directory, the embedded store's data directory keeps the refresh-token
+    secret, so that its sessions survive a restart as its data does.
+    """
+    if settings.keys_dir is not None:
+        return KeyRing.from_directory(settings.keys_dir)
+    alg = settings.signing_alg
     logger.warning(
         "AUTHSVC_KEYS_DIR is not set: signing with a key generated at start; access tokens "
         "will not verify after a restart or on another instance"
+    )
+    if settings.redis_url is None:
+        return KeyRing.generated(alg, load_refresh_secret(settings.data_dir))
+    logger.warning(
+        "AUTHSVC_KEYS_DIR is not set: refresh tokens will not work after a restart or on "
+        "another instance either"
     )
     return KeyRing.generated(alg)

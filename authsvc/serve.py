@@ -21,9 +21,10 @@ from aiohttp import web
 from authsvc.accesslog import ACCESS_LOGGER, AccessLogger
 from authsvc.app import create_app
 from authsvc.config import Settings, SettingsError
+from authsvc.http.appkeys import STORE
 from authsvc.keys import KeyRing, load_key_ring
 from authsvc.logs import configure_logging
-from authsvc.store.connect import is_memory_url
+from authsvc.store import parse_store_url
 from authsvc.store.embedded import EmbeddedValkey
 
 logger = logging.getLogger(__name__)
@@ -39,10 +40,19 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+async def _warn_about_store_settings(app: web.Application) -> None:
+    check = app[STORE].check
+    for warning in check.warnings if check else ():
+        logger.warning("store: %s", warning)
+
+
 def _run(settings: Settings, key_ring: KeyRing, *, reuse_port: bool) -> None:
     _use_uvloop()
+    app = create_app(settings, key_ring=key_ring)
+    # After the store opened (cleanup_ctx runs first), and only for a server, not the CLI.
+    app.on_startup.append(_warn_about_store_settings)
     web.run_app(
-        create_app(settings, key_ring=key_ring),
+        app,
         host=settings.host,
         port=settings.port,
         reuse_port=reuse_port or None,
@@ -52,26 +62,26 @@ def _run(settings: Settings, key_ring: KeyRing, *, reuse_port: bool) -> None:
     )
 
 
-def _worker(settings: Settings, pems: list[tuple[str, bytes]]) -> None:
+def _worker(settings: Settings, pems: list[tuple[str, bytes]], refresh_secret: bytes) -> None:
     configure_logging(settings.log_level, settings.log_format)
-    _run(settings, KeyRing.from_pems(pems), reuse_port=True)
+    _run(settings, KeyRing.from_pems(pems, refresh_secret), reuse_port=True)
 
 
 def serve(settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM; return the process exit code."""
-    key_ring = load_key_ring(settings.keys_dir, settings.signing_alg)
+    key_ring = load_key_ring(settings)
     logger.info(
         "authsvc listening on http://%s:%d (%d worker%s, store: %s)",
         settings.host,
         settings.port,
         settings.workers,
         "" if settings.workers == 1 else "s",
-        "embedded" if settings.redis_url is None else settings.redis_url.split("://")[0],
+        "embedded" if settings.redis_url is None else parse_store_url(settings.redis_url).topology,
     )
     if settings.workers == 1:
         _run(settings, key_ring, reuse_port=False)
         return 0
-    if settings.redis_url is not None and is_memory_url(settings.redis_url):
+    if settings.redis_url is not None and parse_store_url(settings.redis_url).topology == "memory":
         raise SettingsError(
             "invalid setting AUTHSVC_WORKERS: memory:// lives in one process; use 1 worker"
         )
@@ -91,7 +101,11 @@ def _supervise(settings: Settings, key_ring: KeyRing) -> int:
     }
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=_worker, args=(settings, key_ring.to_pems()), name=f"worker-{i}")
+        context.Process(
+            target=_worker,
+            args=(settings, key_ring.to_pems(), key_ring.refresh_secret),
+            name=f"worker-{i}",
+        )
         for i in range(settings.workers)
     ]
     exit_code = 0

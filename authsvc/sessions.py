@@ -23,7 +23,7 @@ from authsvc.store import LoginOutcome, RotationOutcome, SessionRecord, Store
 from authsvc.tokens import (
     AccessClaims,
     AccessTokens,
-    RefreshToken,
+    RefreshTokens,
     Successor,
     is_session_id,
     new_session_id,
@@ -61,13 +61,6 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionLifetimes:
-    idle_ttl: int  # REFRESH_TOKEN_TTL
-    max_age: int  # SESSION_MAX_AGE
-    reuse_grace: int  # REFRESH_REUSE_GRACE
-
-
-@dataclass(frozen=True, slots=True)
 class ClientInfo:
     """What a login records about the client, all plain strings."""
 
@@ -84,16 +77,19 @@ class SessionService:
         store: Store,
         hasher: Hasher,
         access_tokens: AccessTokens,
+        refresh_tokens: RefreshTokens,
         policy: PasswordPolicy,
-        lifetimes: SessionLifetimes,
         rate_limiter: LoginRateLimiter,
+        *,
+        reuse_grace: int,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._access = access_tokens
+        self._refresh = refresh_tokens
         self._policy = policy
-        self._lifetimes = lifetimes
         self._rate_limiter = rate_limiter
+        self._reuse_grace = reuse_grace  # REFRESH_REUSE_GRACE
 
     async def register(self, username: str, password: str, *, now: int) -> User:
         """Create an account.
@@ -137,23 +133,27 @@ class SessionService:
             raise InvalidCredentials()
 
         session_id = new_session_id()
-        refresh_token = RefreshToken.mint(user.user_id, session_id)
-        outcome, expires_at = await self._store.login(
+        refresh_token = self._refresh.mint(user.user_id, session_id)
+        started = await self._store.login(
             user,
             session_id,
             refresh_token.hash,
             now=now,
-            idle_ttl=self._lifetimes.idle_ttl,
-            max_age=self._lifetimes.max_age,
             device=client.device,
             user_agent=client.user_agent,
             ip=client.ip,
             upgraded_password_hash=verification.new_hash,
         )
-        if outcome is LoginOutcome.REVOKED:
+        if started.outcome is LoginOutcome.REVOKED:
             raise InvalidCredentials("every session was revoked while this login ran; log in again")
-        if outcome is not LoginOutcome.OK:
+        if started.outcome is not LoginOutcome.OK:
             raise InvalidCredentials()
+        for evicted in started.evicted:
+            logger.info(
+                "session evicted: user %s session %s (over MAX_SESSIONS_PER_USER)",
+                user.user_id,
+                evicted,
+            )
         access_token, access_expires_at = self._access.sign(
             user_id=user.user_id, session_id=session_id, now=now
         )
@@ -162,7 +162,7 @@ class SessionService:
             access_token=access_token,
             expires_in=access_expires_at - now,
             refresh_token=refresh_token.value,
-            refresh_expires_in=expires_at - now,
+            refresh_expires_in=started.expires_at - now,
             session_id=session_id,
         )
 
@@ -172,9 +172,10 @@ class SessionService:
         Raises:
             InvalidGrant: the token is malformed, unknown, expired, revoked or replayed.
         """
-        presented = RefreshToken.parse(refresh_token)
+        # A token that is not ours (bad MAC) stops here: no signing, no sealing, no store call.
+        presented = self._refresh.parse(refresh_token)
         user_id, session_id = presented.user_id, presented.session_id
-        successor = RefreshToken.mint(user_id, session_id)
+        successor = self._refresh.successor(presented)
         access_token, access_expires_at = self._access.sign(
             user_id=user_id, session_id=session_id, now=now
         )
@@ -184,19 +185,19 @@ class SessionService:
         rotation = await self._store.rotate(
             user_id,
             session_id,
+            presented.position,
             presented.hash,
             successor.hash,
             sealed,
             now=now,
-            grace=self._lifetimes.reuse_grace,
-            idle_ttl=self._lifetimes.idle_ttl,
+            grace=self._reuse_grace,
         )
         if rotation.outcome is RotationOutcome.GRACE:
             # A retry or a parallel request with the same token: hand back what the first
             # rotation issued, so the app's chain goes on instead of splitting in two.
             cached = open_successor(presented, rotation.sealed_successor)
             access_token, access_expires_at = cached.access_token, cached.access_expires_at
-            successor = RefreshToken.parse(cached.refresh_token)
+            successor = self._refresh.parse(cached.refresh_token)
         elif rotation.outcome is RotationOutcome.REPLAY:
             logger.warning(
                 "refresh token replayed after its grace: session %s of user %s revoked",

@@ -1,12 +1,24 @@
 """Access tokens (signed JWTs) and refresh tokens (opaque, stored only as hashes).
 
-A refresh token reads ``<user_id>.<session_id>.<secret>``: the secret carries the 256 bits
-of randomness; the two ids let the store find the session's keys (which share the user's
-hash tag) without a global token index. Clients treat it as opaque.
+A refresh token reads ``<user_id>.<session_id>.<position>.<secret>.<mac>``:
+
+- the two ids let the store find the session's keys (which share the user's hash tag)
+  without a global token index;
+- ``position`` counts the rotations of the session's chain (0 at login);
+- ``secret`` carries the 256 bits of randomness;
+- ``mac`` is an HMAC of everything before it under the key ring's refresh-token secret,
+  which lives beside the signing keys and never in Redis.
+
+The MAC is what keeps a session's state constant: a token that verifies was issued by us,
+so one whose position lies behind the chain's current position was used already and is a
+replay, with no set of used hashes to remember. A token that does not verify (a few
+characters changed, or any string around a real session id) is refused before the store
+is asked, so it can never end a session. Clients treat the whole token as opaque.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -29,8 +41,14 @@ ACCESS_TOKEN_TYPE = "at+jwt"
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id"]
 EXP_LEEWAY = 1  # API.md: "at most one second of leeway"
 
-_REFRESH_TOKEN = re.compile(r"^([0-9a-f]{32})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$")
+_REFRESH_TOKEN = re.compile(
+    r"^(?P<body>(?P<user_id>[0-9a-f]{32})\.(?P<session_id>[A-Za-z0-9_-]{22})"
+    r"\.(?P<position>0|[1-9][0-9]{0,11})\.[A-Za-z0-9_-]{43})\.(?P<mac>[A-Za-z0-9_-]{22})$"
+)
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+_MAC_CONTEXT = b"authsvc/refresh-token/v1\n"
+MAC_BYTES = 16  # 128-bit tag: forging one is out of reach, and the token stays short
+STORED_HASH_BYTES = 16  # what the store keeps of the current token: a SHA-256 prefix
 _SUCCESSOR_KEY_INFO = b"authsvc/successor/v1"
 
 
@@ -46,28 +64,55 @@ def is_session_id(text: str) -> bool:
     return _SESSION_ID.fullmatch(text) is not None
 
 
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
 @dataclass(frozen=True, slots=True)
 class RefreshToken:
     user_id: str
     session_id: str
+    position: int
     value: str
 
-    @classmethod
-    def mint(cls, user_id: str, session_id: str) -> RefreshToken:
-        return cls(user_id, session_id, f"{user_id}.{session_id}.{secrets.token_urlsafe(32)}")
+    @property
+    def hash(self) -> bytes:
+        """The only form of the token the store keeps."""
+        return hashlib.sha256(self.value.encode()).digest()[:STORED_HASH_BYTES]
 
-    @classmethod
-    def parse(cls, value: str) -> RefreshToken:
-        """Raises: InvalidGrant when the text cannot be a refresh token of ours."""
+
+class RefreshTokens:
+    """Mint and check refresh tokens under the key ring's refresh-token secret."""
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 32:
+            raise ValueError("the refresh-token secret needs at least 256 bits")
+        self._secret = secret
+
+    def _mac(self, body: str) -> str:
+        digest = hmac.digest(self._secret, _MAC_CONTEXT + body.encode(), "sha256")
+        return _b64(digest[:MAC_BYTES])
+
+    def mint(self, user_id: str, session_id: str, position: int = 0) -> RefreshToken:
+        body = f"{user_id}.{session_id}.{position}.{secrets.token_urlsafe(32)}"
+        return RefreshToken(user_id, session_id, position, f"{body}.{self._mac(body)}")
+
+    def successor(self, token: RefreshToken) -> RefreshToken:
+        """Mint the token that follows ``token`` in its chain."""
+        return self.mint(token.user_id, token.session_id, token.position + 1)
+
+    def parse(self, value: str) -> RefreshToken:
+        """Return the token when it is well formed and its MAC is ours.
+
+        Raises:
+            InvalidGrant: when the text is not a refresh token this service issued.
+        """
         match = _REFRESH_TOKEN.fullmatch(value)
         if match is None:
             raise InvalidGrant("the refresh token is malformed")
-        return cls(match.group(1), match.group(2), value)
-
-    @property
-    def hash(self) -> str:
-        """The only form of the token the store keeps."""
-        return hashlib.sha256(self.value.encode()).hexdigest()
+        if not hmac.compare_digest(self._mac(match["body"]), match["mac"]):
+            raise InvalidGrant()
+        return RefreshToken(match["user_id"], match["session_id"], int(match["position"]), value)
 
 
 @dataclass(frozen=True, slots=True)

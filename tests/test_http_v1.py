@@ -256,8 +256,8 @@ async def test_refresh_token_is_url_safe_with_256_bits_of_randomness(client: Any
     for token in tokens:
         assert urllib.parse.quote(token, safe="") == token
         assert re.fullmatch(r"[A-Za-z0-9._~-]+", token)
-        # The random part is the last dot-separated segment (tokens.py): 32 bytes.
-        secret = token.rsplit(".", 1)[-1]
+        # The random part is the fourth dot-separated segment (tokens.py): 32 bytes.
+        secret = token.split(".")[3]
         random_bytes = base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))
         assert len(random_bytes) * 8 >= 256
 
@@ -463,8 +463,8 @@ async def test_refresh_with_missing_field_or_wrong_type_is_invalid_request(clien
 async def test_refresh_of_unknown_token_is_invalid_grant(client: Any) -> None:
     await register(client)
     pair = await login(client)
-    user_id, session_id, _ = pair["refresh_token"].split(".")
-    response = await refresh(client, f"{user_id}.{session_id}.{'B' * 43}")
+    user_id, session_id, position, _, mac = pair["refresh_token"].split(".")
+    response = await refresh(client, f"{user_id}.{session_id}.{position}.{'B' * 43}.{mac}")
     await assert_error(response, 401, "invalid_grant")
     # A wrong guess does not end the session: the real token still works.
     assert (await refresh(client, pair["refresh_token"])).status == 200

@@ -9,11 +9,12 @@ from typing import Any
 import redis.asyncio
 from support import TEST_PASSWORD, FakeClock, bearer, login, refresh, register
 
-from authsvc.store import LoginOutcome, Store, keyspace
+from authsvc.store import LoginOutcome, SessionLimits, Store, keyspace
 from authsvc.tokens import new_session_id
 
 
 async def _live_sessions(redis_client: redis.asyncio.Redis, user_id: str) -> list[str]:
+    """Sessions with an index entry and a session hash: what the scripts call live."""
     sids = await redis_client.zrange(keyspace.sessions(user_id), 0, -1)
     live = []
     for sid in sids:
@@ -101,10 +102,35 @@ async def test_forged_token_with_a_real_session_id_does_not_revoke(client: Any) 
     """Knowing a session id is not enough to end the session."""
     await register(client)
     pair = await login(client)
-    user_id, session_id, _ = pair["refresh_token"].split(".")
-    forged = f"{user_id}.{session_id}.{'A' * 43}"
-    assert (await refresh(client, forged)).status == 401
-    assert (await refresh(client, pair["refresh_token"])).status == 200
+    user_id, session_id, position, secret, mac = pair["refresh_token"].split(".")
+    forged = [
+        f"{user_id}.{session_id}.{position}.{'A' * 43}.{'A' * 22}",
+        # An older position would be a replay, if the MAC did not give the forgery away.
+        f"{user_id}.{session_id}.0.{secret}.{mac}".replace(".0.", ".1.", 1),
+        f"{user_id}.{session_id}.{position}.{secret}.{mac[:-2]}AA",
+    ]
+    successor = await (await refresh(client, pair["refresh_token"])).json()
+    _, _, _, secret, mac = successor["refresh_token"].split(".")
+    forged.append(f"{user_id}.{session_id}.0.{secret}.{mac}")
+    for token in forged:
+        assert (await refresh(client, token)).status == 401, token
+    assert (await refresh(client, successor["refresh_token"])).status == 200
+
+
+async def test_a_token_changed_in_a_few_characters_does_not_revoke(
+    client: Any, clock: FakeClock
+) -> None:
+    """Flipping characters anywhere in a real token gets invalid_grant, the session lives on."""
+    await register(client)
+    pair = await login(client)
+    token = pair["refresh_token"]
+    clock.advance(60)
+    for index in range(0, len(token), 7):
+        if token[index] == ".":
+            continue
+        changed = token[:index] + ("A" if token[index] != "A" else "B") + token[index + 1 :]
+        assert (await refresh(client, changed)).status == 401, index
+    assert (await refresh(client, token)).status == 200
 
 
 async def test_concurrent_refreshes_leave_one_live_chain(
@@ -119,9 +145,9 @@ async def test_concurrent_refreshes_leave_one_live_chain(
     assert len(successors) == 1
     # In the store: one live session whose current token is that one successor.
     assert await _live_sessions(redis_client, user["user_id"]) == [pair["session_id"]]
-    stored = await redis_client.hget(keyspace.session(user["user_id"], pair["session_id"]), "token")
+    stored = await redis_client.hget(keyspace.session(user["user_id"], pair["session_id"]), "h")
     (successor,) = successors
-    assert stored == hashlib.sha256(successor.encode()).hexdigest().encode()
+    assert stored == hashlib.sha256(successor.encode()).digest()[:16]
     assert (await refresh(client, successor)).status == 200
 
 
@@ -147,7 +173,7 @@ async def test_store_keeps_only_hashes_of_refresh_tokens(
         for value in values:
             for secret in secrets:
                 assert secret.encode() not in value
-                assert secret.split(".")[2].encode() not in value
+                assert secret.split(".")[3].encode() not in value
 
 
 async def test_refresh_token_expires_after_idle_ttl(make_client: Any, clock: FakeClock) -> None:
@@ -191,17 +217,17 @@ async def test_logout_all_ends_a_login_that_races_with_it(
     """A login whose password check ran before a logout-all, and whose script after, ends."""
     await register(client)
     sessions = [await login(client) for _ in range(20)]
-    store = Store(redis.asyncio.Redis.from_url(redis_url))
+    store = Store(redis.asyncio.Redis.from_url(redis_url), SessionLimits(100, 200, 100))
     try:
         user = await store.find_user("alice")  # what login reads before verifying
         assert user is not None
         response = await client.post("/v1/auth/logout-all", headers=bearer(sessions[0]))
         assert response.status == 204
-        outcome, _ = await store.login(
-            user, new_session_id(), "0" * 64, now=clock(), idle_ttl=100, max_age=200,
+        started = await store.login(
+            user, new_session_id(), b"0" * 16, now=clock(),
             device="", user_agent="", ip="", upgraded_password_hash=None,
         )  # fmt: skip
-        assert outcome is LoginOutcome.REVOKED
+        assert started.outcome is LoginOutcome.REVOKED
     finally:
         await store.redis.aclose()
     for pair in sessions:

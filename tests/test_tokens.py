@@ -14,7 +14,7 @@ from authsvc.errors import InvalidGrant, InvalidToken
 from authsvc.keys import KeyRing
 from authsvc.tokens import (
     AccessTokens,
-    RefreshToken,
+    RefreshTokens,
     Successor,
     open_successor,
     seal_successor,
@@ -101,20 +101,41 @@ def test_verify_rejects_an_expired_token_beyond_one_second_of_leeway() -> None:
         tokens.verify(token)
 
 
+REFRESH = RefreshTokens(b"k" * 32)
+
+
 def test_refresh_token_is_url_safe_with_256_random_bits() -> None:
-    token = RefreshToken.mint("0" * 32, "A" * 22)
-    secret = token.value.split(".")[2]
+    token = REFRESH.mint("0" * 32, "A" * 22)
+    secret = token.value.split(".")[3]
     assert len(base64.urlsafe_b64decode(secret + "=")) == 32
-    assert RefreshToken.parse(token.value) == token
-    assert token.hash == hashlib.sha256(token.value.encode()).hexdigest()
-    assert RefreshToken.mint("0" * 32, "A" * 22).value != token.value
+    assert REFRESH.parse(token.value) == token
+    assert token.hash == hashlib.sha256(token.value.encode()).digest()[:16]
+    assert REFRESH.mint("0" * 32, "A" * 22).value != token.value
+
+
+def test_successor_takes_the_next_position_in_the_chain() -> None:
+    token = REFRESH.mint("0" * 32, "A" * 22)
+    assert token.position == 0
+    successor = REFRESH.successor(REFRESH.successor(token))
+    assert (successor.user_id, successor.session_id, successor.position) == ("0" * 32, "A" * 22, 2)
+    assert REFRESH.parse(successor.value) == successor
+
+
+def test_a_token_minted_under_another_secret_does_not_parse() -> None:
+    """The MAC, not the format, makes a token ours: a stolen layout is not enough."""
+    foreign = RefreshTokens(b"x" * 32).mint("0" * 32, "A" * 22)
+    with pytest.raises(InvalidGrant):
+        REFRESH.parse(foreign.value)
+    body, _, mac = REFRESH.mint("0" * 32, "A" * 22).value.rpartition(".")
+    with pytest.raises(InvalidGrant):
+        REFRESH.parse(body.replace(".0.", ".7.") + "." + mac)
 
 
 def test_sealed_successor_opens_only_with_the_presented_token() -> None:
-    presented = RefreshToken.mint("0" * 32, "A" * 22)
-    successor = Successor("access", RefreshToken.mint("0" * 32, "A" * 22).value, 123)
+    presented = REFRESH.mint("0" * 32, "A" * 22)
+    successor = Successor("access", REFRESH.successor(presented).value, 123)
     sealed = seal_successor(presented, successor)
     assert successor.refresh_token.encode() not in sealed
     assert open_successor(presented, sealed) == successor
     with pytest.raises(InvalidGrant):
-        open_successor(RefreshToken.mint("0" * 32, "A" * 22), sealed)
+        open_successor(REFRESH.mint("0" * 32, "A" * 22), sealed)

@@ -19,9 +19,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: 200 when the store answers a PING, else 503 with Retry-After."""
+    """Readiness: 200 when the store answers a PING, else 503 with Retry-After.
+
+    The body also carries what the store's own settings put at risk (an evicting
+    maxmemory-policy, persistence off): the service is ready, but an operator should know.
+    """
+    store = request.app[STORE]
     try:
-        await request.app[STORE].ping()
+        await store.ping()
+        check = store.check or await store.check_settings()
     except StoreUnavailable:
         retry_after = request.app[SETTINGS].store_retry_after
         return json_response(
@@ -29,4 +35,4 @@ async def readyz(request: web.Request) -> web.Response:
             status=503,
             headers={"Retry-After": str(retry_after)},
         )
-    return json_response({"status": "ok", "store": "ok"})
+    return json_response({"status": "ok", "store": "ok", "store_warnings": list(check.warnings)})

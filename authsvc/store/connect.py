@@ -1,35 +1,195 @@
-"""Build a Redis client from AUTHSVC_REDIS_URL."""
+"""Open a Redis client for AUTHSVC_REDIS_URL: one server, Sentinel, Cluster or memory://.
+
+``parse_store_url`` reads the URL once into a ``StoreAddress`` (config validation calls it,
+so a bad URL stops the start with one line); ``open_redis`` builds the client for its
+topology and, as the one who opened it, closes it when its ``async with`` ends.
+"""
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
+Topology = Literal["single", "sentinel", "cluster", "memory"]
+RedisClient: TypeAlias = "Redis | RedisCluster"
+
 MEMORY_URL = "memory://"
+_SINGLE_SCHEMES = ("redis", "rediss", "unix")
+_SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+DEFAULT_PORT = 6379
+DEFAULT_SENTINEL_PORT = 26379
+
+
+class StoreUrlError(ValueError):
+    """AUTHSVC_REDIS_URL is not a URL authsvc can connect to; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreAddress:
+    """Where the store is, read from AUTHSVC_REDIS_URL."""
+
+    topology: Topology
+    url: str
+    # Sentinels for "sentinel", seed nodes for "cluster"; empty otherwise.
+    nodes: tuple[tuple[str, int], ...] = ()
+    service_name: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
 
 
 def is_memory_url(url: str) -> bool:
     return url.startswith(MEMORY_URL)
 
 
-def connect(url: str, *, timeout: float) -> Redis:
-    """Return a client for a ``redis://``, ``rediss://``, ``unix://`` or ``memory://`` URL.
+def _nodes(netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
+    hosts = netloc.rpartition("@")[2]
+    nodes = []
+    for item in hosts.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep:
+            host, port = item.strip(), str(default_port)
+        host = host.strip("[]")  # an IPv6 address in brackets
+        if not host or not port.isdigit() or not 0 < int(port) < 65_536:
+            raise StoreUrlError(f"expected host:port, got {item.strip()!r}")
+        nodes.append((host, int(port)))
+    return tuple(nodes)
 
-    ``memory://`` is fakeredis in this process, running the same Lua scripts (through
-    lupa); its state dies with the process.
+
+def _credentials(netloc: str) -> tuple[str | None, str | None]:
+    userinfo, sep, _ = netloc.rpartition("@")
+    if not sep:
+        return None, None
+    user, has_password, password = userinfo.partition(":")
+    if not has_password:
+        return None, unquote(user) or None  # redis://secret@host: a password alone
+    return unquote(user) or None, unquote(password) or None
+
+
+def parse_store_url(url: str) -> StoreAddress:
+    """Read AUTHSVC_REDIS_URL.
+
+    Raises:
+        StoreUrlError: for an unknown scheme or a malformed host list, service or db.
     """
     if is_memory_url(url):
+        return StoreAddress("memory", url)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise StoreUrlError("expected a URL such as redis://host:port")
+    if scheme in _SINGLE_SCHEMES:
+        return StoreAddress("single", url, tls=scheme == "rediss")
+    if scheme not in _SENTINEL_SCHEMES + _CLUSTER_SCHEMES:
+        raise StoreUrlError(
+            f"unknown scheme {scheme}://; expected redis://, rediss://, unix://, "
+            "redis+sentinel://, redis+cluster:// (or rediss+...) or memory://"
+        )
+    netloc, _, path = rest.partition("/")
+    path = urlsplit("//x/" + path).path.strip("/")  # without query or fragment
+    username, password = _credentials(netloc)
+    tls = scheme.startswith("rediss")
+    if scheme in _CLUSTER_SCHEMES:
+        if path:
+            raise StoreUrlError("a Cluster URL names no database: Cluster has only db 0")
+        return StoreAddress(
+            "cluster", url, _nodes(netloc, DEFAULT_PORT),
+            username=username, password=password, tls=tls,
+        )  # fmt: skip
+    service_name, _, db = path.partition("/")
+    if not service_name:
+        raise StoreUrlError("a Sentinel URL ends with /service_name[/db]")
+    if db and not db.isdigit():
+        raise StoreUrlError(f"the database must be a number, got {db!r}")
+    return StoreAddress(
+        "sentinel", url, _nodes(netloc, DEFAULT_SENTINEL_PORT), service_name=service_name,
+        db=int(db or 0), username=username, password=password, tls=tls,
+    )  # fmt: skip
+
+
+def _client_options(timeout: float) -> dict[str, Any]:
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        # One quick retry on a fresh connection covers pooled connections that died with a
+        # Redis restart or a failover; more would only hold requests during an outage.
+        "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
+    }
+
+
+@contextlib.asynccontextmanager
+async def open_redis(url: str, *, socket_timeout: float) -> AsyncIterator[RedisClient]:
+    """Yield a client for AUTHSVC_REDIS_URL, closed when the block ends.
+
+    ``memory://`` is fakeredis in this process, running the same Lua scripts (through
+    lupa); its state dies with the process. Nothing connects before the first command,
+    so a store that is down at start is no error here.
+
+    Raises:
+        StoreUrlError: when the URL cannot be read.
+    """
+    address = parse_store_url(url)
+    options = _client_options(socket_timeout)
+    if address.topology == "memory":
         import fakeredis
 
-        client: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-        return client
-    return Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        # One quick retry on a fresh connection covers pooled connections that died with
-        # a Redis restart; more would only hold requests during a real outage.
-        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
+        client: RedisClient = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    elif address.topology == "single":
+        client = Redis.from_url(url, health_check_interval=30, **options)
+    elif address.topology == "cluster":
+        # Not entered with "async with": that would connect now, and a cluster that is
+        # down at start must only make /readyz say so.
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+            username=address.username,
+            password=address.password,
+            ssl=address.tls,
+            **options,
+        )
+    else:
+        async with _sentinel_master(address, options) as master:
+            yield master
+        return
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _sentinel_master(address: StoreAddress, options: dict[str, Any]) -> AsyncIterator[Redis]:
+    # The credentials are the data nodes'; sentinels are asked without them, as they
+    # usually run without a password of their own.
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(address.nodes),
+        sentinel_kwargs={
+            "socket_timeout": options["socket_timeout"],
+            "socket_connect_timeout": options["socket_connect_timeout"],
+            "ssl": address.tls,
+        },
+        db=address.db,
+        username=address.username,
+        password=address.password,
+        ssl=address.tls,
         health_check_interval=30,
+        **options,
     )
+    # A connection to the old master fails or answers READONLY after a failover; the pool
+    # then asks the sentinels again, so the new master is followed without a restart.
+    master = sentinel.master_for(address.service_name)
+    try:
+        yield master
+    finally:
+        await master.aclose()
+        for client in sentinel.sentinels:
+            await client.aclose()

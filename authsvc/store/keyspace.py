@@ -1,26 +1,33 @@
 """Every Redis key name authsvc uses, built here and nowhere else.
 
-Every key of one user's state carries the hash tag ``{<user_id>}``, so the scripts that
-touch several of them run on Redis Cluster too (all their keys hash to one slot):
+Every key of one user's state carries the hash tag ``{<uid>}``, so the scripts that touch
+several of them run on Redis Cluster too (all their keys hash to one slot):
 
-    authsvc:{<uid>}:user              hash  username, password_hash, created_at, epoch
-    authsvc:{<uid>}:sessions          zset  session id -> expires_at; pruned of the past
-    authsvc:{<uid>}:session:<sid>     hash  one session: the chain's current and previous
-                                            token hashes, the sealed successor, times,
-                                            device, user_agent, ip, epoch at login
-    authsvc:{<uid>}:chain:<sid>       set   hashes of the session's used refresh tokens,
-                                            so a replay of any of them is recognised
-    authsvc:username:<sha256(name)>   str   normalised username -> user id
+    authsvc:{<uid>}:user          hash  username, password_hash, created_at, epoch
+    authsvc:{<uid>}:sessions      zset  session id -> last used at: the user's live sessions,
+                                        least recently used first
+    authsvc:{<uid>}:s:<sid>       hash  one session: n (position of the chain's current
+                                        token), h (its hash), c (created_at), d (device),
+                                        a (user agent), i (ip)
+    authsvc:{<uid>}:g:<sid>       str   the last rotation's successor, sealed with the token
+                                        it replaced; kept only through the grace window
+    authsvc:username:<sha256(name)>
+                                  str   normalised username -> user id
     authsvc:ratelimit:login:<scope>:<sha256(value)>:<window start>
-                                      str   login attempts in that window
+                                  str   login attempts in that window
 
-``epoch`` counts the user's logout-alls: a session is live only while the epoch it was
-created in is still the user's, which ends every session at once in O(1), including one
-whose login script runs while the logout-all is under way.
+A session is live while it has an index entry, its hash exists, and neither its idle
+lifetime (from its last use) nor its maximum age (from created_at) has run out. So a
+session costs the same after 3,000 refreshes as after one: the refresh token's MAC proves
+its position in the chain (``authsvc.tokens``), and no used token is remembered.
 
-Session and chain keys expire with the session; the user's session index expires with its
-longest-lived session; rate-limit counters with their window. Expiry is decided by the
-scripts comparing stored times with ``now``: the TTLs only collect garbage.
+``epoch`` counts the user's logout-alls; a login whose password check read an older epoch
+than the one its script finds was overtaken by a logout-all and does not start a session.
+
+Session hashes expire with the session, the index with the user's last use plus the idle
+lifetime, sealed successors after the grace, and rate-limit counters with their window.
+Expiry is decided by the scripts comparing stored times with ``now``: the TTLs only
+collect garbage.
 """
 
 from __future__ import annotations
@@ -43,11 +50,11 @@ def sessions(user_id: str) -> str:
 
 
 def session(user_id: str, session_id: str) -> str:
-    return f"{PREFIX}:{{{user_id}}}:session:{session_id}"
+    return f"{PREFIX}:{{{user_id}}}:s:{session_id}"
 
 
-def chain(user_id: str, session_id: str) -> str:
-    return f"{PREFIX}:{{{user_id}}}:chain:{session_id}"
+def successor(user_id: str, session_id: str) -> str:
+    return f"{PREFIX}:{{{user_id}}}:g:{session_id}"
 
 
 def username(normalized_username: str) -> str:

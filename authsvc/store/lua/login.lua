@@ -1,13 +1,14 @@
--- Create a session for a user whose password was just verified.
+-- Create a session for a user whose password was just verified; enforce the session cap.
 -- KEYS[1] user hash   KEYS[2] session hash   KEYS[3] user's session index (zset)
 -- ARGV[1] session id   ARGV[2] refresh token hash   ARGV[3] now   ARGV[4] idle ttl
 -- ARGV[5] session max age   ARGV[6] user epoch read before the password check
 -- ARGV[7] device   ARGV[8] user agent   ARGV[9] ip   ARGV[10] upgraded password hash or ""
--- returns {"ok", expires_at} | {"revoked"} | {"unknown"}
+-- ARGV[11] most live sessions per user
+-- returns {"ok", expires_at, evicted session id...} | {"revoked"} | {"unknown"}
 local user_key, session_key, index_key = KEYS[1], KEYS[2], KEYS[3]
 local sid, token_hash = ARGV[1], ARGV[2]
 local now, idle_ttl, max_age = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local epoch_seen = ARGV[6]
+local epoch_seen, max_sessions = ARGV[6], tonumber(ARGV[11])
 
 local epoch = redis.call("HGET", user_key, "epoch")
 if not epoch then
@@ -18,20 +19,33 @@ if epoch ~= epoch_seen then
   return {"revoked"}
 end
 
-local max_expires_at = now + max_age
-local expires_at = math.min(now + idle_ttl, max_expires_at)
-redis.call("HSET", session_key,
-  "created_at", now, "last_used_at", now, "max_expires_at", max_expires_at,
-  "expires_at", expires_at, "epoch", epoch, "token", token_hash,
-  "device", ARGV[7], "user_agent", ARGV[8], "ip", ARGV[9])
-redis.call("EXPIREAT", session_key, expires_at)
+-- The index scores each session by its last use, so its head is the least recently used.
+-- Idle sessions have ended already; the cap ends the least recently used live ones, here,
+-- so that concurrent logins cannot overshoot it. Only the index entry goes: a session is
+-- live only while it has one, and the caller deletes the evicted sessions' hashes.
+redis.call("ZREMRANGEBYSCORE", index_key, "-inf", now - idle_ttl)
+local reply = {"ok", 0}
+local excess = redis.call("ZCARD", index_key) - max_sessions + 1
+if excess > 0 then
+  local evicted = redis.call("ZRANGE", index_key, 0, excess - 1)
+  redis.call("ZREM", index_key, unpack(evicted))
+  for _, evicted_sid in ipairs(evicted) do
+    reply[#reply + 1] = evicted_sid
+  end
+end
 
-redis.call("ZREMRANGEBYSCORE", index_key, "-inf", now)
-redis.call("ZADD", index_key, expires_at, sid)
-local latest = redis.call("ZRANGE", index_key, -1, -1, "WITHSCORES")
-redis.call("EXPIREAT", index_key, tonumber(latest[2]))
+local expires_at = math.min(now + idle_ttl, now + max_age)
+-- Short field names keep the hash a small listpack: n position of the current token,
+-- h its hash, c created_at, d device, a user agent, i ip. Its last use is the index score.
+redis.call("HSET", session_key, "n", 0, "h", token_hash, "c", now,
+  "d", ARGV[7], "a", ARGV[8], "i", ARGV[9])
+redis.call("EXPIREAT", session_key, expires_at)
+redis.call("ZADD", index_key, now, sid)
+-- Every session's last use is at most now, so none outlives now + idle ttl.
+redis.call("EXPIREAT", index_key, now + idle_ttl)
 
 if ARGV[10] ~= "" then
   redis.call("HSET", user_key, "password_hash", ARGV[10])
 end
-return {"ok", expires_at}
+reply[2] = expires_at
+return reply

@@ -1,12 +1,13 @@
--- End one session (logout, DELETE /v1/auth/sessions/{id}).
--- KEYS[1] user hash   KEYS[2] session hash   KEYS[3] session's chain   KEYS[4] session index
--- ARGV[1] session id   ARGV[2] now
+-- End one session (logout, DELETE /v1/auth/sessions/{id}, /oauth/revoke).
+-- KEYS[1] session hash   KEYS[2] user's session index (zset)   KEYS[3] sealed successor
+-- ARGV[1] session id   ARGV[2] now   ARGV[3] idle ttl   ARGV[4] session max age
 -- returns 1 when a live session ended, 0 when there was none
-local s = redis.call("HMGET", KEYS[2], "epoch", "expires_at")
-local live = s[1] and tonumber(s[2]) > tonumber(ARGV[2])
-  and s[1] == redis.call("HGET", KEYS[1], "epoch")
-redis.call("DEL", KEYS[2], KEYS[3])
-redis.call("ZREM", KEYS[4], ARGV[1])
+local last_used_at = tonumber(redis.call("ZSCORE", KEYS[2], ARGV[1]))
+local created_at = tonumber(redis.call("HGET", KEYS[1], "c"))
+local live = last_used_at and created_at
+  and math.min(last_used_at + tonumber(ARGV[3]), created_at + tonumber(ARGV[4])) > tonumber(ARGV[2])
+redis.call("DEL", KEYS[1], KEYS[3])
+redis.call("ZREM", KEYS[2], ARGV[1])
 if live then
   return 1
 end

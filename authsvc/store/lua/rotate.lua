@@ -1,58 +1,69 @@
 -- Rotate a session's refresh token: the heart of single use, grace and replay.
--- KEYS[1] user hash   KEYS[2] session hash   KEYS[3] session's used-token set (chain)
--- KEYS[4] user's session index (zset)
--- ARGV[1] session id   ARGV[2] presented token hash   ARGV[3] successor token hash
--- ARGV[4] sealed successor (opens only with the presented token)   ARGV[5] now
--- ARGV[6] grace seconds   ARGV[7] idle ttl
+-- KEYS[1] session hash   KEYS[2] user's session index (zset)   KEYS[3] sealed successor
+-- ARGV[1] session id   ARGV[2] position of the presented token in the chain
+-- ARGV[3] presented token hash   ARGV[4] successor token hash
+-- ARGV[5] sealed successor (opens only with the presented token)   ARGV[6] now
+-- ARGV[7] grace seconds   ARGV[8] idle ttl   ARGV[9] session max age
+-- ARGV[10] seconds to keep the sealed successor (a little over the grace)
 -- returns {"ok", expires_at} | {"grace", sealed successor, expires_at} | {"replay"} | {"unknown"}
-local user_key, session_key, chain_key, index_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local sid, presented, successor, sealed = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local now, grace, idle_ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+--
+-- The caller has checked the presented token's MAC: it was issued by this service, so its
+-- position is true. The state is constant: the chain's current position and token hash, and
+-- the time of its last rotation (the index score), however long the chain grows.
+local session_key, index_key, successor_key = KEYS[1], KEYS[2], KEYS[3]
+local sid, position, presented, successor = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local sealed, now, grace = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local idle_ttl, max_age, successor_ttl = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 
 local function revoke()
-  redis.call("DEL", session_key, chain_key)
+  redis.call("DEL", session_key, successor_key)
   redis.call("ZREM", index_key, sid)
 end
 
-local s = redis.call("HMGET", session_key,
-  "epoch", "expires_at", "max_expires_at", "token", "prev", "prev_used_at", "successor")
-local epoch, expires_at, max_expires_at = s[1], tonumber(s[2]), tonumber(s[3])
-local current, prev, prev_used_at, cached = s[4], s[5], tonumber(s[6]), s[7]
-if not epoch then
+local last_used_at = tonumber(redis.call("ZSCORE", index_key, sid))
+local s = redis.call("HMGET", session_key, "n", "h", "c")
+local current_position, current, created_at = tonumber(s[1]), s[2], tonumber(s[3])
+if not last_used_at or not current_position then
+  -- Ended: logged out, revoked, evicted by the cap, or ended by a logout-all.
   return {"unknown"}
 end
-if epoch ~= redis.call("HGET", user_key, "epoch") or expires_at <= now then
+local expires_at = math.min(last_used_at + idle_ttl, created_at + max_age)
+if expires_at <= now then
   revoke()
   return {"unknown"}
 end
 
-if presented == current then
-  local new_expires_at = math.min(now + idle_ttl, max_expires_at)
-  redis.call("HSET", session_key, "token", successor, "prev", presented,
-    "prev_used_at", now, "successor", sealed, "last_used_at", now,
-    "expires_at", new_expires_at)
+if position == current_position then
+  if presented ~= current then
+    -- A token minted for this position whose rotation lost a race: never handed out.
+    return {"unknown"}
+  end
+  local new_expires_at = math.min(now + idle_ttl, created_at + max_age)
+  redis.call("HSET", session_key, "n", position + 1, "h", successor)
   redis.call("EXPIREAT", session_key, new_expires_at)
-  -- 128 bits of the hash are plenty to recognise a replay and halve the chain's memory.
-  redis.call("SADD", chain_key, string.sub(presented, 1, 32))
-  redis.call("EXPIREAT", chain_key, new_expires_at)
-  redis.call("ZADD", index_key, new_expires_at, sid)
-  local latest = redis.call("ZRANGE", index_key, -1, -1, "WITHSCORES")
-  redis.call("EXPIREAT", index_key, tonumber(latest[2]))
+  redis.call("SET", successor_key, sealed, "EX", successor_ttl)
+  redis.call("ZADD", index_key, now, sid)
+  redis.call("EXPIREAT", index_key, now + idle_ttl)
   return {"ok", new_expires_at}
 end
 
--- The grace is one token deep: "prev" is only ever the token whose successor is still
--- unused, because using that successor overwrites "prev".
-if presented == prev and now - prev_used_at <= grace then
-  return {"grace", cached, expires_at}
+-- The grace is one token deep: only the token right behind the current one gets the
+-- successor back, and only while that successor is unused, since using it moves the
+-- position on. The index score is the time of that rotation.
+if position == current_position - 1 and now - last_used_at <= grace then
+  local cached = redis.call("GET", successor_key)
+  if cached then
+    return {"grace", cached, expires_at}
+  end
+  return {"unknown"}
 end
 
-if presented == prev or redis.call("SISMEMBER", chain_key, string.sub(presented, 1, 32)) == 1 then
+if position < current_position then
   -- A used token came back after its grace: someone holds a copy. End this session only;
   -- the user's other sessions were not exposed by this token.
   revoke()
   return {"replay"}
 end
 
--- Never part of this chain: knowing a session id must not be enough to end the session.
+-- Ahead of the chain: never issued to anyone.
 return {"unknown"}

@@ -1,0 +1,74 @@
+"""What the store returns: outcomes of its scripts and records of users and sessions."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class RotationOutcome(enum.Enum):
+    OK = "ok"
+    GRACE = "grace"
+    REPLAY = "replay"
+    UNKNOWN = "unknown"
+
+
+class LoginOutcome(enum.Enum):
+    OK = "ok"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    user_id: str
+    username: str
+    password_hash: str
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    outcome: LoginOutcome
+    expires_at: int = 0
+    # Sessions the cap (MAX_SESSIONS_PER_USER) ended to make room for this one.
+    evicted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    outcome: RotationOutcome
+    expires_at: int = 0
+    sealed_successor: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    session_id: str
+    created_at: int
+    last_used_at: int
+    expires_at: int
+    device: str
+    user_agent: str
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """How long sessions live and how many a user holds; the scripts decide expiry by them."""
+
+    idle_ttl: int  # REFRESH_TOKEN_TTL, from the last use
+    max_age: int  # SESSION_MAX_AGE, from the login
+    max_sessions: int  # MAX_SESSIONS_PER_USER
+
+    def expires_at(self, created_at: int, last_used_at: int) -> int:
+        return min(last_used_at + self.idle_ttl, created_at + self.max_age)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCheck:
+    """What the store's own settings mean for authsvc's promises, for logs and /readyz."""
+
+    maxmemory_policy: str | None  # None when CONFIG GET is not allowed
+    persistence: bool | None
+    warnings: tuple[str, ...] = ()

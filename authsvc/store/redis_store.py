@@ -1,0 +1,356 @@
+"""Store: one async method per operation on Redis; replies become records.
+
+Every read-then-write is one Lua script from ``lua/`` (loaded once, called with EVALSHA),
+whose KEYS come from ``scriptkeys`` and share one user's hash tag, so the same code runs
+on one server, behind Sentinel and on Cluster. What lies outside a user's slot (the
+username index, rate-limit counters) is reached by single-key commands and scripts. An
+unavailable Redis raises ``StoreUnavailable`` (see ``errors``); the store knows nothing
+of HTTP or JWT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import logging
+from typing import Any
+
+from redis.asyncio import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from authsvc.errors import StoreUnavailable
+from authsvc.store import keyspace, scriptkeys
+from authsvc.store.connect import RedisClient
+from authsvc.store.errors import translate_errors
+from authsvc.store.records import (
+    Login,
+    LoginOutcome,
+    Rotation,
+    RotationOutcome,
+    SessionLimits,
+    SessionRecord,
+    StoreCheck,
+    UserRecord,
+)
+
+logger = logging.getLogger(__name__)
+
+# A logout-all deletes at most this many session hashes in one script call; the others
+# end all the same (their index goes) and their hashes expire on their own.
+REVOKE_BATCH = 1000
+# Redis keeps a hash a compact listpack while every value fits hash-max-listpack-value
+# (64 bytes by default): longer device names and user agents are cut to fit.
+LISTPACK_VALUE_BYTES = 64
+# The sealed successor outlives the grace a little, so that a retry at its very end still
+# finds it; whether the grace holds is decided from `now`, not from this TTL.
+SUCCESSOR_TTL_MARGIN = 2
+
+_SCRIPTS = ("login", "rotate", "session_live", "revoke_session", "revoke_user", "count_attempt")
+
+
+def _load_script(redis: RedisClient, name: str) -> AsyncScript:
+    source = importlib.resources.files("authsvc.store").joinpath("lua", f"{name}.lua")
+    return redis.register_script(source.read_text(encoding="utf-8"))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fit(text: str, limit: int = LISTPACK_VALUE_BYTES) -> str:
+    """Cut ``text`` to at most ``limit`` bytes of UTF-8, never inside a character."""
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+class Store:
+    """Session, chain and user state in Redis."""
+
+    def __init__(self, redis: RedisClient, limits: SessionLimits, *, retry_after: int = 1) -> None:
+        self.redis = redis
+        self.limits = limits
+        self.retry_after = retry_after
+        self.check: StoreCheck | None = None
+        scripts = {name: _load_script(redis, name) for name in _SCRIPTS}
+        self._scripts = tuple(scripts.values())
+        self._login = scripts["login"]
+        self._rotate = scripts["rotate"]
+        self._session_live = scripts["session_live"]
+        self._revoke_session = scripts["revoke_session"]
+        self._revoke_user = scripts["revoke_user"]
+        self._count_attempt = scripts["count_attempt"]
+
+    @classmethod
+    async def open(
+        cls, redis: RedisClient, limits: SessionLimits, *, retry_after: int = 1
+    ) -> Store:
+        """Build a store on a client, loading the scripts and checking Redis's settings.
+
+        A Redis that is down at start is not fatal: /readyz says so, EVALSHA loads the
+        scripts on first use once it is back, and the settings are checked then.
+        """
+        store = cls(redis, limits, retry_after=retry_after)
+        with contextlib.suppress(StoreUnavailable):
+            await store.load_scripts()
+            await store.check_settings()
+        return store
+
+    @translate_errors
+    async def load_scripts(self) -> None:
+        # SCRIPT LOAD reaches every master of a Cluster.
+        for script in self._scripts:
+            await self.redis.script_load(script.script)
+
+    @translate_errors
+    async def ping(self) -> None:
+        if isinstance(self.redis, RedisCluster):
+            await self.redis.ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            await self.redis.ping()
+
+    @translate_errors
+    async def check_settings(self) -> StoreCheck:
+        """Read what authsvc's promises depend on: eviction policy and persistence."""
+        if isinstance(self.redis, RedisCluster):
+            nodes: list[Any] = self.redis.get_primaries()
+        else:
+            nodes = [None]
+        policies: set[str] = set()
+        persistent = True
+        try:
+            for node in nodes:
+                kwargs = {} if node is None else {"target_nodes": node}
+                config = await self.redis.config_get("maxmemory-policy", **kwargs)
+                config |= await self.redis.config_get("appendonly", **kwargs)
+                config |= await self.redis.config_get("save", **kwargs)
+                values = {_text(k): _text(v) for k, v in config.items()}
+                policies.add(values.get("maxmemory-policy", "noeviction"))
+                persistent &= values.get("appendonly") == "yes" or bool(values.get("save"))
+        except ResponseError as exc:
+            # CONFIG is often renamed or denied by ACLs on managed Redis: then we cannot
+            # tell, and say nothing rather than guess.
+            logger.info("cannot read the store's settings (%s); not checking them", exc)
+            self.check = StoreCheck(maxmemory_policy=None, persistence=None)
+            return self.check
+        warnings = []
+        evicting = sorted(policy for policy in policies if policy != "noeviction")
+        if evicting:
+            warnings.append(
+                f"maxmemory-policy is {', '.join(evicting)}: under memory pressure Redis may "
+                "evict live sessions and rate-limit counters; set noeviction"
+            )
+        if not persistent:
+            warnings.append(
+                "Redis persistence is off (no AOF, no RDB snapshots): a Redis restart "
+                "ends every session; set appendonly yes"
+            )
+        self.check = StoreCheck(
+            maxmemory_policy=", ".join(sorted(policies)),
+            persistence=persistent,
+            warnings=tuple(warnings),
+        )
+        return self.check
+
+    # -- users ---------------------------------------------------------------------------
+
+    @translate_errors
+    async def create_user(
+        self, user_id: str, username: str, password_hash: str, *, now: int
+    ) -> bool:
+        """Create a user; False when the username is taken.
+
+        The user hash is written first under a fresh id, then the username is claimed with
+        SET NX (another slot on Cluster, so not one script): a crash in between leaves an
+        unreachable user hash, never a username that points nowhere it should not.
+        """
+        user_key = keyspace.user(user_id)
+        await self.redis.hset(
+            user_key,
+            mapping={
+                "username": username,
+                "password_hash": password_hash,
+                "created_at": now,
+                "epoch": 0,
+            },
+        )
+        if await self.redis.set(keyspace.username(username), user_id, nx=True):
+            return True
+        await self.redis.delete(user_key)
+        return False
+
+    @translate_errors
+    async def find_user(self, username: str) -> UserRecord | None:
+        user_id = await self.redis.get(keyspace.username(username))
+        if user_id is None:
+            return None
+        user_id = _text(user_id)
+        fields = await self.redis.hmget(
+            keyspace.user(user_id), ["username", "password_hash", "epoch"]
+        )
+        if fields[0] is None:
+            return None
+        return UserRecord(user_id, _text(fields[0]), _text(fields[1]), _text(fields[2]))
+
+    # -- sessions --------------------------------------------------------------------------
+
+    @translate_errors
+    async def login(
+        self,
+        user: UserRecord,
+        session_id: str,
+        token_hash: bytes,
+        *,
+        now: int,
+        device: str,
+        user_agent: str,
+        ip: str,
+        upgraded_password_hash: str | None,
+    ) -> Login:
+        """Start a session at chain position 0, ending the least recently used beyond the cap."""
+        reply = await self._login(
+            keys=scriptkeys.login(user.user_id, session_id),
+            args=[
+                session_id,
+                token_hash,
+                now,
+                self.limits.idle_ttl,
+                self.limits.max_age,
+                user.epoch,
+                _fit(device),
+                _fit(user_agent),
+                ip,
+                upgraded_password_hash or "",
+                self.limits.max_sessions,
+            ],
+        )
+        outcome = LoginOutcome(_text(reply[0]))
+        if outcome is not LoginOutcome.OK:
+            return Login(outcome)
+        evicted = tuple(_text(sid) for sid in reply[2:])
+        if evicted:
+            # Already ended by the script (their index entries are gone); this only frees
+            # their memory, so a failure here costs nothing but a late expiry.
+            keys = []
+            for sid in evicted:
+                keys += [keyspace.session(user.user_id, sid), keyspace.successor(user.user_id, sid)]
+            await self.redis.delete(*keys)
+        return Login(outcome, expires_at=int(reply[1]), evicted=evicted)
+
+    @translate_errors
+    async def rotate(
+        self,
+        user_id: str,
+        session_id: str,
+        position: int,
+        presented_hash: bytes,
+        successor_hash: bytes,
+        sealed_successor: bytes,
+        *,
+        now: int,
+        grace: int,
+    ) -> Rotation:
+        reply = await self._rotate(
+            keys=scriptkeys.rotate(user_id, session_id),
+            args=[
+                session_id,
+                position,
+                presented_hash,
+                successor_hash,
+                sealed_successor,
+                now,
+                grace,
+                self.limits.idle_ttl,
+                self.limits.max_age,
+                grace + SUCCESSOR_TTL_MARGIN,
+            ],
+        )
+        outcome = RotationOutcome(_text(reply[0]))
+        if outcome is RotationOutcome.OK:
+            return Rotation(outcome, expires_at=int(reply[1]))
+        if outcome is RotationOutcome.GRACE:
+            return Rotation(outcome, expires_at=int(reply[2]), sealed_successor=bytes(reply[1]))
+        return Rotation(outcome)
+
+    @translate_errors
+    async def session_live(self, user_id: str, session_id: str, *, now: int) -> str | None:
+        """Return the username when the session is live, else None: one round trip."""
+        reply = await self._session_live(
+            keys=scriptkeys.session_live(user_id, session_id),
+            args=[session_id, now, self.limits.idle_ttl, self.limits.max_age],
+        )
+        return _text(reply[1]) if reply[0] == 1 else None
+
+    @translate_errors
+    async def revoke_session(self, user_id: str, session_id: str, *, now: int) -> bool:
+        """End one session; False when it was not live."""
+        reply = await self._revoke_session(
+            keys=scriptkeys.revoke_session(user_id, session_id),
+            args=[session_id, now, self.limits.idle_ttl, self.limits.max_age],
+        )
+        return bool(reply)
+
+    @translate_errors
+    async def revoke_user(self, user_id: str) -> None:
+        """End every session of a user at once."""
+        listed = await self.redis.zrange(keyspace.sessions(user_id), 0, REVOKE_BATCH - 1)
+        await self._revoke_user(keys=scriptkeys.revoke_user(user_id, [_text(s) for s in listed]))
+
+    @translate_errors
+    async def list_sessions(self, user_id: str, *, now: int) -> list[SessionRecord]:
+        """Return the live sessions of a user, newest first, pruning ended index entries."""
+        index_key = keyspace.sessions(user_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(index_key, "-inf", now - self.limits.idle_ttl)
+            pipe.zrange(index_key, 0, -1, withscores=True)
+            _, entries = await pipe.execute()
+        if not entries:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid, _ in entries:
+                pipe.hmget(keyspace.session(user_id, _text(sid)), ["c", "d", "a", "i"])
+            rows = await pipe.execute()
+        live: list[SessionRecord] = []
+        ended: list[str] = []
+        for (raw_sid, score), row in zip(entries, rows, strict=True):
+            sid, last_used_at = _text(raw_sid), int(score)
+            if row[0] is None:
+                ended.append(sid)
+                continue
+            created_at = int(row[0])
+            expires_at = self.limits.expires_at(created_at, last_used_at)
+            if expires_at <= now:
+                ended.append(sid)  # past SESSION_MAX_AGE
+                continue
+            live.append(
+                SessionRecord(
+                    session_id=sid,
+                    created_at=created_at,
+                    last_used_at=last_used_at,
+                    expires_at=expires_at,
+                    device=_text(row[1] or b""),
+                    user_agent=_text(row[2] or b""),
+                    ip=_text(row[3] or b""),
+                )
+            )
+        if ended:
+            await self.redis.zrem(index_key, *ended)
+        live.sort(key=lambda record: (record.created_at, record.session_id), reverse=True)
+        return live
+
+    # -- rate limits -------------------------------------------------------------------
+
+    @translate_errors
+    async def count_login_attempts(
+        self, scopes: list[tuple[str, str]], *, now: int, window: int
+    ) -> list[int]:
+        """Count one attempt against each (scope, value) in the window holding ``now``."""
+        window_start = now - now % window
+        counts = []
+        for scope, value in scopes:
+            # One key per call: each counter lives in its own slot on Cluster.
+            reply = await self._count_attempt(
+                keys=scriptkeys.count_attempt(scope, value, window_start),
+                args=[window_start + window],
+            )
+            counts.append(int(reply))
+        return counts
