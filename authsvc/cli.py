@@ -14,7 +14,14 @@ from authsvc.app import create_app
 from authsvc.config import Settings, SettingsError, load_settings
 from authsvc.errors import AuthsvcError
 from authsvc.http.appkeys import CLOCK, SESSIONS
-from authsvc.keys import KeyRing, KeyRingError, SigningKey, generate_private_key, write_key_file
+from authsvc.keys import (
+    KeyRing,
+    KeyRingError,
+    SigningKey,
+    generate_private_key,
+    load_refresh_secret,
+    write_key_file,
+)
 from authsvc.logs import configure_logging
 from authsvc.serve import serve
 from authsvc.store.embedded import EmbeddedStoreError
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "keys":
             key = SigningKey.create(generate_private_key(args.alg))
             print(f"wrote {write_key_file(args.dir, key)} (kid {key.kid})")
+            # Refresh tokens are MACed with a secret of the same directory: made once.
+            load_refresh_secret(args.dir)
             return 0
         settings = load_settings(
             toml_path=args.config,

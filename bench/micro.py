@@ -14,7 +14,7 @@ ratio says what authsvc's layer costs on top of it:
     open_successor                 vs  AES-GCM decrypt of it
 
 Store (a private redis-server on a free loopback port, the server's own client settings
-from authsvc.store.connect, uvloop as the server runs): every call is compared with a bare
+from authsvc.store.open_redis, uvloop as the server runs): every call is compared with a bare
 PING on that client, one at a time ("seq": latency-bound) and with ``--concurrency`` in
 flight ("xN": bound by the client's CPU, as a loaded server is):
 
@@ -49,17 +49,19 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
 
 from authsvc.config import RateLimit
 from authsvc.keys import KeyRing
 from authsvc.passwords import Hasher, PasswordPolicy
 from authsvc.ratelimit import LoginRateLimiter
-from authsvc.sessions import ClientInfo, SessionLifetimes, SessionService
-from authsvc.store import RotationOutcome, Store
-from authsvc.store.connect import connect
+from authsvc.sessions import ClientInfo, SessionService
+from authsvc.store import LoginOutcome, RotationOutcome, SessionLimits, Store, open_redis
 from authsvc.tokens import (
     AccessTokens,
-    RefreshToken,
+    RefreshTokens,
     Successor,
     new_session_id,
     new_user_id,
@@ -79,6 +81,8 @@ from _support import (
 ISSUER = "http://127.0.0.1:8080"
 STORE_TIMEOUT = 2.0  # the server's default AUTHSVC_STORE_TIMEOUT
 IDLE_TTL, MAX_AGE, GRACE = 1_209_600, 2_592_000, 10
+# Well above the sessions the setup logs in (the default of 100 would evict the ones in use).
+MAX_SESSIONS = 1_000_000
 PASSWORD = "bench password that is long enough"
 
 SyncOp = Callable[[], object]
@@ -198,8 +202,9 @@ def cpu_rows(args: argparse.Namespace) -> list[Row]:
     assert isinstance(key, Ed25519PrivateKey) and isinstance(public, Ed25519PublicKey)
     raw_sig = key.sign(signing_input)
 
-    refresh = RefreshToken.mint(user_id, session_id)
-    successor = Successor(token, RefreshToken.mint(user_id, session_id).value, now + 900)
+    refresh_tokens = RefreshTokens(ring.refresh_secret)
+    refresh = refresh_tokens.mint(user_id, session_id)
+    successor = Successor(token, refresh_tokens.mint(user_id, session_id).value, now + 900)
     sealed = seal_successor(refresh, successor)
     plain = b"x" * (len(sealed) - 28)  # same plaintext size as a real successor
     aes = AESGCM(secrets.token_bytes(32))
@@ -240,12 +245,12 @@ def cpu_rows(args: argparse.Namespace) -> list[Row]:
         (
             "RefreshToken mint+hash",
             "secrets.token_urlsafe(32)",
-            fixed(lambda: RefreshToken.mint(user_id, session_id).hash),
+            fixed(lambda: refresh_tokens.mint(user_id, session_id).hash),
         ),
         (
             "RefreshToken parse+hash",
             "secrets.token_urlsafe(32)",
-            fixed(lambda: RefreshToken.parse(refresh.value).hash),
+            fixed(lambda: refresh_tokens.parse(refresh.value).hash),
         ),
         (
             "seal_successor",
@@ -275,15 +280,23 @@ def cpu_rows(args: argparse.Namespace) -> list[Row]:
 
 
 async def store_rows(redis_url: str, args: argparse.Namespace) -> list[Row]:
-    redis = connect(redis_url, timeout=STORE_TIMEOUT)  # exactly the server's client
-    untimed = connect(redis_url, timeout=STORE_TIMEOUT)
+    async with (
+        open_redis(redis_url, socket_timeout=STORE_TIMEOUT) as redis,  # the server's client
+        open_redis(redis_url, socket_timeout=STORE_TIMEOUT) as untimed,
+    ):
+        assert isinstance(redis, Redis) and isinstance(untimed, Redis)  # one server
+        return await _store_rows(redis, untimed, args)
+
+
+async def _store_rows(redis: Redis, untimed: Redis, args: argparse.Namespace) -> list[Row]:
     untimed.connection_pool.connection_kwargs["socket_timeout"] = None
-    store = await Store.open(redis)
+    store = await Store.open(redis, SessionLimits(IDLE_TTL, MAX_AGE, MAX_SESSIONS))
     trivial = redis.register_script("return 1")
     await trivial(keys=[], args=[])  # loaded: later calls are plain EVALSHA
     now = int(time.time())
 
     ring = KeyRing.generated(args.alg)
+    refresh_tokens = RefreshTokens(ring.refresh_secret)
     hasher = await asyncio.to_thread(
         Hasher, time_cost=1, memory_cost=64, parallelism=1, concurrency=2
     )
@@ -294,9 +307,10 @@ async def store_rows(redis_url: str, args: argparse.Namespace) -> list[Row]:
             store,
             hasher,
             access,
+            refresh_tokens,
             PasswordPolicy(12, 128),
-            SessionLifetimes(idle_ttl=IDLE_TTL, max_age=MAX_AGE, reuse_grace=GRACE),
             LoginRateLimiter(store, RateLimit(1_000_000, 60)),
+            reuse_grace=GRACE,
         )
 
     service = new_service()
@@ -304,29 +318,28 @@ async def store_rows(redis_url: str, args: argparse.Namespace) -> list[Row]:
     record = await store.find_user("bench-user")
     assert record is not None
     sealed = seal_successor(
-        RefreshToken.mint(user.user_id, "x" * 22),
-        Successor("a" * 400, RefreshToken.mint(user.user_id, "x" * 22).value, now + 900),
+        refresh_tokens.mint(user.user_id, "x" * 22),
+        Successor("a" * 400, refresh_tokens.mint(user.user_id, "x" * 22).value, now + 900),
     )
     first = await service.login("bench-user", PASSWORD, ClientInfo(), now=now)
     live_sid, access_token = first.session_id, first.access_token
     signer = AccessTokens(ring, issuer=ISSUER, audience="authsvc", client_id="authsvc", ttl=900)
 
-    async def store_session() -> list[str]:
-        """[session id, current token hash] of a session made by the store directly."""
-        sid, token_hash = new_session_id(), secrets.token_hex(32)
-        await store.login(
+    async def store_session() -> list[Any]:
+        """[session id, current token hash, its position] of a session made by the store."""
+        sid, token_hash = new_session_id(), secrets.token_bytes(16)  # a RefreshToken.hash
+        login = await store.login(
             record,
             sid,
             token_hash,
             now=now,
-            idle_ttl=IDLE_TTL,
-            max_age=MAX_AGE,
             device="",
             user_agent="",
             ip="",
             upgraded_password_hash=None,
         )
-        return [sid, token_hash]
+        assert login.outcome is LoginOutcome.OK, login
+        return [sid, token_hash, 0]
 
     # Each prepare(n) returns n ops (one per worker) and the cap of one run.
     async def ping(n: int) -> tuple[list[AsyncOp], int]:
@@ -345,21 +358,21 @@ async def store_rows(redis_url: str, args: argparse.Namespace) -> list[Row]:
         return [op] * n, args.max_ops
 
     async def rotate(n: int) -> tuple[list[AsyncOp], int]:
-        def chain(state: list[str]) -> AsyncOp:
+        def chain(state: list[Any]) -> AsyncOp:
             async def op() -> None:
-                successor = secrets.token_hex(32)  # ~1 us, noise next to a round trip
+                successor = secrets.token_bytes(16)  # ~1 us, noise next to a round trip
                 rotation = await store.rotate(
                     user.user_id,
                     state[0],
+                    state[2],
                     state[1],
                     successor,
                     sealed,
                     now=now,
                     grace=GRACE,
-                    idle_ttl=IDLE_TTL,
                 )
                 assert rotation.outcome is RotationOutcome.OK, rotation
-                state[1] = successor
+                state[1], state[2] = successor, state[2] + 1
 
             return op
 
@@ -416,8 +429,6 @@ async def store_rows(redis_url: str, args: argparse.Namespace) -> list[Row]:
         rows += table.finish()
 
     await asyncio.to_thread(hasher.close)
-    await redis.aclose()
-    await untimed.aclose()
     return rows
 
 

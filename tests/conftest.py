@@ -17,6 +17,7 @@ import redis.asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from support import FakeClock, RedisProcess, fast_settings
+from topologies import RedisClusterProcesses, SentinelProcesses
 
 from authsvc.app import create_app
 from authsvc.config import Settings
@@ -36,6 +37,31 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    """A real three-master Redis Cluster of the suite's own, started once."""
+    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelProcesses]:
+    """A master, a replica and three sentinels of the suite's own, started once.
+
+    Tests that fail the master over start their own: this one must stay as it is.
+    """
+    sentinel = SentinelProcesses(tmp_path_factory.mktemp("sentinel"))
+    sentinel.start()
+    try:
+        yield sentinel
+    finally:
+        sentinel.stop()
 
 
 @pytest.fixture

@@ -78,6 +78,10 @@ def test_keys_generate_writes_a_pem_the_key_ring_loads(tmp_path: Path, alg: str)
     assert ring.current.alg == alg
     assert pem.stem in result.stdout
     assert [key["kid"] for key in ring.jwks["keys"]] == [pem.stem]
+    # Beside it, the secret refresh tokens are MACed with, owner-only too.
+    secret = keys_dir / "refresh-token.secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert ring.refresh_secret == KeyRing.from_directory(keys_dir).refresh_secret
 
 
 def test_keys_generate_defaults_to_eddsa(tmp_path: Path) -> None:
@@ -170,3 +174,14 @@ async def test_users_create_refuses_a_taken_username_and_a_weak_password(
     assert users_create("erin", TEST_PASSWORD, cwd=tmp_path, env=env).returncode == 0
     assert_one_line_error(users_create("ERIN", TEST_PASSWORD, cwd=tmp_path, env=env), "taken")
     assert_one_line_error(users_create("frank", "short", cwd=tmp_path, env=env), "password")
+
+
+def test_a_keys_dir_with_an_empty_refresh_secret_stops_the_start(tmp_path: Path) -> None:
+    """An empty secret file (a crash while writing it) is never used as a secret."""
+    keys_dir = tmp_path / "keys"
+    assert run_cli("keys", "generate", "--dir", str(keys_dir), cwd=tmp_path).returncode == 0
+    (keys_dir / "refresh-token.secret").write_text("")
+    result = run_cli(
+        "serve", cwd=tmp_path, env=cli_env(AUTHSVC_KEYS_DIR=str(keys_dir), AUTHSVC_PORT="1")
+    )
+    assert_one_line_error(result, "refresh-token.secret")

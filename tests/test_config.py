@@ -124,10 +124,38 @@ def test_boolean_settings_accept_the_usual_spellings(raw: str, expected: bool) -
 
 
 @pytest.mark.parametrize(
-    "url", ["redis://localhost:6379/0", "rediss://u:p@redis.example:6380/1", "memory://"]
+    "url",
+    [
+        "redis://localhost:6379/0",
+        "rediss://u:p@redis.example:6380/1",
+        "unix:///run/redis.sock",
+        "memory://",
+        "redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster",
+        "rediss+sentinel://user:pw@s1:26379/mymaster/2",
+        "redis+cluster://n1:7000,n2:7001",
+        "rediss+cluster://user:pw@n1:7000",
+    ],
 )
-def test_redis_url_accepts_redis_rediss_and_memory(url: str) -> None:
+def test_redis_url_accepts_every_topology(url: str) -> None:
     assert load_settings(environ={"AUTHSVC_REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis+sentinel://s1:26379", "service_name"),
+        ("redis+sentinel://s1:26379/mymaster/x", "database"),
+        ("redis+cluster://n1:7000/1", "db 0"),
+        ("redis+cluster://n1:notaport", "host:port"),
+        ("redis+cluster://n1:7000,,n2:7001", "host:port"),
+        ("redis+sentinel://s1:70000/m", "host:port"),
+        ("valkey://x", "unknown scheme"),
+    ],
+)
+def test_malformed_topology_urls_stop_the_start_with_one_line(url: str, reason: str) -> None:
+    with pytest.raises(SettingsError, match=f"AUTHSVC_REDIS_URL.*{reason}") as raised:
+        load_settings(environ={"AUTHSVC_REDIS_URL": url})
+    assert "\n" not in str(raised.value)
 
 
 def test_unrelated_environment_variables_are_ignored() -> None:

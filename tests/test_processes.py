@@ -343,3 +343,18 @@ def test_a_worker_that_dies_stops_the_server_and_its_store(
     assert "a worker exited unexpectedly" in server.log()
     assert _valkeys_on(data_dir) == []
     assert not Path(f"/proc/{workers[1]}/cmdline").exists()
+
+
+def test_serve_warns_at_start_when_the_store_keeps_nothing_on_disk(
+    servers: list[Server], tmp_path: Path, keys_dir: Path, redis_url: str
+) -> None:
+    """The suite's Redis runs without AOF or snapshots: a restart of it would end sessions."""
+    server = Server(
+        tmp_path / "serve.log", {"AUTHSVC_REDIS_URL": redis_url, "AUTHSVC_KEYS_DIR": str(keys_dir)}
+    )
+    servers.append(server)
+    server.start()
+    assert "persistence is off" in server.log()
+    ready = server.request("GET", "/readyz")
+    assert ready.status == 200
+    assert any("persistence is off" in warning for warning in ready.body["store_warnings"])

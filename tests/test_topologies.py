@@ -12,13 +12,10 @@ from topologies import RedisClusterProcesses, SentinelProcesses
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[RedisClusterProcesses]:
-    topology = RedisClusterProcesses(tmp_path / "cluster")
-    topology.start()
-    try:
-        yield topology
-    finally:
-        topology.stop()
+def cluster(redis_cluster: RedisClusterProcesses) -> RedisClusterProcesses:
+    """The suite's cluster (conftest), emptied first."""
+    redis_cluster.flush()
+    return redis_cluster
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from support import free_port, redis_server_binary
 
 HOST = "127.0.0.1"
@@ -59,6 +61,7 @@ def _client(port: int, timeout: float = 1.0) -> redis.Redis:
         socket_connect_timeout=timeout,
         decode_responses=True,
         protocol=2,
+        retry=Retry(NoBackoff(), 0),  # callers poll; redis-py's default retries cost seconds
     )
 
 
@@ -125,11 +128,12 @@ class _Server:
         deadline = time.monotonic() + timeout
         try:
             while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    pass
+                if self.alive:
+                    try:
+                        if client.ping():
+                            return
+                    except redis.ConnectionError:
+                        pass
                 if not self.alive or time.monotonic() > deadline:
                     state = "exited" if not self.alive else "did not answer in time"
                     raise RuntimeError(

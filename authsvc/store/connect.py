@@ -39,7 +39,7 @@ class StoreAddress:
     """Where the store is, read from AUTHSVC_REDIS_URL."""
 
     topology: Topology
-    url: str
+    url: str = field(repr=False)  # may carry a password
     # Sentinels for "sentinel", seed nodes for "cluster"; empty otherwise.
     nodes: tuple[tuple[str, int], ...] = ()
     service_name: str = ""

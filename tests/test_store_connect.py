@@ -1,0 +1,89 @@
+"""AUTHSVC_REDIS_URL read into a StoreAddress, and Redis failures that become 503s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
+
+from authsvc.errors import StoreUnavailable
+from authsvc.store import StoreAddress, parse_store_url
+from authsvc.store.errors import translate_errors
+
+
+def test_sentinel_url_names_sentinels_service_and_db() -> None:
+    address = parse_store_url("redis+sentinel://app:s%40cret@10.0.0.1:26379,10.0.0.2/auth/3")
+    assert address == StoreAddress(
+        "sentinel",
+        "redis+sentinel://app:s%40cret@10.0.0.1:26379,10.0.0.2/auth/3",
+        nodes=(("10.0.0.1", 26379), ("10.0.0.2", 26379)),
+        service_name="auth",
+        db=3,
+        username="app",
+        password="s@cret",
+    )
+
+
+def test_cluster_url_names_seed_nodes_with_tls() -> None:
+    address = parse_store_url("rediss+cluster://:pw@n1:7000,[::1]:7001")
+    assert address.topology == "cluster"
+    assert address.nodes == (("n1", 7000), ("::1", 7001))
+    assert (address.username, address.password, address.tls) == (None, "pw", True)
+
+
+def test_single_and_memory_urls_keep_their_topology() -> None:
+    assert parse_store_url("redis://h:1/0").topology == "single"
+    assert parse_store_url("unix:///tmp/r.sock").topology == "single"
+    assert parse_store_url("memory://").topology == "memory"
+
+
+def test_a_password_never_shows_in_the_address_repr() -> None:
+    assert "hunter2" not in repr(parse_store_url("redis+cluster://u:hunter2@n1:7000"))
+
+
+class _Failing:
+    retry_after = 4
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    @translate_errors
+    async def call(self) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OutOfMemoryError("command not allowed when used memory > 'maxmemory'"),
+        BusyLoadingError("Redis is loading the dataset in memory"),
+        ReadOnlyError("You can't write against a read only replica."),
+        MasterDownError("Link with MASTER is down"),
+        TryAgainError("Multiple keys request during rehashing of slot"),
+        ClusterDownError("The cluster is down"),
+        ResponseError("BUSY Redis is busy running a script."),
+        ResponseError("NOREPLICAS Not enough good replicas to write."),
+        ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's failing"),
+        ConnectionRefusedError(),
+    ],
+)
+async def test_a_store_that_cannot_serve_now_is_store_unavailable(error: Exception) -> None:
+    with pytest.raises(StoreUnavailable) as raised:
+        await _Failing(error).call()
+    assert raised.value.retry_after == 4
+
+
+async def test_other_redis_errors_are_bugs_not_outages() -> None:
+    """A wrong command is not an outage: it reaches the middleware as a 500 and a log line."""
+    failing: Any = _Failing(ResponseError("WRONGTYPE Operation against a key"))
+    with pytest.raises(ResponseError):
+        await failing.call()
