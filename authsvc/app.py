@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -10,9 +11,10 @@ from aiohttp import web
 
 from authsvc.clock import Clock, system_clock
 from authsvc.config import Settings
-from authsvc.errors import error_middleware
 from authsvc.http import oauth, ops, v1
-from authsvc.http.appkeys import CLOCK, HASHER, KEY_RING, SESSIONS, SETTINGS, STORE
+from authsvc.http.appkeys import ACTIVE_KEYS, CLOCK, HASHER, KEY_RING, SESSIONS, SETTINGS, STORE
+from authsvc.http.errors import error_middleware
+from authsvc.keyrotation import ActiveKeys, RotationPolicy
 from authsvc.keys import KeyRing, load_key_ring
 from authsvc.passwords import Hasher, PasswordPolicy
 from authsvc.ratelimit import LoginRateLimiter
@@ -38,9 +40,36 @@ def create_app(
     app.add_routes(v1.routes)
     app.add_routes(oauth.routes)
     app.add_routes(ops.routes)
+    app.cleanup_ctx.append(_keys_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_services_ctx)
     return app
+
+
+async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Keep the active keys current: rotations in keys_dir, and time moving on."""
+    settings, clock = app[SETTINGS], app[CLOCK]
+    policy = RotationPolicy.for_service(
+        jwks_max_age=settings.jwks_max_age,
+        access_token_ttl=settings.access_token_ttl,
+        poll_interval=settings.keys_poll_interval,
+    )
+    keys = ActiveKeys(app[KEY_RING], policy, now=clock())
+    app[ACTIVE_KEYS] = keys
+
+    async def follow() -> None:
+        while True:
+            await asyncio.sleep(settings.keys_poll_interval)
+            if settings.keys_dir is None or not await asyncio.to_thread(
+                keys.reload, settings.keys_dir, clock()
+            ):
+                keys.update(clock())
+
+    task = asyncio.create_task(follow())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -78,7 +107,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[HASHER] = hasher
     access_tokens = AccessTokens(
-        app[KEY_RING],
+        app[ACTIVE_KEYS],
         issuer=settings.effective_issuer,
         audience=settings.audience,
         client_id=settings.client_id,

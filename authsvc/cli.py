@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from authsvc.app import create_app
-from authsvc.config import Settings, SettingsError, load_settings
+from authsvc.config import Settings, SettingsError, SigningAlgorithm, load_settings
 from authsvc.errors import AuthsvcError
 from authsvc.http.appkeys import CLOCK, SESSIONS
 from authsvc.keys import (
@@ -39,9 +39,16 @@ def _parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="manage signing keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
-    generate = keys_commands.add_parser("generate", help="write a new signing key")
+    generate = keys_commands.add_parser("generate", help="write the first signing key")
     generate.add_argument("--dir", type=Path, required=True)
     generate.add_argument("--alg", choices=["EdDSA", "ES256", "RS256"], default="EdDSA")
+    rotate = keys_commands.add_parser(
+        "rotate", help="add the next signing key: published at once, signing after JWKS_MAX_AGE"
+    )
+    rotate.add_argument("--dir", type=Path, required=True)
+    rotate.add_argument(
+        "--alg", choices=["EdDSA", "ES256", "RS256"], help="default: the current key's"
+    )
 
     users = commands.add_parser("users", help="manage accounts")
     users_commands = users.add_subparsers(dest="users_command", required=True)
@@ -75,14 +82,38 @@ async def _create_user(settings: Settings, username: str, password: str) -> str:
     return f"created user {user.username} ({user.user_id})"
 
 
+def _write_key(directory: Path, command: str, alg: SigningAlgorithm | None) -> str:
+    """Write the first key (generate) or the next one (rotate) into a keys directory.
+
+    Raises:
+        KeyRingError: generate on a directory that has keys, rotate on one without.
+    """
+    existing = sorted(directory.glob("*.pem")) if directory.is_dir() else []
+    if command == "generate" and existing:
+        raise KeyRingError(
+            f"{directory} already holds signing keys; add the next one with "
+            f"'authsvc keys rotate --dir {directory}'"
+        )
+    if command == "rotate":
+        current = KeyRing.from_directory(directory).current
+        alg = alg or current.alg
+    key = SigningKey.create(generate_private_key(alg or "EdDSA"))
+    path = write_key_file(directory, key)
+    # Refresh tokens are MACed with a secret of the same directory: made once.
+    load_refresh_secret(directory)
+    if command == "rotate":
+        return (
+            f"wrote {path} (kid {key.kid}): published now, signing after JWKS_MAX_AGE; "
+            f"{current.kid} stays published until the tokens it signed have expired"
+        )
+    return f"wrote {path} (kid {key.kid})"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "keys":
-            key = SigningKey.create(generate_private_key(args.alg))
-            print(f"wrote {write_key_file(args.dir, key)} (kid {key.kid})")
-            # Refresh tokens are MACed with a secret of the same directory: made once.
-            load_refresh_secret(args.dir)
+            print(_write_key(args.dir, args.keys_command, args.alg))
             return 0
         settings = load_settings(
             toml_path=args.config,

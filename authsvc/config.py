@@ -93,6 +93,8 @@ class Settings:
     store_retry_after: int = 1
     max_body_size: int = 16_384
     jwks_max_age: int = 300
+    # How often each instance looks for new keys in keys_dir.
+    keys_poll_interval: float = 5.0
     log_level: str = "INFO"
     access_log: bool = True
     log_format: LogFormat = "text"
@@ -203,6 +205,8 @@ def _validate(settings: Settings) -> None:
         )
     if settings.store_timeout <= 0:
         raise SettingsError("invalid setting AUTHSVC_STORE_TIMEOUT: must be positive")
+    if settings.keys_poll_interval <= 0:
+        raise SettingsError("invalid setting AUTHSVC_KEYS_POLL_INTERVAL: must be positive")
     if settings.redis_url is not None:
         try:
             parse_store_url(settings.redis_url)

@@ -1,4 +1,9 @@
-"""The exception tree and the one middleware that turns exceptions into responses.
+"""The exception tree: every error authsvc answers with, and its wire format.
+
+Each class carries its code, its HTTP status and the status it takes under /oauth/
+(``oauth_status``, its own status unless RFC 6749 says otherwise), and renders its own
+body and headers. Nothing here knows the web framework: ``authsvc.http.errors`` writes
+them out, for both surfaces.
 
 AuthsvcError                       {"error", "error_description"}, status
 ├── InvalidRequest                 400 invalid_request
@@ -21,16 +26,7 @@ AuthsvcError                       {"error", "error_description"}, status
 
 from __future__ import annotations
 
-import logging
 from typing import ClassVar
-
-import msgspec
-from aiohttp import web
-from aiohttp.typedefs import Handler
-
-logger = logging.getLogger(__name__)
-
-JSON_CONTENT_TYPE = "application/json"
 
 
 class AuthsvcError(Exception):
@@ -38,8 +34,15 @@ class AuthsvcError(Exception):
 
     code: ClassVar[str] = "server_error"
     status: ClassVar[int] = 500
-    oauth_status: ClassVar[int] = 400
+    # The status under /oauth/: the class's own status unless it sets another, so an
+    # unexpected crash is a 500 on both surfaces.
+    oauth_status: ClassVar[int] = 500
     default_description: ClassVar[str] = "the request failed"
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        if "oauth_status" not in cls.__dict__:
+            cls.oauth_status = cls.status
 
     def __init__(self, description: str | None = None) -> None:
         self.description = description or self.default_description
@@ -96,7 +99,6 @@ class InvalidToken(AuthsvcError):
 
     code = "invalid_token"
     status = 401
-    oauth_status = 401
     default_description = "the access token is invalid, expired or revoked"
 
     def headers(self) -> dict[str, str]:
@@ -118,7 +120,6 @@ class InvalidClient(AuthsvcError):
 
     code = "invalid_client"
     status = 401
-    oauth_status = 401
     default_description = "client authentication failed"
 
     def headers(self) -> dict[str, str]:
@@ -138,7 +139,6 @@ class NotFound(AuthsvcError):
 
     code = "not_found"
     status = 404
-    oauth_status = 404
     default_description = "not found"
 
 
@@ -147,7 +147,6 @@ class MethodNotAllowed(AuthsvcError):
 
     code = "method_not_allowed"
     status = 405
-    oauth_status = 405
 
     def __init__(self, description: str, allowed: str) -> None:
         super().__init__(description)
@@ -170,7 +169,6 @@ class PayloadTooLarge(AuthsvcError):
 
     code = "payload_too_large"
     status = 413
-    oauth_status = 413
     default_description = "the request body is too large"
 
 
@@ -179,7 +177,6 @@ class UnsupportedMediaType(AuthsvcError):
 
     code = "unsupported_media_type"
     status = 415
-    oauth_status = 415
 
 
 class _RetryLater(AuthsvcError):
@@ -196,7 +193,6 @@ class RateLimited(_RetryLater):
 
     code = "rate_limited"
     status = 429
-    oauth_status = 429
     default_description = "too many attempts, retry later"
 
 
@@ -205,50 +201,4 @@ class StoreUnavailable(_RetryLater):
 
     code = "store_unavailable"
     status = 503
-    oauth_status = 503
     default_description = "the session store is unavailable, retry later"
-
-
-def error_response(error: AuthsvcError, *, oauth: bool = False) -> web.Response:
-    """Render an error as the contract's JSON body with its status and headers."""
-    return web.Response(
-        body=msgspec.json.encode(error.body()),
-        status=error.oauth_status if oauth else error.status,
-        headers=error.headers(),
-        content_type=JSON_CONTENT_TYPE,
-        charset="utf-8",
-    )
-
-
-def _from_http_exception(exc: web.HTTPException) -> AuthsvcError | None:
-    if isinstance(exc, web.HTTPNotFound):
-        return NotFound("no such endpoint")
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        return MethodNotAllowed(
-            f"method {exc.method} is not allowed here", ", ".join(sorted(exc.allowed_methods))
-        )
-    if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return PayloadTooLarge()
-    if exc.status == 400:
-        return InvalidRequest(exc.reason)
-    return None
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every exception into a contract error body; the only catch-all in authsvc."""
-    oauth = request.path.startswith("/oauth/")
-    try:
-        return await handler(request)
-    except AuthsvcError as error:
-        return error_response(error, oauth=oauth)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        translated = _from_http_exception(exc)
-        if translated is None:
-            raise
-        return error_response(translated, oauth=oauth)
-    except Exception:
-        logger.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(AuthsvcError("internal error"), oauth=oauth)

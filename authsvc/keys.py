@@ -12,6 +12,7 @@ Redis, so reading the store is not enough to make a token.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import logging
@@ -139,6 +140,16 @@ class SigningKey:
     def public_key(self) -> PublicKey:
         return self.private_key.public_key()
 
+    @property
+    def created_at(self) -> float:
+        """When the key was made, read from its kid; 0 for a kid of another form."""
+        stamp = self.kid.partition("-")[0]
+        try:
+            parsed = datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ")
+        except ValueError:
+            return 0.0
+        return parsed.replace(tzinfo=datetime.UTC).timestamp()
+
     def jwk(self) -> dict[str, Any]:
         return {
             **public_jwk(self.public_key, self.alg),
@@ -179,20 +190,24 @@ def write_key_file(directory: Path, key: SigningKey) -> Path:
 
 
 class KeyRing:
-    """The keys that verify tokens, the one that signs new ones, and their JWKS."""
+    """The signing keys of a directory (or made at start) and the refresh-token secret.
+
+    ``current`` is the newest key; which key signs *now*, and which are published, also
+    depends on time during a rotation: see ``authsvc.keyrotation``.
+    """
 
     def __init__(self, keys: list[SigningKey], refresh_secret: bytes | None = None) -> None:
         if not keys:
             raise KeyRingError("a key ring needs at least one key")
         self.refresh_secret = refresh_secret or secrets.token_bytes(REFRESH_SECRET_BYTES)
+        keys = sorted(keys, key=lambda key: (key.created_at, key.kid))
         self._keys = {key.kid: key for key in keys}
         self.current = keys[-1]
         self.jwks = {"keys": [key.jwk() for key in keys]}
-        self.jwks_json = json.dumps(self.jwks, separators=(",", ":")).encode()
 
     @classmethod
-    def from_directory(cls, directory: Path) -> KeyRing:
-        """Load every ``*.pem`` of a directory; the newest kid signs.
+    def from_directory(cls, directory: Path, *, refresh_secret: bytes | None = None) -> KeyRing:
+        """Load every ``*.pem`` of a directory, and its refresh-token secret unless given.
 
         Raises:
             KeyRingError: when a file cannot be loaded or there is none.
@@ -203,7 +218,8 @@ class KeyRing:
                 f"no signing keys in {directory}; create one with "
                 f"'authsvc keys generate --dir {directory}'"
             )
-        return cls([load_key_file(path) for path in paths], load_refresh_secret(directory))
+        keys = [load_key_file(path) for path in paths]
+        return cls(keys, refresh_secret or load_refresh_secret(directory))
 
     @classmethod
     def generated(cls, alg: SigningAlgorithm, refresh_secret: bytes | None = None) -> KeyRing:

@@ -228,6 +228,36 @@ class SessionService:
             raise InvalidToken("the session of this access token has ended")
         return Principal(claims.user_id, username, claims.session_id, claims)
 
+    async def revoke_token(self, token: str, *, now: int) -> None:
+        """End the session of a refresh or access token (RFC 7009); quiet about the rest.
+
+        A refresh token counts when its MAC is ours: any token of the chain names the
+        session, and presenting a used one after its grace would end it anyway. An access
+        token counts when its signature verifies, even if it has expired.
+        """
+        try:
+            session = self._refresh.parse(token)
+            user_id, session_id = session.user_id, session.session_id
+        except InvalidGrant:
+            try:
+                claims = self._access.verify(token, allow_expired=True)
+            except InvalidToken:
+                return  # RFC 7009 §2.2: an invalid token is no error
+            user_id, session_id = claims.user_id, claims.session_id
+        if await self._store.revoke_session(user_id, session_id, now=now):
+            logger.info("session revoked: user %s session %s", user_id, session_id)
+
+    async def introspect(self, token: str, *, now: int) -> Principal | None:
+        """Return the principal of an active access token, else None (RFC 7662 §2.2).
+
+        Refresh tokens are never reported active: resource servers introspect access
+        tokens, and a refresh token's state is for its client alone.
+        """
+        try:
+            return await self.authenticate(token, now=now)
+        except InvalidToken:
+            return None
+
     async def logout(self, principal: Principal, *, now: int) -> None:
         await self._store.revoke_session(principal.user_id, principal.session_id, now=now)
         logger.info("session ended: user %s session %s", principal.user_id, principal.session_id)

@@ -35,6 +35,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from authsvc.errors import InvalidGrant, InvalidToken
+from authsvc.keyrotation import ActiveKeys
 from authsvc.keys import KeyRing
 
 ACCESS_TOKEN_TYPE = "at+jwt"
@@ -166,7 +167,7 @@ class AccessTokens:
 
     def __init__(
         self,
-        key_ring: KeyRing,
+        keys: ActiveKeys | KeyRing,
         *,
         issuer: str,
         audience: str,
@@ -174,7 +175,7 @@ class AccessTokens:
         ttl: int,
         verified_cache_size: int = 10_000,
     ) -> None:
-        self._ring = key_ring
+        self._keys = keys if isinstance(keys, ActiveKeys) else ActiveKeys(keys)
         self._issuer = issuer
         self._audience = audience
         self._client_id = client_id
@@ -183,8 +184,6 @@ class AccessTokens:
         # leeway on exp only, and an instance whose clock runs a second behind another's
         # must not refuse the tokens that one just issued.
         self._jwt = jwt.PyJWT(options={"require": REQUIRED_CLAIMS, "verify_iat": False})
-        self._algorithms = sorted({key.alg for key in key_ring})
-        self._public_keys = {key.kid: key.public_key for key in key_ring}
         # A gateway presents one access token many times during its life; a signature
         # check costs ~100 µs of CPU, a dict lookup of the exact token string nothing.
         # Only signature-verified tokens enter; expiry is checked again on every hit.
@@ -193,7 +192,7 @@ class AccessTokens:
 
     def sign(self, *, user_id: str, session_id: str, now: int) -> tuple[str, int]:
         """Return a new access token and its expiry."""
-        key = self._ring.current
+        key = self._keys.signer
         expires_at = now + self.ttl
         claims = {
             "iss": self._issuer,
@@ -213,12 +212,17 @@ class AccessTokens:
         )
         return token, expires_at
 
-    def verify(self, token: str) -> AccessClaims:
+    def verify(self, token: str, *, allow_expired: bool = False) -> AccessClaims:
         """Check signature, type, issuer, audience and expiry; not whether the session lives.
+
+        ``allow_expired`` skips the expiry check only, for revoking the session of a
+        token that has just expired.
 
         Raises:
             InvalidToken: for any token that is not a valid access token of this issuer.
         """
+        if allow_expired:
+            return self._verify_signed(token, verify_exp=False)
         claims = self._verified.get(token)
         if claims is not None:
             # PyJWT checks exp against the wall clock; so does a cache hit.
@@ -233,19 +237,24 @@ class AccessTokens:
             self._verified.popitem(last=False)
         return claims
 
-    def _verify_signed(self, token: str) -> AccessClaims:
+    def _verify_signed(self, token: str, *, verify_exp: bool = True) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
-            public_key = self._public_keys.get(header.get("kid", ""))
-            if public_key is None or header.get("typ") != ACCESS_TOKEN_TYPE:
+            kid = header.get("kid")
+            key = self._keys.verifier(kid) if isinstance(kid, str) else None
+            if key is None or header.get("typ") != ACCESS_TOKEN_TYPE:
                 raise InvalidToken()
+            # RFC 8725 §2.1: the key named by the kid decides the algorithm, never the
+            # token's header (alg "none", HS256 keyed with a public key, or another
+            # algorithm of a mixed ring all fail here).
             claims: dict[str, Any] = self._jwt.decode(
                 token,
-                public_key,
-                algorithms=self._algorithms,
+                key.public_key,
+                algorithms=[key.alg],
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=EXP_LEEWAY,
+                options=None if verify_exp else {"verify_exp": False},
             )
         except jwt.InvalidTokenError:
             raise InvalidToken() from None

@@ -90,14 +90,35 @@ def test_keys_generate_defaults_to_eddsa(tmp_path: Path) -> None:
     assert KeyRing.from_directory(tmp_path).current.alg == "EdDSA"
 
 
-def test_keys_generate_twice_keeps_both_in_the_key_ring(tmp_path: Path) -> None:
-    for _ in range(2):
-        assert run_cli("keys", "generate", "--dir", str(tmp_path), cwd=tmp_path).returncode == 0
-    pems = sorted(tmp_path.glob("*.pem"))
-    assert len(pems) == 2
+def test_keys_generate_refuses_a_directory_that_has_keys(tmp_path: Path) -> None:
+    """A second first key would sign at once, before any gateway has seen it: rotate."""
+    assert run_cli("keys", "generate", "--dir", str(tmp_path), cwd=tmp_path).returncode == 0
+    assert_one_line_error(
+        run_cli("keys", "generate", "--dir", str(tmp_path), cwd=tmp_path), "keys rotate"
+    )
+    assert len(list(tmp_path.glob("*.pem"))) == 1
+
+
+def test_keys_rotate_adds_the_next_key_of_the_same_algorithm(tmp_path: Path) -> None:
+    generated = run_cli("keys", "generate", "--dir", str(tmp_path), "--alg", "ES256", cwd=tmp_path)
+    assert generated.returncode == 0
+    first = KeyRing.from_directory(tmp_path)
+    rotated = run_cli("keys", "rotate", "--dir", str(tmp_path), cwd=tmp_path)
+    assert rotated.returncode == 0, rotated.stderr
     ring = KeyRing.from_directory(tmp_path)
-    assert {key["kid"] for key in ring.jwks["keys"]} == {pem.stem for pem in pems}
-    assert ring.current.kid == pems[-1].stem
+    assert [key.kid for key in ring] == [first.current.kid, ring.current.kid]
+    assert ring.current.alg == "ES256"
+    assert ring.refresh_secret == first.refresh_secret
+    assert "signing after JWKS_MAX_AGE" in rotated.stdout
+    switched = run_cli("keys", "rotate", "--dir", str(tmp_path), "--alg", "RS256", cwd=tmp_path)
+    assert switched.returncode == 0
+    assert KeyRing.from_directory(tmp_path).current.alg == "RS256"
+
+
+def test_keys_rotate_needs_a_first_key(tmp_path: Path) -> None:
+    assert_one_line_error(
+        run_cli("keys", "rotate", "--dir", str(tmp_path), cwd=tmp_path), "keys generate"
+    )
 
 
 # serve: a bad setting stops it at start, in one line

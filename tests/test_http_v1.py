@@ -953,8 +953,10 @@ async def test_jwks_publishes_every_key_of_the_ring(
     """An older key stays published, so the tokens it signed keep verifying."""
     from authsvc.app import create_app
 
+    # The new key has been published for longer than JWKS_MAX_AGE, so it signs; the old
+    # one stopped signing more recently than an access-token lifetime ago.
     old = SigningKey.create(generate_private_key("EdDSA"), created_at=0)
-    new = SigningKey.create(generate_private_key("EdDSA"))
+    new = SigningKey.create(generate_private_key("EdDSA"), created_at=clock.now - 600)
     app = create_app(settings, clock=clock, key_ring=KeyRing([old, new]))
     client = await aiohttp_client(app)
     kids = {key.key_id for key in await jwks_keys(client)}

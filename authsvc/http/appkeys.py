@@ -6,6 +6,7 @@ from aiohttp import web
 
 from authsvc.clock import Clock
 from authsvc.config import Settings
+from authsvc.keyrotation import ActiveKeys
 from authsvc.keys import KeyRing
 from authsvc.passwords import Hasher
 from authsvc.sessions import SessionService
@@ -14,6 +15,7 @@ from authsvc.store import Store
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 KEY_RING = web.AppKey("key_ring", KeyRing)
+ACTIVE_KEYS = web.AppKey("active_keys", ActiveKeys)
 STORE = web.AppKey("store", Store)
 SESSIONS = web.AppKey("sessions", SessionService)
 HASHER = web.AppKey("hasher", Hasher)

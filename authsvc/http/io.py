@@ -1,54 +1,23 @@
-"""Reading requests and writing responses: JSON bodies, bearer tokens, token responses."""
+"""Reading requests and writing responses: bearer tokens, client details, JSON responses."""
 
 from __future__ import annotations
 
-import functools
 import ipaddress
-from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from authsvc.config import Network
 from authsvc.errors import (
-    JSON_CONTENT_TYPE,
-    InvalidRequest,
     InvalidToken,
     MissingToken,
-    UnsupportedMediaType,
 )
 from authsvc.http.appkeys import SETTINGS
+from authsvc.http.errors import JSON_CONTENT_TYPE
 from authsvc.sessions import TokenPair
-
-T = TypeVar("T", bound=msgspec.Struct)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 USER_AGENT_MAX_LENGTH = 512
-
-
-@functools.cache
-def _decoder(body_type: type) -> msgspec.json.Decoder[Any]:
-    return msgspec.json.Decoder(body_type)
-
-
-async def read_json(request: web.Request, body_type: type[T]) -> T:
-    """Decode and validate a JSON body into ``body_type`` (a msgspec Struct).
-
-    Raises:
-        UnsupportedMediaType: the body is not application/json.
-        PayloadTooLarge: via aiohttp, past AUTHSVC_MAX_BODY_SIZE.
-        InvalidRequest: not JSON, or a field is missing or of the wrong type.
-    """
-    if request.content_type != JSON_CONTENT_TYPE:
-        raise UnsupportedMediaType("the body must be application/json")
-    raw = await request.read()
-    try:
-        body: T = _decoder(body_type).decode(raw)
-        return body
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(str(exc)) from None
-    except msgspec.DecodeError:
-        raise InvalidRequest("the body is not valid JSON") from None
 
 
 def bearer_token(request: web.Request) -> str:

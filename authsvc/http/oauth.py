@@ -1,21 +1,166 @@
-"""/.well-known/*: the standards surface that lets others verify our tokens."""
+"""/oauth/* and /.well-known/*: the standards surface for OAuth libraries and gateways.
+
+One service behind two surfaces: /oauth/token rotates through the same SessionService
+as /v1/auth/refresh, with the same grace, replay and revocation, so a chain started on
+one surface continues on the other. Bodies are forms (RFC 6749 §4.1.3, RFC 7009 §2.1,
+RFC 7662 §2.1); errors are RFC 6749 §5.2 bodies, rendered by ``authsvc.http.errors``
+with their OAuth status.
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
+import hmac
+from typing import Annotated
 
-from authsvc.http.appkeys import KEY_RING, SETTINGS
+import msgspec
+from aiohttp import BasicAuth, hdrs, web
+
+from authsvc.errors import (
+    InvalidClient,
+    InvalidCredentials,
+    InvalidGrant,
+    InvalidRequest,
+    UnsupportedGrantType,
+)
+from authsvc.http.appkeys import ACTIVE_KEYS, CLOCK, SESSIONS, SETTINGS
+from authsvc.http.bodies import read_form
+from authsvc.http.io import NO_STORE, client_ip, client_user_agent, json_response, token_response
+from authsvc.sessions import ClientInfo
 
 routes = web.RouteTableDef()
+
+Token = Annotated[str, msgspec.Meta(max_length=4096)]
+Text = Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class TokenForm(msgspec.Struct):
+    # RFC 6749 §3.2: unknown parameters (client_id, scope, ...) are ignored.
+    grant_type: Text
+    refresh_token: Token | None = None
+    username: Text | None = None
+    password: Text | None = None
+
+
+class TokenHintForm(msgspec.Struct):
+    token: Token
+    token_type_hint: Text | None = None
 
 
 @routes.get("/.well-known/jwks.json")
 async def jwks(request: web.Request) -> web.Response:
-    """RFC 7517 key set of every key that may have signed a live token."""
-    max_age = request.app[SETTINGS].jwks_max_age
+    """RFC 7517 key set: every key that may have signed a live token, and the next one."""
+    keys = request.app[ACTIVE_KEYS]
+    headers = {
+        "Cache-Control": f"public, max-age={request.app[SETTINGS].jwks_max_age}",
+        "ETag": keys.etag,
+    }
+    if keys.etag in request.headers.get(hdrs.IF_NONE_MATCH, ""):
+        return web.Response(status=304, headers=headers)
     return web.Response(
-        body=request.app[KEY_RING].jwks_json,
-        content_type="application/json",
-        charset="utf-8",
-        headers={"Cache-Control": f"public, max-age={max_age}"},
+        body=keys.jwks_json, content_type="application/json", charset="utf-8", headers=headers
     )
+
+
+@routes.get("/.well-known/oauth-authorization-server")
+async def metadata(request: web.Request) -> web.Response:
+    """RFC 8414 §2: where the endpoints are and what they accept."""
+    settings = request.app[SETTINGS]
+    issuer = settings.effective_issuer.rstrip("/")
+    grants = ["refresh_token", "password"] if settings.password_grant else ["refresh_token"]
+    return json_response(
+        {
+            "issuer": issuer,
+            "token_endpoint": f"{issuer}/oauth/token",
+            "revocation_endpoint": f"{issuer}/oauth/revoke",
+            "introspection_endpoint": f"{issuer}/oauth/introspect",
+            "jwks_uri": f"{issuer}/.well-known/jwks.json",
+            "grant_types_supported": grants,
+            # No authorization endpoint: first-party apps log in through /v1/auth/login.
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint_auth_methods_supported": ["none"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        },
+        headers={"Cache-Control": f"public, max-age={settings.jwks_max_age}"},
+    )
+
+
+@routes.post("/oauth/token")
+async def token(request: web.Request) -> web.Response:
+    """RFC 6749 §6 (refresh_token grant) and §4.3 (password grant, off by default)."""
+    form = await read_form(request, TokenForm)
+    sessions, now = request.app[SESSIONS], request.app[CLOCK]()
+    if form.grant_type == "refresh_token":
+        # §6: "refresh_token REQUIRED. The refresh token issued to the client."
+        if form.refresh_token is None:
+            raise InvalidRequest("refresh_token is required")
+        return token_response(await sessions.refresh(form.refresh_token, now=now))
+    if form.grant_type == "password" and request.app[SETTINGS].password_grant:
+        # §4.3.2: "username REQUIRED ... password REQUIRED".
+        if form.username is None or form.password is None:
+            raise InvalidRequest("username and password are required")
+        client = ClientInfo(user_agent=client_user_agent(request), ip=client_ip(request))
+        try:
+            pair = await sessions.login(form.username, form.password, client, now=now)
+        except InvalidCredentials:
+            # §5.2: wrong resource owner credentials are an invalid_grant.
+            raise InvalidGrant("invalid username or password") from None
+        return token_response(pair)
+    # §5.2: "The authorization grant type is not supported by the authorization server."
+    raise UnsupportedGrantType(f"grant_type {form.grant_type!r} is not supported")
+
+
+@routes.post("/oauth/revoke")
+async def revoke(request: web.Request) -> web.Response:
+    """RFC 7009: end the session of a refresh or access token."""
+    form = await read_form(request, TokenHintForm)
+    # §2.1: the hint only speeds up the lookup; both kinds are tried whatever it says.
+    await request.app[SESSIONS].revoke_token(form.token, now=request.app[CLOCK]())
+    # §2.2: "The authorization server responds with HTTP status code 200 if the token has
+    # been revoked successfully or if the client submitted an invalid token."
+    return web.Response(status=200, headers=NO_STORE)
+
+
+def _authenticate_client(request: web.Request) -> None:
+    """RFC 7662 §2.1: the caller must be a configured introspection client (HTTP Basic).
+
+    Raises:
+        InvalidClient: no Basic credentials, or none that match.
+    """
+    header = request.headers.get(hdrs.AUTHORIZATION, "")
+    try:
+        credentials = BasicAuth.decode(header)
+    except ValueError:
+        raise InvalidClient() from None
+    presented_id, presented_secret = credentials.login.encode(), credentials.password.encode()
+    matched = False
+    # Every client is compared, in constant time, so timing tells nothing about ids.
+    for client_id, secret in request.app[SETTINGS].introspection_clients:
+        id_ok = hmac.compare_digest(presented_id, client_id.encode())
+        secret_ok = hmac.compare_digest(presented_secret, secret.encode())
+        matched |= id_ok & secret_ok
+    if not matched:
+        raise InvalidClient()
+
+
+@routes.post("/oauth/introspect")
+async def introspect(request: web.Request) -> web.Response:
+    """RFC 7662: whether an access token is active now, revocation included."""
+    _authenticate_client(request)
+    form = await read_form(request, TokenHintForm)
+    principal = await request.app[SESSIONS].introspect(form.token, now=request.app[CLOCK]())
+    if principal is None:
+        # §2.2: nothing more is said about a token that is not active.
+        return json_response({"active": False}, headers=NO_STORE)
+    claims = principal.claims
+    body: dict[str, object] = {
+        "active": True,
+        "sub": principal.user_id,
+        "username": principal.username,
+        "sid": principal.session_id,
+        "client_id": claims.client_id,
+        "token_type": "Bearer",
+        "exp": claims.expires_at,
+        "iat": claims.issued_at,
+    }
+    return json_response(body, headers=NO_STORE)

@@ -9,12 +9,12 @@ from aiohttp import web
 
 from authsvc.errors import RegistrationClosed
 from authsvc.http.appkeys import CLOCK, SESSIONS, SETTINGS
+from authsvc.http.bodies import read_json
 from authsvc.http.io import (
     bearer_token,
     client_ip,
     client_user_agent,
     json_response,
-    read_json,
     token_response,
 )
 from authsvc.sessions import ClientInfo, Principal
@@ -29,18 +29,18 @@ Device = Annotated[str, msgspec.Meta(max_length=128)]
 RefreshTokenText = Annotated[str, msgspec.Meta(max_length=512)]
 
 
-class RegisterBody(msgspec.Struct):
+class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
     username: Username
     password: str
 
 
-class LoginBody(msgspec.Struct):
+class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     username: Username
     password: str
     device: Device | None = None
 
 
-class RefreshBody(msgspec.Struct):
+class RefreshBody(msgspec.Struct, forbid_unknown_fields=True):
     refresh_token: RefreshTokenText
 
 
