@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -47,7 +48,7 @@ def create_app(
 
 
 async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Keep the active keys current: rotations in keys_dir, and time moving on."""
+    """Follow rotations in keys_dir; the steps of a rotation fall due by time (ActiveKeys.at)."""
     settings, clock = app[SETTINGS], app[CLOCK]
     policy = RotationPolicy.for_service(
         jwks_max_age=settings.jwks_max_age,
@@ -57,15 +58,17 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
     keys = ActiveKeys(app[KEY_RING], policy, now=clock())
     app[ACTIVE_KEYS] = keys
 
-    async def follow() -> None:
+    async def follow(keys_dir: Path) -> None:
         while True:
             await asyncio.sleep(settings.keys_poll_interval)
-            if settings.keys_dir is None or not await asyncio.to_thread(
-                keys.reload, settings.keys_dir, clock()
-            ):
-                keys.update(clock())
+            ring = await asyncio.to_thread(keys.load_if_changed, keys_dir)
+            if ring is not None:
+                keys.replace(ring, clock())
 
-    task = asyncio.create_task(follow())
+    if settings.keys_dir is None:
+        yield  # a key made at start: nothing to follow; time alone moves nothing
+        return
+    task = asyncio.create_task(follow(settings.keys_dir))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -56,9 +56,16 @@ class ActiveKeys:
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self.signer = ring.current
         self._verifiers: dict[str, SigningKey] = {}
+        self._next_change = math.inf
         self.jwks_json = b""
         self.etag = ""
         self.update(now)
+
+    def at(self, now: float) -> ActiveKeys:
+        """Bring the signer and the JWKS up to ``now`` if a rotation step fell due; cheap."""
+        if now >= self._next_change:
+            self.update(now)
+        return self
 
     def verifier(self, kid: str) -> SigningKey | None:
         """The published key of this kid: the only one a token naming it is checked with."""
@@ -71,11 +78,11 @@ class ActiveKeys:
             key.created_at + self.policy.publish_before_signing for key in keys[1:]
         ]
         signing = max(index for index, start in enumerate(starts) if start <= now)
+        retire = [start + self.policy.keep_after_signing for start in starts[1:]] + [math.inf]
         published = [
-            key
-            for index, key in enumerate(keys)
-            if index >= signing or starts[index + 1] + self.policy.keep_after_signing > now
+            key for index, key in enumerate(keys) if index >= signing or retire[index] > now
         ]
+        self._next_change = min(t for t in [*starts, *retire, math.inf] if t > now)
         if keys[signing] is not self.signer:
             logger.info("signing with key %s from now on", keys[signing].kid)
         self.signer = keys[signing]
@@ -87,11 +94,12 @@ class ActiveKeys:
             self.jwks_json = jwks_json
             self.etag = '"' + hashlib.sha256(jwks_json).hexdigest()[:32] + '"'
 
-    def reload(self, directory: Path, now: float) -> bool:
-        """Load the directory again if its key files changed; True when they did.
+    def load_if_changed(self, directory: Path) -> KeyRing | None:
+        """Load the directory again if its key files changed since the last look.
 
-        Blocking file I/O: call it off the event loop. A directory that cannot be read
-        right now (a half-written file, a volume remounting) keeps the current keys.
+        Blocking file I/O, so it runs off the event loop; ``replace`` then applies the new
+        ring on the loop. A directory that cannot be read right now (a half-written file, a
+        volume remounting) keeps the current keys and is read again next time.
         """
         try:
             fingerprint = tuple(
@@ -102,15 +110,17 @@ class ActiveKeys:
                 )
             )
             if fingerprint == self._fingerprint:
-                return False
+                return None
             ring = KeyRing.from_directory(directory, refresh_secret=self.ring.refresh_secret)
         except (OSError, ValueError) as exc:
             logger.warning("keeping the current signing keys: %s", exc)
-            return False
+            return None
         self._fingerprint = fingerprint
+        return ring
+
+    def replace(self, ring: KeyRing, now: float) -> None:
         added = {key.kid for key in ring} - {key.kid for key in self.ring}
         if added:
             logger.info("new signing keys: %s", ", ".join(sorted(added)))
         self.ring = ring
         self.update(now)
-        return True

@@ -192,7 +192,7 @@ class AccessTokens:
 
     def sign(self, *, user_id: str, session_id: str, now: int) -> tuple[str, int]:
         """Return a new access token and its expiry."""
-        key = self._keys.signer
+        key = self._keys.at(now).signer
         expires_at = now + self.ttl
         claims = {
             "iss": self._issuer,

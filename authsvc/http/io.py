@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import msgspec
 from aiohttp import web
@@ -16,6 +17,7 @@ from authsvc.http.appkeys import SETTINGS
 from authsvc.http.errors import JSON_CONTENT_TYPE
 from authsvc.sessions import TokenPair
 
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 USER_AGENT_MAX_LENGTH = 512
 
@@ -34,7 +36,9 @@ def bearer_token(request: web.Request) -> str:
     if scheme.lower() != "bearer":
         raise MissingToken()
     token = token.strip()
-    if not token or " " in token:
+    # RFC 6750 §2.1 b64token syntax; anything else (spaces, bytes that are not ASCII) is
+    # no token of ours and never reaches the JWT library.
+    if _B64TOKEN.fullmatch(token) is None:
         raise InvalidToken("the Authorization header is malformed")
     return token
 

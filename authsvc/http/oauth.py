@@ -49,7 +49,7 @@ class TokenHintForm(msgspec.Struct):
 @routes.get("/.well-known/jwks.json")
 async def jwks(request: web.Request) -> web.Response:
     """RFC 7517 key set: every key that may have signed a live token, and the next one."""
-    keys = request.app[ACTIVE_KEYS]
+    keys = request.app[ACTIVE_KEYS].at(request.app[CLOCK]())
     headers = {
         "Cache-Control": f"public, max-age={request.app[SETTINGS].jwks_max_age}",
         "ETag": keys.etag,
