@@ -56,9 +56,12 @@ class Recorder:
     lose_refreshes: int = 0
     fault: str = "disconnect"  # or "bad_gateway"
     lost_successors: list[str] = field(default_factory=list)
+    hold_refreshes: asyncio.Event | None = None  # refreshes wait for it to be set
 
     async def observe(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.hits[request.path] += 1
+        if request.path == REFRESH and self.hold_refreshes is not None:
+            await self.hold_refreshes.wait()
         response = await handler(request)
         if request.path != REFRESH or self.lose_refreshes == 0:
             return response
@@ -360,3 +363,28 @@ async def test_refused_refresh_ends_the_session_for_every_request(
         await api.get(authsvc.url + ME)
     assert authsvc.recorder.hits[REFRESH] == 1
     assert authsvc.recorder.hits[ME] == 0
+
+
+async def test_cancelled_request_does_not_cancel_the_refresh_it_started(
+    auth: AuthClient, tokens: TokenPair, authsvc: Authsvc, clock: FakeClock
+) -> None:
+    """Cancelling mid-refresh must not drop a successor authsvc has issued: the client
+    would be left with a used refresh token, a replay once the grace is over."""
+    authsvc.recorder.hold_refreshes = asyncio.Event()
+    saved: list[TokenPair] = []
+    api = AuthSession(auth, tokens, on_tokens=saved.append)
+    clock.now = tokens.expires_at + 1
+
+    request = asyncio.ensure_future(api.get(authsvc.url + ME))
+    while authsvc.recorder.hits[REFRESH] == 0:
+        await asyncio.sleep(0.01)
+    request.cancel()
+    authsvc.recorder.hold_refreshes.set()
+
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    async with api.get(authsvc.url + ME) as response:
+        assert response.status == 200
+    assert authsvc.recorder.hits[REFRESH] == 1
+    assert len(saved) == 1
+    assert api.tokens.refresh_token != tokens.refresh_token

@@ -53,7 +53,9 @@ class AuthSession:
     the API is answered by one refresh and one retry. Concurrent requests share one
     refresh. A refresh that fails on the way is retried per ``retry``; one that authsvc
     refuses (invalid_grant) ends the session: that request and every later one raise
-    SessionExpired. ``on_tokens`` is called with each new TokenPair, to persist it.
+    SessionExpired. ``on_tokens`` is called with each new TokenPair, to persist it; should
+    it raise, the requests waiting on that refresh raise too, and the new pair is kept.
+    Expiry is judged by the AuthClient's clock, the one TokenPair times are anchored to.
 
     Request bodies must be sendable twice (bytes, str, ``json=``, a form dict), since a
     request answered 401 is sent again.
