@@ -1,0 +1,236 @@
+"""Results for people: medians per scenario, ratios to the ceiling, targets, text and markdown.
+
+Each round measures the ceiling and then every scenario; a scenario's ratio in a round is
+its req/s over the ceiling's req/s of that round and phase, and the table shows the
+median over rounds of each column. The targets are issue 9's, all ratios.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from scenarios import BY_NAME
+
+BASE, LOADED = "base", "loaded"  # few live sessions in Redis, then --sessions of them
+RATIO_TARGETS = {"refresh": 0.65, "verify": 0.85, "verify_fresh": 0.60}
+TAIL_TARGET = 2.0  # p99 <= 2 x p50
+LOADED_TARGET = 0.90  # refresh with --sessions live sessions within 10 % of few
+PROFILE_PARTS = (
+    ("own time by package", "own_by_package"),
+    ("authsvc functions, callees included", "authsvc_inclusive"),
+    ("top frames by own time", "own_top"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One measured wrk run."""
+
+    scenario: str
+    phase: str
+    round: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: dict[str, int]
+    invalid: str | None  # why the run does not count, None when it does
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """Medians over the rounds of one scenario in one phase."""
+
+    scenario: str
+    phase: str
+    rps: float
+    ratio: float
+    p50_ms: float
+    p99_ms: float
+    rounds: int
+    invalid: int
+
+    @property
+    def tail(self) -> float:
+        return self.p99_ms / self.p50_ms if self.p50_ms else float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    goal: str
+    measured: float
+    passed: bool
+
+
+@dataclass
+class Report:
+    config: dict[str, Any]
+    machine: dict[str, Any]
+    results: list[Result] = field(default_factory=list)
+    memory: dict[str, float] = field(default_factory=dict)
+    sessions: dict[str, Any] = field(default_factory=dict)  # live counts, bulk load
+    # py-spy's summary (bench/flamegraph.py): name -> [(frame or package, percent)]
+    profile: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+
+    @property
+    def invalid(self) -> list[Result]:
+        return [r for r in self.results if r.invalid]
+
+    def rows(self) -> list[Row]:
+        rows = []
+        for phase in (BASE, LOADED):
+            names = dict.fromkeys(r.scenario for r in self.results if r.phase == phase)
+            for name in names:
+                rows.append(self._row(name, phase))
+        return rows
+
+    def row(self, scenario: str, phase: str = BASE) -> Row | None:
+        if any(r.scenario == scenario and r.phase == phase for r in self.results):
+            return self._row(scenario, phase)
+        return None
+
+    def _row(self, scenario: str, phase: str) -> Row:
+        runs = [r for r in self.results if r.scenario == scenario and r.phase == phase]
+        ceiling = {
+            r.round: r.rps for r in self.results if r.scenario == "ceiling" and r.phase == phase
+        }
+        ratios = [r.rps / ceiling[r.round] for r in runs if ceiling.get(r.round)]
+        return Row(
+            scenario=scenario,
+            phase=phase,
+            rps=statistics.median(r.rps for r in runs),
+            ratio=statistics.median(ratios) if ratios else float("nan"),
+            p50_ms=statistics.median(r.p50_ms for r in runs),
+            p99_ms=statistics.median(r.p99_ms for r in runs),
+            rounds=len(runs),
+            invalid=sum(1 for r in runs if r.invalid),
+        )
+
+    def targets(self) -> list[Target]:
+        found = []
+        for name, goal in RATIO_TARGETS.items():
+            row = self.row(name)
+            if row is not None:
+                found.append(Target(name, f">= {goal:.2f} x ceiling", row.ratio, row.ratio >= goal))
+        connections = self.config["connections"]
+        for row in self.rows():
+            fixed = BY_NAME[row.scenario].connections is not None  # login: its own count
+            if row.phase == BASE and row.scenario != "ceiling" and not fixed:
+                found.append(
+                    Target(
+                        f"{row.scenario} p99/p50",
+                        f"<= {TAIL_TARGET:g} at {connections} connections",
+                        row.tail,
+                        row.tail <= TAIL_TARGET,
+                    )
+                )
+        base, loaded = self.row("refresh", BASE), self.row("refresh", LOADED)
+        if base is not None and loaded is not None:
+            kept = loaded.ratio / base.ratio
+            found.append(
+                Target(
+                    f"refresh, {_count(self.sessions.get(LOADED, 0))} vs "
+                    f"{_count(self.sessions.get(BASE, 0))} live sessions",
+                    f">= {LOADED_TARGET:.2f} (ratio to ceiling, loaded / base)",
+                    kept,
+                    kept >= LOADED_TARGET,
+                )
+            )
+        return found
+
+
+def _count(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2g}M"
+    return f"{n / 1e3:.3g}k" if n >= 1000 else str(n)
+
+
+def _scenario_label(row: Row, sessions: dict[str, Any]) -> str:
+    if row.phase == LOADED:
+        return f"{row.scenario} @ {_count(sessions.get(LOADED, 0))} sessions"
+    return row.scenario
+
+
+def text(report: Report) -> str:
+    """The console summary."""
+    lines = [
+        f"{'scenario':<28}{'req/s':>9}{'x ceiling':>11}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'p99/p50':>9}{'rounds':>8}"
+    ]
+    for row in report.rows():
+        ratio = "" if not BY_NAME[row.scenario].ratio_target else f"{row.ratio:.3f}"
+        flag = f"  INVALID {row.invalid}" if row.invalid else ""
+        lines.append(
+            f"{_scenario_label(row, report.sessions):<28}{row.rps:>9.1f}{ratio:>11}"
+            f"{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}{row.tail:>9.2f}{row.rounds:>8}{flag}"
+        )
+    lines += ["", *_memory_lines(report), "", "targets:"]
+    for target in report.targets():
+        verdict = "pass" if target.passed else "MISS"
+        lines.append(f"  {verdict:<5}{target.name:<40}{target.measured:>7.3f}  ({target.goal})")
+    for title, key in PROFILE_PARTS:
+        if report.profile.get(key):
+            lines += ["", f"server profile ({report.config['profile_scenario']}), {title}:"]
+            lines += [f"  {share:5.1f}%  {name}" for name, share in report.profile[key]]
+    return "\n".join(lines)
+
+
+def _memory_lines(report: Report) -> list[str]:
+    memory, sessions, lines = report.memory, report.sessions, []
+    if memory:
+        lines.append(
+            f"Redis memory per live session (MEMORY USAGE, {memory['sessions']:,.0f} sessions "
+            f"by Store.login): {memory['session']:.0f} B session hash + index, "
+            f"{memory['user']:.0f} B the user hash"
+        )
+    if "bulk_seconds" in sessions:
+        lines.append(
+            f"bulk load: {sessions['bulk_sessions']:,} sessions by the login script in "
+            f"{sessions['bulk_seconds']:.1f} s; Redis used_memory grew "
+            f"{sessions['used_memory_per_session']:.0f} B per session (users included, "
+            f"{sessions['sessions_per_user']} sessions each)"
+        )
+    return lines
+
+
+def markdown(report: Report) -> str:
+    """The results as markdown: what docs/performance.md embeds and --out writes."""
+    config, machine = report.config, report.machine
+    out = [
+        f"Measured {machine['date']} on {machine['cpus']} x {machine['cpu']}, "
+        f"Python {machine['python']}, {machine['redis']}, {machine['wrk']}; authsvc "
+        f"`{machine['commit']}`. Load average {machine['load_before']} before the run, "
+        f"{machine['load_after']} after.",
+        "",
+        f"`{config['command']}`: {config['workers']} worker(s), {config['connections']} "
+        f"connections, {config['rounds']} rounds of {config['duration']} s (after "
+        f"{config['warmup']} s of warm-up); medians over the rounds.",
+        "",
+        "| scenario | what each request does | req/s | x ceiling | p50 ms | p99 ms | p99/p50 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in report.rows():
+        scenario = BY_NAME[row.scenario]
+        ratio = f"{row.ratio:.2f}" if scenario.ratio_target else "apart"
+        invalid = f" **INVALID ({row.invalid} runs)**" if row.invalid else ""
+        out.append(
+            f"| {_scenario_label(row, report.sessions)}{invalid} | {scenario.summary} | "
+            f"{row.rps:,.0f} | {ratio} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.tail:.2f} |"
+        )
+    out += ["", *_memory_lines(report), "", "| target | goal | measured | |", "|---|---|---:|---|"]
+    for target in report.targets():
+        verdict = "pass" if target.passed else "**miss**"
+        out.append(f"| {target.name} | {target.goal} | {target.measured:.2f} | {verdict} |")
+    for title, key in PROFILE_PARTS:
+        if report.profile.get(key):
+            out += [
+                "",
+                f"Server profile during `{config['profile_scenario']}` (py-spy, share of "
+                f"samples), {title}:",
+                "",
+                " | ".join(f"`{name}` {share:.1f}%" for name, share in report.profile[key]),
+            ]
+    return "\n".join(out) + "\n"

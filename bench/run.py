@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""Benchmark authsvc against the ceiling of its own stack, in one run, with one command.
+
+    python bench/run.py                       # 3 rounds of 5 s + 1M live sessions, ~5 min
+    python bench/run.py --quick               # 1 round of 2 s, 100k sessions, ~1.5 min
+    python bench/run.py --write-docs          # also regenerate docs/performance.*
+    python bench/run.py --profile docs/profile --profile-scenario refresh
+
+It starts a private Redis on a free loopback port, ``authsvc serve`` and the ceiling (a
+bare aiohttp handler doing one Redis GET, bench/ceiling.py), makes users and sessions,
+and drives wrk through each scenario of bench/scenarios.py. Each round measures the
+ceiling and then every scenario; the table shows medians over rounds, each scenario's
+ratio to the ceiling of its round, and issue 9's targets. Then it starts --sessions live
+sessions in Redis and measures refresh again. Any failed request invalidates its run:
+reported loudly, and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import importlib.metadata
+import os
+import platform
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # processes.py: the runners shared with the tests
+
+import redis
+from docs import write_docs, write_json
+from fixtures import Fixtures, bulk_load, session_memory
+from flamegraph import FORMATS, start_py_spy, summarize, wait
+from harness import BenchError, ensure_wrk, install_deadline, run_wrk
+from processes import LOOPBACK, redis_server_binary
+from report import BASE, LOADED, Report, Result, markdown, text
+from scenarios import BY_NAME, SCENARIOS, Scenario, Workload
+from stack import Services, start_redis, start_services
+
+from authsvc.config import Settings
+from authsvc.store import keyspace
+
+QUICK = {"duration": 2, "warmup": 1, "rounds": 1, "sessions": 100_000, "memory_sessions": 2_000}
+DEFAULTS = {"duration": 5, "warmup": 1, "rounds": 3, "sessions": 1_000_000}
+DEFAULTS["memory_sessions"] = 10_000
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Bench:
+    """One benchmark run: services up, rounds of scenarios, then the loaded phase."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        wrk: str,
+        workdir: Path,
+        stack: contextlib.ExitStack,
+        runner: asyncio.Runner,
+        report: Report,
+    ) -> None:
+        self.args = args
+        self.wrk = wrk
+        self.workdir = workdir
+        self.stack = stack
+        self.runner = runner
+        self.report = report
+        self.services: Services | None = None
+
+    def run(self) -> None:
+        args, report = self.args, self.report
+        store = start_redis(self.workdir, self.stack)
+        say(f"Redis {store.url}; memory per session over {args.memory_sessions:,} sessions")
+        report.memory = self.runner.run(session_memory(store.url, Settings(), args.memory_sessions))
+        self.services = services = start_services(
+            store, self.workdir, self.stack, workers=args.workers, extra_env=args.server_env
+        )
+        say(f"authsvc {services.server.base_url}, ceiling {services.ceiling.base_url}")
+        password = secrets.token_urlsafe(18)
+        registered = services.server.register("bench-login", password)
+        if registered.status != 201:
+            raise BenchError(f"registering the login user answered {registered.status}")
+        fixtures = Fixtures(services.settings, services.keys_dir)
+        self.runner.run(fixtures.open())
+        try:
+            bulk_load(LOOPBACK, store.port, services.settings, args.base_sessions)
+            workload = Workload(
+                fixtures,
+                self.runner,
+                services.server,
+                self.workdir,
+                login=("bench-login", password),
+                introspection_client=services.introspection_client,
+            )
+            report.sessions[BASE] = self.live_sessions()
+            scenarios = [s for s in SCENARIOS if s.name == "ceiling" or s.name in args.scenarios]
+            for round_no in range(1, args.rounds + 1):
+                for scenario in scenarios:
+                    self.measure(workload, scenario, BASE, round_no)
+            if args.profile:
+                self.profile(workload, BY_NAME[args.profile_scenario], Path(args.profile))
+            if args.sessions > report.sessions[BASE] and "refresh" in args.scenarios:
+                self.load_sessions(args.sessions - report.sessions[BASE])
+                for round_no in range(1, args.rounds + 1):
+                    for name in ("ceiling", "refresh"):
+                        self.measure(workload, BY_NAME[name], LOADED, round_no)
+        finally:
+            self.runner.run(fixtures.close())
+
+    def live_sessions(self) -> int:
+        assert self.services is not None
+        with redis.Redis.from_url(self.services.redis.url) as client:
+            pattern = keyspace.session("*", "*")
+            return sum(1 for _ in client.scan_iter(match=pattern, count=10_000))
+
+    def load_sessions(self, count: int) -> None:
+        assert self.services is not None
+        store = self.services.redis
+        with redis.Redis.from_url(store.url) as client:
+            before = int(client.info("memory")["used_memory"])
+            say(f"starting {count:,} sessions with the login script")
+            started = time.perf_counter()
+            bulk_load(LOOPBACK, store.port, self.services.settings, count)
+            seconds = time.perf_counter() - started
+            grown = int(client.info("memory")["used_memory"]) - before
+        self.report.sessions |= {
+            "bulk_sessions": count,
+            "bulk_seconds": round(seconds, 1),
+            "used_memory_per_session": grown / count,
+            "sessions_per_user": 4,
+            LOADED: self.live_sessions(),
+        }
+        say(f"  {count:,} sessions in {seconds:.1f} s")
+
+    def measure(self, workload: Workload, scenario: Scenario, phase: str, round_no: int) -> None:
+        assert self.services is not None
+        args = self.args
+        target = self.services.ceiling if scenario.on_ceiling else self.services.server
+        connections = scenario.connections or args.connections
+        problems = []
+        runs = [("warm-up: ", args.warmup)] if args.warmup else []
+        for label, seconds in [*runs, ("", args.duration)]:
+            tokens, extra = workload.script_args(scenario, seconds, connections)
+            run = run_wrk(
+                self.wrk,
+                target.base_url + scenario.path,
+                scenario.script,
+                tokens,
+                extra,
+                seconds=seconds,
+                connections=connections,
+                threads=min(args.threads, connections),
+                timeout_s=scenario.timeout_s,
+            )
+            reason = workload.check(scenario, run)
+            if run.errors:
+                reason = ", ".join(f"{n} {kind}" for kind, n in run.errors.items())
+                reason += f" (first: {run.first_bad})" if run.first_bad else ""
+            if reason:
+                problems.append(label + reason)
+        invalid = "; ".join(problems) or None
+        result = Result(
+            scenario=scenario.name,
+            phase=phase,
+            round=round_no,
+            rps=run.rps,
+            p50_ms=run.p50_ms,
+            p99_ms=run.p99_ms,
+            requests=run.requests,
+            errors=run.errors,
+            invalid=invalid,
+        )
+        self.report.results.append(result)
+        say(
+            f"  {phase:<6} round {round_no} {scenario.name:<14}{run.rps:9.1f} req/s  "
+            f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms"
+        )
+        if invalid:
+            say(f"  !!! INVALID RUN: {scenario.name} round {round_no} ({phase}): {invalid}")
+
+    def profile(self, workload: Workload, scenario: Scenario, directory: Path) -> None:
+        """Record the server during ``scenario`` (extra runs, not in the table)."""
+        assert self.services is not None and self.services.server.process is not None
+        directory.mkdir(parents=True, exist_ok=True)
+        seconds = self.args.duration
+        for fmt, suffix in FORMATS.items():
+            output = directory / f"{scenario.name}.{suffix}"
+            say(f"profiling {scenario.name} with py-spy into {output}")
+            spy = start_py_spy(self.services.server.process.pid, seconds, output, fmt)
+            connections = scenario.connections or self.args.connections
+            run_wrk(
+                self.wrk,
+                self.services.server.base_url + scenario.path,
+                scenario.script,
+                *workload.script_args(scenario, seconds, connections),
+                seconds=seconds,
+                connections=connections,
+                threads=min(self.args.threads, connections),
+                timeout_s=scenario.timeout_s,
+            )
+            wait(spy, seconds + 60)
+        self.report.profile = asdict(summarize(directory / f"{scenario.name}.txt"))
+
+
+def describe_machine() -> dict[str, object]:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    redis_version = subprocess.run(
+        [redis_server_binary(), "--version"], capture_output=True, text=True, timeout=10
+    ).stdout.split()
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout.strip()
+    packages = ("aiohttp", "redis", "hiredis", "uvloop", "msgspec", "PyJWT", "cryptography")
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "redis": " ".join(word for word in redis_version[:3] if word) or "redis-server",
+        "wrk": " ".join((wrk_version.stdout or wrk_version.stderr).split()[:2]),
+        "packages": {name: importlib.metadata.version(name) for name in packages},
+        "commit": commit or "unknown",
+        "load_before": round(os.getloadavg()[0], 2),
+    }
+
+
+def hard_limit(args: argparse.Namespace) -> int:
+    runs = args.rounds * (len(args.scenarios) + 1 + 2) + (2 if args.profile else 0)
+    return 600 + runs * 2 * (args.warmup + args.duration + 30)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    names = [s.name for s in SCENARIOS if s.name != "ceiling"]
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("-d", "--duration", type=int, help="seconds per measured run (5)")
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up before each run (1)")
+    parser.add_argument("-r", "--rounds", type=int, help="rounds; medians are reported (3)")
+    parser.add_argument("-c", "--connections", type=int, default=32, help="wrk connections (32)")
+    parser.add_argument("-t", "--threads", type=int, default=1, help="wrk threads (1)")
+    parser.add_argument("-w", "--workers", type=int, default=1, help="authsvc serve --workers (1)")
+    parser.add_argument("-s", "--scenarios", nargs="+", choices=names, default=names)
+    parser.add_argument(
+        "--sessions", type=int, help="live sessions for the loaded phase (1000000; 0: skip)"
+    )
+    parser.add_argument("--base-sessions", type=int, default=1_000, help="before it (1000)")
+    parser.add_argument("--memory-sessions", type=int, help="sessions MEMORY USAGE is over")
+    parser.add_argument("-q", "--quick", action="store_true", help="a short run: " + str(QUICK))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results dir")
+    parser.add_argument("--write-docs", action="store_true", help="regenerate docs/performance.*")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy flame graph of one scenario")
+    parser.add_argument("--profile-scenario", choices=names, default="refresh")
+    parser.add_argument(
+        "--server-env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="an AUTHSVC_* setting for the server (A/B experiments); repeatable",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (server logs)")
+    args = parser.parse_args(argv)
+    for name, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if not (1 <= args.duration <= 120 and 0 <= args.warmup <= 30 and 1 <= args.rounds <= 20):
+        parser.error("--duration 1..120, --warmup 0..30, --rounds 1..20")
+    if not (1 <= args.connections <= 1024 and args.threads >= 1 and 1 <= args.workers <= 64):
+        parser.error("--connections 1..1024, --threads 1.., --workers 1..64")
+    if not 0 <= args.sessions <= 20_000_000 or not 1 <= args.memory_sessions <= 1_000_000:
+        parser.error("--sessions 0..20000000, --memory-sessions 1..1000000")
+    pairs = [item.partition("=") for item in args.server_env]
+    if any(not key.startswith("AUTHSVC_") or not sep for key, sep, _ in pairs):
+        parser.error("--server-env takes AUTHSVC_NAME=VALUE")
+    args.server_env = {key: value for key, _, value in pairs}
+    args.command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        wrk = ensure_wrk()
+    except BenchError as exc:
+        say(f"bench: {exc}")
+        return 2
+    install_deadline(hard_limit(args))
+    config = {
+        key: getattr(args, key)
+        for key in ("command", "duration", "warmup", "rounds", "connections", "threads")
+    }
+    config |= {
+        key: getattr(args, key)
+        for key in ("workers", "sessions", "base_sessions", "memory_sessions", "server_env")
+    }
+    config["profile_scenario"] = args.profile_scenario
+    report = Report(config=config, machine=describe_machine())
+    workdir = Path(tempfile.mkdtemp(prefix="authsvc-bench-"))
+    try:
+        with contextlib.ExitStack() as stack, asyncio.Runner() as runner:
+            Bench(args, wrk, workdir, stack, runner, report).run()
+    except (BenchError, AssertionError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        say(f"bench: {exc}")
+        log = workdir / "authsvc.log"
+        if log.exists():  # the last lines that are not the access log
+            lines = [line for line in log.read_text().splitlines() if ".access[" not in line]
+            say("authsvc log, last lines:\n" + "\n".join(lines[-20:]))
+        return 1
+    finally:
+        signal.alarm(0)
+        if args.keep:
+            say(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report.machine["load_after"] = round(os.getloadavg()[0], 2)
+
+    print(text(report))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(report, out / "results.json")
+    (out / "results.md").write_text(markdown(report))
+    say(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    if report.invalid:
+        say(f"!!! {len(report.invalid)} INVALID RUN(S): requests failed; see above. Not valid.")
+        return 1
+    if args.write_docs:
+        write_docs(report, ROOT / "docs")
+        say("wrote docs/performance.md, docs/performance.png, docs/performance.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

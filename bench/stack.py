@@ -1,0 +1,107 @@
+"""The services under test: a private Redis, ``authsvc serve`` and the ceiling server.
+
+All on loopback, on free ports, started by the shared runners of ``tests/processes.py``
+and registered on the caller's ExitStack, so every one is stopped however the run ends.
+authsvc runs with its defaults (argon2id, the access log) but for what the scenarios
+need: a long reuse grace (every retry of a run falls inside it), a login rate limit no run
+reaches, and an introspection client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from ceiling import KEY as CEILING_KEY
+from processes import RedisProcess, Server, free_port
+
+from authsvc.config import Settings, load_settings
+
+CEILING = Path(__file__).resolve().with_name("ceiling.py")
+# What the ceiling reads and answers: about the size of a /v1/auth/me body.
+CEILING_VALUE = b'{"user_id":"' + b"0" * 32 + b'","session_id":"' + b"s" * 22 + b'"}'
+REUSE_GRACE = 3600  # longer than any run: a retry is always within the grace
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    redis: RedisProcess
+    server: Server
+    ceiling: Server
+    settings: Settings  # what the server runs with, read from its own environment
+    keys_dir: Path
+    introspection_client: tuple[str, str]
+
+
+def start_redis(workdir: Path, stack: contextlib.ExitStack) -> RedisProcess:
+    process = RedisProcess(workdir / "redis", die_with_parent=True)
+    stack.callback(process.stop)
+    process.start()
+    return process
+
+
+def start_services(
+    store: RedisProcess,
+    workdir: Path,
+    stack: contextlib.ExitStack,
+    *,
+    workers: int,
+    extra_env: dict[str, str],
+) -> Services:
+    keys_dir = workdir / "keys"
+    subprocess.run(
+        [sys.executable, "-m", "authsvc", "keys", "generate", "--dir", str(keys_dir)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    client = ("bench", secrets.token_urlsafe(16))
+    env = {
+        "AUTHSVC_REDIS_URL": store.url,
+        "AUTHSVC_KEYS_DIR": str(keys_dir),
+        "AUTHSVC_REFRESH_REUSE_GRACE": str(REUSE_GRACE),
+        "AUTHSVC_LOGIN_RATE_LIMIT": "1000000/60",
+        "AUTHSVC_INTROSPECTION_CLIENTS": f"{client[0]}:{client[1]}",
+        **extra_env,
+    }
+    server = Server(
+        workdir / "authsvc.log",
+        env,
+        "--workers",
+        str(workers),
+        base_env={},  # the product's defaults, not the tests' cheap argon2
+        die_with_parent=True,
+    )
+    stack.callback(server.stop)
+    server.start()
+
+    with redis.Redis.from_url(store.url) as client_:
+        client_.set(CEILING_KEY, CEILING_VALUE)
+    port = free_port()
+    ceilings = []
+    for index in range(workers):  # as many processes as authsvc has workers, one port
+        ceiling = Server(
+            workdir / f"ceiling-{index}.log",
+            {},
+            *(["--reuse-port"] if workers > 1 else []),
+            port=port,
+            command=[sys.executable, str(CEILING), "--port", str(port), "--redis-url", store.url],
+            base_env={},
+            die_with_parent=True,
+        )
+        stack.callback(ceiling.stop)
+        ceiling.start()
+        ceilings.append(ceiling)
+    return Services(
+        redis=store,
+        server=server,
+        ceiling=ceilings[0],
+        settings=load_settings(server.env),
+        keys_dir=keys_dir,
+        introspection_client=client,
+    )
