@@ -13,7 +13,9 @@ from typing import Any
 
 from scenarios import BY_NAME
 
-BASE, LOADED = "base", "loaded"  # few live sessions in Redis, then --sessions of them
+# Two authsvc on two Redis servers, measured in turn in each round: few live sessions in
+# Redis (base), and --sessions of them (loaded).
+BASE, LOADED = "base", "loaded"
 RATIO_TARGETS = {"refresh": 0.65, "verify": 0.85, "verify_fresh": 0.60}
 TAIL_TARGET = 2.0  # p99 <= 2 x p50
 LOADED_TARGET = 0.90  # refresh with --sessions live sessions within 10 % of few
@@ -80,12 +82,14 @@ class Report:
         return [r for r in self.results if r.invalid]
 
     def rows(self) -> list[Row]:
-        rows = []
-        for phase in (BASE, LOADED):
-            names = dict.fromkeys(r.scenario for r in self.results if r.phase == phase)
-            for name in names:
-                rows.append(self._row(name, phase))
-        return rows
+        """A row per scenario in the order run, the loaded phase's right after the base's."""
+        measured = dict.fromkeys((r.scenario, r.phase) for r in self.results)
+        return [
+            self._row(name, phase)
+            for name in dict.fromkeys(name for name, _ in measured)
+            for phase in (BASE, LOADED)
+            if (name, phase) in measured
+        ]
 
     def row(self, scenario: str, phase: str = BASE) -> Row | None:
         if any(r.scenario == scenario and r.phase == phase for r in self.results):
@@ -94,8 +98,9 @@ class Report:
 
     def _row(self, scenario: str, phase: str) -> Row:
         runs = [r for r in self.results if r.scenario == scenario and r.phase == phase]
+        # The loaded phase runs in the same rounds, against the same ceiling.
         ceiling = {
-            r.round: r.rps for r in self.results if r.scenario == "ceiling" and r.phase == phase
+            r.round: r.rps for r in self.results if r.scenario == "ceiling" and r.phase == BASE
         }
         ratios = [r.rps / ceiling[r.round] for r in runs if ceiling.get(r.round)]
         return Row(
@@ -132,8 +137,8 @@ class Report:
             kept = loaded.ratio / base.ratio
             found.append(
                 Target(
-                    f"refresh, {_count(self.sessions.get(LOADED, 0))} vs "
-                    f"{_count(self.sessions.get(BASE, 0))} live sessions",
+                    f"refresh, {count_text(self.sessions.get(LOADED, 0))} vs "
+                    f"{count_text(self.sessions.get(BASE, 0))} live sessions",
                     f">= {LOADED_TARGET:.2f} (ratio to ceiling, loaded / base)",
                     kept,
                     kept >= LOADED_TARGET,
@@ -142,15 +147,19 @@ class Report:
         return found
 
 
-def _count(n: int) -> str:
+def count_text(n: int) -> str:
     if n >= 1_000_000:
         return f"{n / 1e6:.2g}M"
     return f"{n / 1e3:.3g}k" if n >= 1000 else str(n)
 
 
+def _rps(rps: float) -> str:
+    return f"{rps:,.0f}" if rps >= 100 else f"{rps:.1f}"
+
+
 def _scenario_label(row: Row, sessions: dict[str, Any]) -> str:
     if row.phase == LOADED:
-        return f"{row.scenario} @ {_count(sessions.get(LOADED, 0))} sessions"
+        return f"{row.scenario} @ {count_text(sessions.get(LOADED, 0))} sessions"
     return row.scenario
 
 
@@ -182,16 +191,17 @@ def _memory_lines(report: Report) -> list[str]:
     memory, sessions, lines = report.memory, report.sessions, []
     if memory:
         lines.append(
-            f"Redis memory per live session (MEMORY USAGE, {memory['sessions']:,.0f} sessions "
-            f"by Store.login): {memory['session']:.0f} B session hash + index, "
-            f"{memory['user']:.0f} B the user hash"
+            f"Redis memory per live session (MEMORY USAGE over {memory['sessions']:,.0f} "
+            f"sessions started by Store.login, one user each): {memory['session']:.0f} B the "
+            f"session hash and the user's index, {memory['user']:.0f} B the user hash"
         )
     if "bulk_seconds" in sessions:
         lines.append(
-            f"bulk load: {sessions['bulk_sessions']:,} sessions by the login script in "
-            f"{sessions['bulk_seconds']:.1f} s; Redis used_memory grew "
-            f"{sessions['used_memory_per_session']:.0f} B per session (users included, "
-            f"{sessions['sessions_per_user']} sessions each)"
+            f"Loaded phase: {sessions['bulk_sessions']:,} sessions started by the login "
+            f"script in {sessions['bulk_seconds']:.1f} s ({sessions[LOADED]:,} live then); Redis "
+            f"used_memory grew {sessions['used_memory_per_session']:.0f} B per session (users "
+            f"of {sessions['sessions_per_user']} sessions included). Base phase: "
+            f"{sessions[BASE]:,} live sessions"
         )
     return lines
 
@@ -199,11 +209,12 @@ def _memory_lines(report: Report) -> list[str]:
 def markdown(report: Report) -> str:
     """The results as markdown: what docs/performance.md embeds and --out writes."""
     config, machine = report.config, report.machine
+    packages = ", ".join(f"{name} {v}" for name, v in machine["packages"].items())
     out = [
-        f"Measured {machine['date']} on {machine['cpus']} x {machine['cpu']}, "
-        f"Python {machine['python']}, {machine['redis']}, {machine['wrk']}; authsvc "
-        f"`{machine['commit']}`. Load average {machine['load_before']} before the run, "
-        f"{machine['load_after']} after.",
+        f"Measured {machine['date']} on {machine['cpus']} cores ({machine['cpu']}), Python "
+        f"{machine['python']}, {machine['redis']}, {machine['wrk']}; {packages}; authsvc at "
+        f"`{machine['commit']}`. Load average {machine['load_before']} before the run and "
+        f"{machine['load_after']} after (the machine is shared).",
         "",
         f"`{config['command']}`: {config['workers']} worker(s), {config['connections']} "
         f"connections, {config['rounds']} rounds of {config['duration']} s (after "
@@ -218,9 +229,10 @@ def markdown(report: Report) -> str:
         invalid = f" **INVALID ({row.invalid} runs)**" if row.invalid else ""
         out.append(
             f"| {_scenario_label(row, report.sessions)}{invalid} | {scenario.summary} | "
-            f"{row.rps:,.0f} | {ratio} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.tail:.2f} |"
+            f"{_rps(row.rps)} | {ratio} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.tail:.2f} |"
         )
-    out += ["", *_memory_lines(report), "", "| target | goal | measured | |", "|---|---|---:|---|"]
+    out += ["", *(f"- {line}" for line in _memory_lines(report))]
+    out += ["", "| target | goal | measured | |", "|---|---|---:|---|"]
     for target in report.targets():
         verdict = "pass" if target.passed else "**miss**"
         out.append(f"| {target.name} | {target.goal} | {target.measured:.2f} | {verdict} |")

@@ -24,6 +24,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import re
 import secrets
 import shlex
 import shutil
@@ -39,17 +40,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # processes.py: the runners shared with the tests
 
 import redis
-from docs import write_docs, write_json
-from fixtures import Fixtures, bulk_load, session_memory
+from fixtures import SESSIONS_PER_USER, Fixtures, bulk_load, session_memory
 from flamegraph import FORMATS, start_py_spy, summarize, wait
 from harness import BenchError, ensure_wrk, install_deadline, run_wrk
-from processes import LOOPBACK, redis_server_binary
+from processes import LOOPBACK, Server, redis_server_binary
 from report import BASE, LOADED, Report, Result, markdown, text
 from scenarios import BY_NAME, SCENARIOS, Scenario, Workload
-from stack import Services, start_redis, start_services
+from stack import Authsvc, start_authsvc, start_ceiling, start_redis
 
 from authsvc.config import Settings
 from authsvc.store import keyspace
+from docs import write_docs, write_json
 
 QUICK = {"duration": 2, "warmup": 1, "rounds": 1, "sessions": 100_000, "memory_sessions": 2_000}
 DEFAULTS = {"duration": 5, "warmup": 1, "rounds": 3, "sessions": 1_000_000}
@@ -61,7 +62,12 @@ def say(message: str) -> None:
 
 
 class Bench:
-    """One benchmark run: services up, rounds of scenarios, then the loaded phase."""
+    """One benchmark run: the services, then rounds of every scenario, then a profile.
+
+    Refresh with many live sessions runs on a second authsvc on a second Redis, loaded
+    with --sessions sessions, right after refresh on the first in every round: the two
+    are measured minutes apart at most, not in separate phases a noisy machine may split.
+    """
 
     def __init__(
         self,
@@ -78,77 +84,88 @@ class Bench:
         self.stack = stack
         self.runner = runner
         self.report = report
-        self.services: Services | None = None
+        self.ceiling: Server | None = None
 
     def run(self) -> None:
         args, report = self.args, self.report
-        store = start_redis(self.workdir, self.stack)
+        store = start_redis(self.workdir / "redis", self.stack)
         say(f"Redis {store.url}; memory per session over {args.memory_sessions:,} sessions")
         report.memory = self.runner.run(session_memory(store.url, Settings(), args.memory_sessions))
-        self.services = services = start_services(
-            store, self.workdir, self.stack, workers=args.workers, extra_env=args.server_env
-        )
-        say(f"authsvc {services.server.base_url}, ceiling {services.ceiling.base_url}")
-        password = secrets.token_urlsafe(18)
-        registered = services.server.register("bench-login", password)
-        if registered.status != 201:
-            raise BenchError(f"registering the login user answered {registered.status}")
-        fixtures = Fixtures(services.settings, services.keys_dir)
-        self.runner.run(fixtures.open())
-        try:
-            bulk_load(LOOPBACK, store.port, services.settings, args.base_sessions)
-            workload = Workload(
-                fixtures,
-                self.runner,
-                services.server,
-                self.workdir,
-                login=("bench-login", password),
-                introspection_client=services.introspection_client,
+        self.ceiling = start_ceiling(store, self.workdir, self.stack, workers=args.workers)
+        options = {"workers": args.workers, "extra_env": args.server_env}
+        base = start_authsvc(store, self.workdir / "base", self.stack, **options)
+        say(f"authsvc {base.server.base_url}, ceiling {self.ceiling.base_url}")
+        loaded = None
+        if args.sessions and "refresh" in args.scenarios:
+            loaded = start_authsvc(
+                start_redis(self.workdir / "redis-loaded", self.stack),
+                self.workdir / "loaded",
+                self.stack,
+                **options,
             )
-            report.sessions[BASE] = self.live_sessions()
+            say(f"authsvc with {args.sessions:,} live sessions {loaded.server.base_url}")
+        with contextlib.ExitStack() as workloads:
+            workload = self.workload(base, workloads)
+            self.load(base, args.base_sessions, BASE)
+            loaded_workload = None
+            if loaded is not None:
+                loaded_workload = self.workload(loaded, workloads)
+                self.load(loaded, args.sessions, LOADED)
             scenarios = [s for s in SCENARIOS if s.name == "ceiling" or s.name in args.scenarios]
             for round_no in range(1, args.rounds + 1):
                 for scenario in scenarios:
                     self.measure(workload, scenario, BASE, round_no)
+                    if scenario.name == "refresh" and loaded_workload is not None:
+                        self.measure(loaded_workload, scenario, LOADED, round_no)
             if args.profile:
                 self.profile(workload, BY_NAME[args.profile_scenario], Path(args.profile))
-            if args.sessions > report.sessions[BASE] and "refresh" in args.scenarios:
-                self.load_sessions(args.sessions - report.sessions[BASE])
-                for round_no in range(1, args.rounds + 1):
-                    for name in ("ceiling", "refresh"):
-                        self.measure(workload, BY_NAME[name], LOADED, round_no)
-        finally:
-            self.runner.run(fixtures.close())
 
-    def live_sessions(self) -> int:
-        assert self.services is not None
-        with redis.Redis.from_url(self.services.redis.url) as client:
-            pattern = keyspace.session("*", "*")
-            return sum(1 for _ in client.scan_iter(match=pattern, count=10_000))
+    def workload(self, authsvc: Authsvc, workloads: contextlib.ExitStack) -> Workload:
+        """Fixtures on this authsvc's Redis and key ring; a user with a password to log in."""
+        password = secrets.token_urlsafe(18)
+        registered = authsvc.server.register("bench-login", password)
+        if registered.status != 201:
+            raise BenchError(f"registering the login user answered {registered.status}")
+        fixtures = Fixtures(authsvc.settings, authsvc.keys_dir)
+        self.runner.run(fixtures.open())
+        workloads.callback(self.runner.run, fixtures.close())
+        return Workload(
+            fixtures,
+            self.runner,
+            authsvc.server,
+            authsvc.workdir / "tokens",
+            login=("bench-login", password),
+            introspection_client=authsvc.introspection_client,
+        )
 
-    def load_sessions(self, count: int) -> None:
-        assert self.services is not None
-        store = self.services.redis
+    def load(self, authsvc: Authsvc, count: int, phase: str) -> None:
+        """Start ``count`` background sessions with the login script; count the live ones."""
+        store = authsvc.redis
         with redis.Redis.from_url(store.url) as client:
             before = int(client.info("memory")["used_memory"])
-            say(f"starting {count:,} sessions with the login script")
+            say(f"starting {count:,} sessions with the login script ({phase})")
             started = time.perf_counter()
-            bulk_load(LOOPBACK, store.port, self.services.settings, count)
+            bulk_load(LOOPBACK, store.port, authsvc.settings, count)
             seconds = time.perf_counter() - started
             grown = int(client.info("memory")["used_memory"]) - before
-        self.report.sessions |= {
-            "bulk_sessions": count,
-            "bulk_seconds": round(seconds, 1),
-            "used_memory_per_session": grown / count,
-            "sessions_per_user": 4,
-            LOADED: self.live_sessions(),
-        }
+            pattern = keyspace.session("*", "*")
+            self.report.sessions[phase] = sum(
+                1 for _ in client.scan_iter(match=pattern, count=10_000)
+            )
         say(f"  {count:,} sessions in {seconds:.1f} s")
+        if phase == LOADED:
+            self.report.sessions |= {
+                "bulk_sessions": count,
+                "bulk_seconds": round(seconds, 1),
+                "used_memory_per_session": grown / count,
+                "sessions_per_user": SESSIONS_PER_USER,
+            }
 
     def measure(self, workload: Workload, scenario: Scenario, phase: str, round_no: int) -> None:
-        assert self.services is not None
+        """A warm-up run, then the measured one; either failing makes the result invalid."""
         args = self.args
-        target = self.services.ceiling if scenario.on_ceiling else self.services.server
+        target = self.ceiling if scenario.on_ceiling else workload.server
+        assert target is not None
         connections = scenario.connections or args.connections
         problems = []
         runs = [("warm-up: ", args.warmup)] if args.warmup else []
@@ -185,7 +202,7 @@ class Bench:
         )
         self.report.results.append(result)
         say(
-            f"  {phase:<6} round {round_no} {scenario.name:<14}{run.rps:9.1f} req/s  "
+            f"  round {round_no} {scenario.name:<14}{phase:<7}{run.rps:9.1f} req/s  "
             f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms"
         )
         if invalid:
@@ -193,17 +210,18 @@ class Bench:
 
     def profile(self, workload: Workload, scenario: Scenario, directory: Path) -> None:
         """Record the server during ``scenario`` (extra runs, not in the table)."""
-        assert self.services is not None and self.services.server.process is not None
+        process = workload.server.process
+        assert process is not None
         directory.mkdir(parents=True, exist_ok=True)
         seconds = self.args.duration
+        connections = scenario.connections or self.args.connections
         for fmt, suffix in FORMATS.items():
             output = directory / f"{scenario.name}.{suffix}"
             say(f"profiling {scenario.name} with py-spy into {output}")
-            spy = start_py_spy(self.services.server.process.pid, seconds, output, fmt)
-            connections = scenario.connections or self.args.connections
+            spy = start_py_spy(process.pid, seconds, output, fmt)
             run_wrk(
                 self.wrk,
-                self.services.server.base_url + scenario.path,
+                workload.server.base_url + scenario.path,
                 scenario.script,
                 *workload.script_args(scenario, seconds, connections),
                 seconds=seconds,
@@ -224,7 +242,7 @@ def describe_machine() -> dict[str, object]:
                 break
     redis_version = subprocess.run(
         [redis_server_binary(), "--version"], capture_output=True, text=True, timeout=10
-    ).stdout.split()
+    ).stdout
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
@@ -238,12 +256,17 @@ def describe_machine() -> dict[str, object]:
         "cpus": os.cpu_count(),
         "cpu": cpu,
         "python": platform.python_version(),
-        "redis": " ".join(word for word in redis_version[:3] if word) or "redis-server",
-        "wrk": " ".join((wrk_version.stdout or wrk_version.stderr).split()[:2]),
+        "redis": f"{Path(redis_server_binary()).name} {_version(redis_version)}",
+        "wrk": f"wrk {_version(wrk_version.stdout + wrk_version.stderr)}",
         "packages": {name: importlib.metadata.version(name) for name in packages},
         "commit": commit or "unknown",
         "load_before": round(os.getloadavg()[0], 2),
     }
+
+
+def _version(text: str) -> str:
+    found = re.search(r"\d+\.\d+(\.\d+)?", text)
+    return found.group() if found else "?"
 
 
 def hard_limit(args: argparse.Namespace) -> int:
@@ -323,10 +346,9 @@ def main(argv: list[str] | None = None) -> int:
             Bench(args, wrk, workdir, stack, runner, report).run()
     except (BenchError, AssertionError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
         say(f"bench: {exc}")
-        log = workdir / "authsvc.log"
-        if log.exists():  # the last lines that are not the access log
+        for log in sorted(workdir.glob("*/authsvc.log")):  # its last lines but the access log
             lines = [line for line in log.read_text().splitlines() if ".access[" not in line]
-            say("authsvc log, last lines:\n" + "\n".join(lines[-20:]))
+            say(f"{log}, last lines:\n" + "\n".join(lines[-20:]))
         return 1
     finally:
         signal.alarm(0)

@@ -95,14 +95,22 @@ class Workload:
         self.runner = runner
         self.server = server
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.login_body = json.dumps(
             {"username": login[0], "password": login[1], "device": "bench"}, separators=(",", ":")
         )
         client = f"{introspection_client[0]}:{introspection_client[1]}"
         self.basic = base64.b64encode(client.encode()).decode()
-        self.seen = runner.run(fixtures.new_sessions(SEEN_TOKENS))
+        self._seen: list[Session] = []
         self.fresh_rate = float(FRESH_TOKENS_PER_SECOND)
         self.fresh_count = 0
+
+    @property
+    def seen(self) -> list[Session]:
+        """The live sessions whose access tokens verify, me and introspect present."""
+        if not self._seen:
+            self._seen = self.runner.run(self.fixtures.new_sessions(SEEN_TOKENS))
+        return self._seen
 
     def _file(self, name: str, lines: list[str]) -> str:
         path = self.workdir / f"{name}.tokens"

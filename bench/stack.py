@@ -1,4 +1,4 @@
-"""The services under test: a private Redis, ``authsvc serve`` and the ceiling server.
+"""The services under test: private Redis servers, ``authsvc serve`` and the ceiling.
 
 All on loopback, on free ports, started by the shared runners of ``tests/processes.py``
 and registered on the caller's ExitStack, so every one is stopped however the run ends.
@@ -29,30 +29,34 @@ REUSE_GRACE = 3600  # longer than any run: a retry is always within the grace
 
 
 @dataclass(frozen=True, slots=True)
-class Services:
+class Authsvc:
+    """A running ``authsvc serve`` and what the fixtures need to make its tokens."""
+
     redis: RedisProcess
     server: Server
-    ceiling: Server
     settings: Settings  # what the server runs with, read from its own environment
     keys_dir: Path
     introspection_client: tuple[str, str]
+    workdir: Path
 
 
-def start_redis(workdir: Path, stack: contextlib.ExitStack) -> RedisProcess:
-    process = RedisProcess(workdir / "redis", die_with_parent=True)
+def start_redis(directory: Path, stack: contextlib.ExitStack) -> RedisProcess:
+    process = RedisProcess(directory, die_with_parent=True)
     stack.callback(process.stop)
     process.start()
     return process
 
 
-def start_services(
+def start_authsvc(
     store: RedisProcess,
     workdir: Path,
     stack: contextlib.ExitStack,
     *,
     workers: int,
     extra_env: dict[str, str],
-) -> Services:
+) -> Authsvc:
+    """Generate a signing key in ``workdir`` and serve on ``store``."""
+    workdir.mkdir(parents=True, exist_ok=True)
     keys_dir = workdir / "keys"
     subprocess.run(
         [sys.executable, "-m", "authsvc", "keys", "generate", "--dir", str(keys_dir)],
@@ -79,12 +83,18 @@ def start_services(
     )
     stack.callback(server.stop)
     server.start()
+    return Authsvc(store, server, load_settings(server.env), keys_dir, client, workdir)
 
-    with redis.Redis.from_url(store.url) as client_:
-        client_.set(CEILING_KEY, CEILING_VALUE)
+
+def start_ceiling(
+    store: RedisProcess, workdir: Path, stack: contextlib.ExitStack, *, workers: int
+) -> Server:
+    """The ceiling as ``workers`` processes on one port, as authsvc runs its workers."""
+    with redis.Redis.from_url(store.url) as client:
+        client.set(CEILING_KEY, CEILING_VALUE)
     port = free_port()
     ceilings = []
-    for index in range(workers):  # as many processes as authsvc has workers, one port
+    for index in range(workers):
         ceiling = Server(
             workdir / f"ceiling-{index}.log",
             {},
@@ -97,11 +107,4 @@ def start_services(
         stack.callback(ceiling.stop)
         ceiling.start()
         ceilings.append(ceiling)
-    return Services(
-        redis=store,
-        server=server,
-        ceiling=ceilings[0],
-        settings=load_settings(server.env),
-        keys_dir=keys_dir,
-        introspection_client=client,
-    )
+    return ceilings[0]
