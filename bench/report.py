@@ -74,8 +74,8 @@ class Report:
     results: list[Result] = field(default_factory=list)
     memory: dict[str, float] = field(default_factory=dict)
     sessions: dict[str, Any] = field(default_factory=dict)  # live counts, bulk load
-    # py-spy's summary (bench/flamegraph.py): name -> [(frame or package, percent)]
-    profile: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    # py-spy's summaries (bench/flamegraph.py): scenario -> part -> [(name, percent)]
+    profile: dict[str, dict[str, list[tuple[str, float]]]] = field(default_factory=dict)
 
     @property
     def invalid(self) -> list[Result]:
@@ -180,10 +180,10 @@ def text(report: Report) -> str:
     for target in report.targets():
         verdict = "pass" if target.passed else "MISS"
         lines.append(f"  {verdict:<5}{target.name:<40}{target.measured:>7.3f}  ({target.goal})")
-    for title, key in PROFILE_PARTS:
-        if report.profile.get(key):
-            lines += ["", f"server profile ({report.config['profile_scenario']}), {title}:"]
-            lines += [f"  {share:5.1f}%  {name}" for name, share in report.profile[key]]
+    for scenario, summary in report.profile.items():
+        for title, key in PROFILE_PARTS:
+            lines += ["", f"server profile during {scenario}, {title}:"]
+            lines += [f"  {share:5.1f}%  {name}" for name, share in summary[key]]
     return "\n".join(lines)
 
 
@@ -236,13 +236,9 @@ def markdown(report: Report) -> str:
     for target in report.targets():
         verdict = "pass" if target.passed else "**miss**"
         out.append(f"| {target.name} | {target.goal} | {target.measured:.2f} | {verdict} |")
-    for title, key in PROFILE_PARTS:
-        if report.profile.get(key):
-            out += [
-                "",
-                f"Server profile during `{config['profile_scenario']}` (py-spy, share of "
-                f"samples), {title}:",
-                "",
-                " | ".join(f"`{name}` {share:.1f}%" for name, share in report.profile[key]),
-            ]
+    for scenario, summary in report.profile.items():
+        out += ["", f"Server profile during `{scenario}` (py-spy, share of samples):", ""]
+        for title, key in PROFILE_PARTS:
+            shares = ", ".join(f"`{name}` {share:.1f}%" for name, share in summary[key])
+            out.append(f"- {title}: {shares}")
     return "\n".join(out) + "\n"

@@ -4,7 +4,7 @@
     python bench/run.py                       # 3 rounds of 5 s + 1M live sessions, ~5 min
     python bench/run.py --quick               # 1 round of 2 s, 100k sessions, ~1.5 min
     python bench/run.py --write-docs          # also regenerate docs/performance.*
-    python bench/run.py --profile docs/profile --profile-scenario refresh
+    python bench/run.py --profile docs/profile --profile-scenario refresh verify_fresh
 
 It starts a private Redis on a free loopback port, ``authsvc serve`` and the ceiling (a
 bare aiohttp handler doing one Redis GET, bench/ceiling.py), makes users and sessions,
@@ -62,7 +62,7 @@ def say(message: str) -> None:
 
 
 class Bench:
-    """One benchmark run: the services, then rounds of every scenario, then a profile.
+    """One benchmark run: the services, then rounds of every scenario, then profiles.
 
     Refresh with many live sessions runs on a second authsvc on a second Redis, loaded
     with --sessions sessions, right after refresh on the first in every round: the two
@@ -117,8 +117,8 @@ class Bench:
                     self.measure(workload, scenario, BASE, round_no)
                     if scenario.name == "refresh" and loaded_workload is not None:
                         self.measure(loaded_workload, scenario, LOADED, round_no)
-            if args.profile:
-                self.profile(workload, BY_NAME[args.profile_scenario], Path(args.profile))
+            for name in args.profile_scenario if args.profile else ():
+                self.profile(workload, BY_NAME[name], Path(args.profile))
 
     def workload(self, authsvc: Authsvc, workloads: contextlib.ExitStack) -> Workload:
         """Fixtures on this authsvc's Redis and key ring; a user with a password to log in."""
@@ -230,7 +230,8 @@ class Bench:
                 timeout_s=scenario.timeout_s,
             )
             wait(spy, seconds + 60)
-        self.report.profile = asdict(summarize(directory / f"{scenario.name}.txt"))
+        summary = summarize(directory / f"{scenario.name}.txt")
+        self.report.profile[scenario.name] = asdict(summary)
 
 
 def describe_machine() -> dict[str, object]:
@@ -270,7 +271,7 @@ def _version(text: str) -> str:
 
 
 def hard_limit(args: argparse.Namespace) -> int:
-    runs = args.rounds * (len(args.scenarios) + 1 + 2) + (2 if args.profile else 0)
+    runs = args.rounds * (len(args.scenarios) + 1 + 2) + 2 * len(args.profile_scenario)
     return 600 + runs * 2 * (args.warmup + args.duration + 30)
 
 
@@ -294,8 +295,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-q", "--quick", action="store_true", help="a short run: " + str(QUICK))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results dir")
     parser.add_argument("--write-docs", action="store_true", help="regenerate docs/performance.*")
-    parser.add_argument("--profile", metavar="DIR", help="py-spy flame graph of one scenario")
-    parser.add_argument("--profile-scenario", choices=names, default="refresh")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy flame graphs into DIR")
+    parser.add_argument(
+        "--profile-scenario", nargs="+", choices=names, default=["refresh"], help="(refresh)"
+    )
     parser.add_argument(
         "--server-env",
         metavar="NAME=VALUE",
@@ -338,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         key: getattr(args, key)
         for key in ("workers", "sessions", "base_sessions", "memory_sessions", "server_env")
     }
-    config["profile_scenario"] = args.profile_scenario
+    config["profile_scenarios"] = args.profile_scenario if args.profile else []
     report = Report(config=config, machine=describe_machine())
     workdir = Path(tempfile.mkdtemp(prefix="authsvc-bench-"))
     try:
