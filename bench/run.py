@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # processes.py: the runners shared with the tests
 
 import redis
-from fixtures import SESSIONS_PER_USER, Fixtures, bulk_load, session_memory
+from bulkload import SESSIONS_PER_USER, bulk_load
+from fixtures import Fixtures, session_memory
 from flamegraph import FORMATS, start_py_spy, summarize, wait
 from harness import BenchError, ensure_wrk, install_deadline, run_wrk
 from processes import LOOPBACK, Server, redis_server_binary
@@ -114,9 +115,13 @@ class Bench:
             scenarios = [s for s in SCENARIOS if s.name == "ceiling" or s.name in args.scenarios]
             for round_no in range(1, args.rounds + 1):
                 for scenario in scenarios:
-                    self.measure(workload, scenario, BASE, round_no)
+                    turns = [(workload, BASE)]
                     if scenario.name == "refresh" and loaded_workload is not None:
-                        self.measure(loaded_workload, scenario, LOADED, round_no)
+                        turns.append((loaded_workload, LOADED))
+                        if round_no % 2 == 0:
+                            turns.reverse()  # neither phase always runs first
+                    for turn, phase in turns:
+                        self.measure(turn, scenario, phase, round_no)
             for name in args.profile_scenario if args.profile else ():
                 self.profile(workload, BY_NAME[name], Path(args.profile))
 
