@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from harness import BenchError
-from report import LOADED, RATIO_TARGETS, Report, count_text, markdown
+from report import LOADED, RATIO_TARGETS, Report, Result, count_text, markdown
 from scenarios import BY_NAME
 
 BEGIN = "<!-- bench/run.py --write-docs: begin (generated, do not edit) -->"
@@ -31,6 +31,19 @@ def write_json(report: Report, path: Path) -> None:
         "runs": [asdict(result) for result in report.results],
     }
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Report:
+    """A report written by write_json, to render again (``bench/run.py --render``)."""
+    data = json.loads(path.read_text())
+    return Report(
+        config=data["config"],
+        machine=data["machine"],
+        results=[Result(**run) for run in data["runs"]],
+        memory=data["memory"],
+        sessions=data["sessions"],
+        profile=data["profile"],
+    )
 
 
 def write_docs(report: Report, docs: Path) -> None:

@@ -51,7 +51,7 @@ from stack import Authsvc, start_authsvc, start_ceiling, start_redis
 
 from authsvc.config import Settings
 from authsvc.store import keyspace
-from docs import write_docs, write_json
+from docs import read_json, write_docs, write_json
 
 QUICK = {"duration": 2, "warmup": 1, "rounds": 1, "sessions": 100_000, "memory_sessions": 2_000}
 DEFAULTS = {"duration": 5, "warmup": 1, "rounds": 3, "sessions": 1_000_000}
@@ -215,8 +215,9 @@ class Bench:
 
     def profile(self, workload: Workload, scenario: Scenario, directory: Path) -> None:
         """Record the server during ``scenario`` (extra runs, not in the table)."""
-        process = workload.server.process
-        assert process is not None
+        target = self.ceiling if scenario.on_ceiling else workload.server
+        assert target is not None and target.process is not None
+        process = target.process
         directory.mkdir(parents=True, exist_ok=True)
         seconds = self.args.duration
         connections = scenario.connections or self.args.connections
@@ -226,7 +227,7 @@ class Bench:
             spy = start_py_spy(process.pid, seconds, output, fmt)
             run_wrk(
                 self.wrk,
-                workload.server.base_url + scenario.path,
+                target.base_url + scenario.path,
                 scenario.script,
                 *workload.script_args(scenario, seconds, connections),
                 seconds=seconds,
@@ -302,7 +303,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--write-docs", action="store_true", help="regenerate docs/performance.*")
     parser.add_argument("--profile", metavar="DIR", help="py-spy flame graphs into DIR")
     parser.add_argument(
-        "--profile-scenario", nargs="+", choices=names, default=["refresh"], help="(refresh)"
+        "--profile-scenario",
+        nargs="+",
+        choices=["ceiling", *names],
+        default=["refresh"],
+        help="(refresh); ceiling profiles the ceiling server, for comparison",
     )
     parser.add_argument(
         "--server-env",
@@ -312,6 +317,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="an AUTHSVC_* setting for the server (A/B experiments); repeatable",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (server logs)")
+    parser.add_argument(
+        "--render",
+        metavar="JSON",
+        help="measure nothing: print and write the results of a JSON this command wrote",
+    )
     args = parser.parse_args(argv)
     for name, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, name) is None:
@@ -332,6 +342,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        return publish(read_json(Path(args.render)), args)
     try:
         wrk = ensure_wrk()
     except BenchError as exc:
@@ -365,7 +377,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     report.machine["load_after"] = round(os.getloadavg()[0], 2)
+    return publish(report, args)
 
+
+def publish(report: Report, args: argparse.Namespace) -> int:
+    """Print the report, write it to --out and, when asked and valid, to docs/."""
     print(text(report))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
