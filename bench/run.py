@@ -251,12 +251,15 @@ def describe_machine() -> dict[str, object]:
         [redis_server_binary(), "--version"], capture_output=True, text=True, timeout=10
     ).stdout
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    ).stdout.strip()
+
+    def git(*command: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *command], capture_output=True, timeout=10)
+        return done.stdout.decode().strip()
+
+    # Changes under docs/ (a previous run's results) do not make the measured code dirty.
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit and git("status", "--porcelain", "--", "authsvc", "bench", "tests", "pyproject.toml"):
+        commit += "-dirty"
     packages = ("aiohttp", "redis", "hiredis", "uvloop", "msgspec", "PyJWT", "cryptography")
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
