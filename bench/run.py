@@ -7,12 +7,12 @@
     python bench/run.py --profile docs/profile --profile-scenario refresh verify_fresh
 
 It starts a private Redis on a free loopback port, ``authsvc serve`` and the ceiling (a
-bare aiohttp handler doing one Redis GET, bench/ceiling.py), makes users and sessions,
-and drives wrk through each scenario of bench/scenarios.py. Each round measures the
-ceiling and then every scenario; the table shows medians over rounds, each scenario's
-ratio to the ceiling of its round, and issue 9's targets. Then it starts --sessions live
-sessions in Redis and measures refresh again. Any failed request invalidates its run:
-reported loudly, and the exit status is 1.
+bare aiohttp handler doing one Redis GET, bench/ceiling.py), and a second authsvc on a
+second Redis holding --sessions live sessions; makes users and sessions, and drives wrk
+through each scenario of bench/scenarios.py. Each round measures the ceiling and then
+every scenario (refresh on both authsvc); the table shows medians over rounds, each
+scenario's ratio to the ceiling of its round, and issue 9's targets. Any failed request
+invalidates its run: reported loudly, and the exit status is 1. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -20,11 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
-import importlib.metadata
 import os
-import platform
-import re
 import secrets
 import shlex
 import shutil
@@ -44,7 +40,8 @@ from bulkload import SESSIONS_PER_USER, bulk_load
 from fixtures import Fixtures, session_memory
 from flamegraph import FORMATS, start_py_spy, summarize, wait
 from harness import BenchError, ensure_wrk, install_deadline, run_wrk
-from processes import LOOPBACK, Server, redis_server_binary
+from machine import describe_machine
+from processes import LOOPBACK, Server
 from report import BASE, LOADED, Report, Result, markdown, text
 from scenarios import BY_NAME, SCENARIOS, Scenario, Workload
 from stack import Authsvc, start_authsvc, start_ceiling, start_redis
@@ -54,8 +51,13 @@ from authsvc.store import keyspace
 from docs import read_json, write_docs, write_json
 
 QUICK = {"duration": 2, "warmup": 1, "rounds": 1, "sessions": 100_000, "memory_sessions": 2_000}
-DEFAULTS = {"duration": 5, "warmup": 1, "rounds": 3, "sessions": 1_000_000}
-DEFAULTS["memory_sessions"] = 10_000
+DEFAULTS = {
+    "duration": 5,
+    "warmup": 1,
+    "rounds": 3,
+    "sessions": 1_000_000,
+    "memory_sessions": 10_000,
+}
 
 
 def say(message: str) -> None:
@@ -238,45 +240,6 @@ class Bench:
             wait(spy, seconds + 60)
         summary = summarize(directory / f"{scenario.name}.txt")
         self.report.profile[scenario.name] = asdict(summary)
-
-
-def describe_machine() -> dict[str, object]:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    redis_version = subprocess.run(
-        [redis_server_binary(), "--version"], capture_output=True, text=True, timeout=10
-    ).stdout
-    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
-
-    def git(*command: str) -> str:
-        done = subprocess.run(["git", "-C", str(ROOT), *command], capture_output=True, timeout=10)
-        return done.stdout.decode().strip()
-
-    # Changes under docs/ (a previous run's results) do not make the measured code dirty.
-    commit = git("rev-parse", "--short", "HEAD")
-    if commit and git("status", "--porcelain", "--", "authsvc", "bench", "tests", "pyproject.toml"):
-        commit += "-dirty"
-    packages = ("aiohttp", "redis", "hiredis", "uvloop", "msgspec", "PyJWT", "cryptography")
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "redis": f"{Path(redis_server_binary()).name} {_version(redis_version)}",
-        "wrk": f"wrk {_version(wrk_version.stdout + wrk_version.stderr)}",
-        "packages": {name: importlib.metadata.version(name) for name in packages},
-        "commit": commit or "unknown",
-        "load_before": round(os.getloadavg()[0], 2),
-    }
-
-
-def _version(text: str) -> str:
-    found = re.search(r"\d+\.\d+(\.\d+)?", text)
-    return found.group() if found else "?"
 
 
 def hard_limit(args: argparse.Namespace) -> int:
