@@ -195,6 +195,8 @@ def text(report: Report) -> str:
         lines.append(f"  {verdict:<5}{target.name:<40}{target.measured:>7.3f}  ({target.goal})")
     for scenario, summary in report.profile.items():
         for title, key in PROFILE_PARTS:
+            if not summary[key]:
+                continue  # the ceiling has no authsvc functions
             lines += ["", f"server profile during {scenario}, {title}:"]
             lines += [f"  {share:5.1f}%  {name}" for name, share in summary[key]]
     return "\n".join(lines)
@@ -253,5 +255,6 @@ def markdown(report: Report) -> str:
         out += ["", f"Server profile during `{scenario}` (py-spy, share of samples):", ""]
         for title, key in PROFILE_PARTS:
             shares = ", ".join(f"`{name}` {share:.1f}%" for name, share in summary[key])
-            out.append(f"- {title}: {shares}")
+            if shares:
+                out.append(f"- {title}: {shares}")
     return "\n".join(out) + "\n"
