@@ -467,19 +467,22 @@ async def test_oauth_token_answers_as_documented(client: Any) -> None:
 
 
 async def test_oauth_password_grant_answers_as_documented(make_client: Any) -> None:
-    client = await make_client(password_grant=True, login_rate_limit=RateLimit(2, 60))
+    client = await make_client(password_grant=True, login_rate_limit=RateLimit(3, 60))
     await register(client)
     grant = {"grant_type": "password", "username": "alice", "password": TEST_PASSWORD}
     await assert_documented(
         await client.post("/oauth/token", data=grant), "POST", "/oauth/token", 200
     )
     wrong = {**grant, "password": "not the right password"}
-    await assert_documented(
-        await client.post("/oauth/token", data=wrong), "POST", "/oauth/token", 400
-    )
-    await assert_documented(
-        await client.post("/oauth/token", data=wrong), "POST", "/oauth/token", 429
-    )
+    # Whether the success counted as an attempt or not, the limit is met within 4 more.
+    for _ in range(4):
+        response = await client.post("/oauth/token", data=wrong)
+        if response.status == 429:
+            await assert_documented(response, "POST", "/oauth/token", 429)
+            break
+        await assert_documented(response, "POST", "/oauth/token", 400)
+    else:
+        pytest.fail("the password grant was never rate limited")
 
 
 async def test_oauth_revoke_answers_as_documented(client: Any) -> None:
