@@ -59,7 +59,7 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Every setting of authsvc; see the table in API.md and config/authsvc.example.toml."""
+    """Every setting of authsvc; see the table in README.md and config/authsvc.example.toml."""
 
     host: str = "127.0.0.1"
     port: int = 8080

@@ -40,7 +40,7 @@ from authsvc.keys import KeyRing
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id"]
-EXP_LEEWAY = 1  # API.md: "at most one second of leeway"
+EXP_LEEWAY = 1  # docs/api.md: "at most one second of leeway"
 
 _REFRESH_TOKEN = re.compile(
     r"^(?P<body>(?P<user_id>[0-9a-f]{32})\.(?P<session_id>[A-Za-z0-9_-]{22})"
@@ -180,7 +180,7 @@ class AccessTokens:
         self._audience = audience
         self._client_id = client_id
         self.ttl = ttl
-        # iat must be present but is not compared with this host's clock: API.md allows
+        # iat must be present but is not compared with this host's clock: docs/api.md allows
         # leeway on exp only, and an instance whose clock runs a second behind another's
         # must not refuse the tokens that one just issued.
         self._jwt = jwt.PyJWT(options={"require": REQUIRED_CLAIMS, "verify_iat": False})

@@ -1,4 +1,4 @@
-"""load_settings: API.md's defaults, AUTHSVC_* over TOML, and one-line errors naming a setting."""
+"""load_settings: the README's defaults, AUTHSVC_* over TOML, one-line errors naming a setting."""
 
 from __future__ import annotations
 

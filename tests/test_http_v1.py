@@ -1,4 +1,4 @@
-"""The /v1 API, the JWKS and the ops endpoints of API.md, through HTTP on a real Redis."""
+"""The /v1 API, the JWKS and the ops endpoints of docs/api.md, through HTTP on a real Redis."""
 
 from __future__ import annotations
 
@@ -1027,7 +1027,7 @@ async def test_error_bodies_never_carry_a_stack_trace(client: Any) -> None:
 
 
 async def test_settings_fixture_is_the_default_contract(settings: Settings) -> None:
-    """The HTTP tests above compare against the same values API.md gives as defaults."""
+    """The HTTP tests above compare against the defaults that docs/api.md gives."""
     defaults = Settings()
     names = [
         "access_token_ttl",

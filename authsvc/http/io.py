@@ -92,7 +92,7 @@ def json_response(
 
 
 def token_response(pair: TokenPair) -> web.Response:
-    """The TokenPair body of API.md, never cached (RFC 6749 §5.1)."""
+    """The TokenPair body of docs/api.md, never cached (RFC 6749 §5.1)."""
     return json_response(
         {
             "access_token": pair.access_token,
