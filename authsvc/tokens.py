@@ -183,8 +183,9 @@ class AccessTokens:
         # leeway on exp only, and an instance whose clock runs a second behind another's
         # must not refuse the tokens that one just issued.
         self._jwt = jwt.PyJWT(options={"require": REQUIRED_CLAIMS, "verify_iat": False})
-        self._algorithms = sorted({key.alg for key in key_ring})
-        self._public_keys = {key.kid: key.public_key for key in key_ring}
+        # kid -> (public key, its algorithm): a token is verified with the algorithm of the
+        # key its kid names, never the one its header asks for (RFC 8725 §3.1).
+        self._public_keys = {key.kid: (key.public_key, key.alg) for key in key_ring}
         # A gateway presents one access token many times during its life; a signature
         # check costs ~100 µs of CPU, a dict lookup of the exact token string nothing.
         # Only signature-verified tokens enter; expiry is checked again on every hit.
@@ -236,13 +237,15 @@ class AccessTokens:
     def _verify_signed(self, token: str) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
-            public_key = self._public_keys.get(header.get("kid", ""))
-            if public_key is None or header.get("typ") != ACCESS_TOKEN_TYPE:
+            kid = header.get("kid")
+            known = self._public_keys.get(kid) if isinstance(kid, str) else None
+            if known is None or header.get("typ") != ACCESS_TOKEN_TYPE:
                 raise InvalidToken()
+            public_key, alg = known
             claims: dict[str, Any] = self._jwt.decode(
                 token,
                 public_key,
-                algorithms=self._algorithms,
+                algorithms=[alg],
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=EXP_LEEWAY,

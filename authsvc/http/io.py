@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
+import re
 from typing import Any, TypeVar
 
 import msgspec
@@ -20,10 +22,15 @@ from authsvc.errors import (
 from authsvc.http.appkeys import SETTINGS
 from authsvc.sessions import TokenPair
 
+logger = logging.getLogger(__name__)
+
 T = TypeVar("T", bound=msgspec.Struct)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 USER_AGENT_MAX_LENGTH = 512
+# RFC 6750 §2.1 b64token. aiohttp hands non-UTF-8 header bytes over as lone surrogates,
+# which no JWT library can encode: anything outside this alphabet is refused here.
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*", re.ASCII)
 
 
 @functools.cache
@@ -65,7 +72,7 @@ def bearer_token(request: web.Request) -> str:
     if scheme.lower() != "bearer":
         raise MissingToken()
     token = token.strip()
-    if not token or " " in token:
+    if _B64TOKEN.fullmatch(token) is None:
         raise InvalidToken("the Authorization header is malformed")
     return token
 
