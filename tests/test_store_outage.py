@@ -248,7 +248,7 @@ async def _refuse_writes_for_a_failed_snapshot(server: RedisProcess) -> None:
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("the background save did not fail")
-        with pytest.raises(redis.exceptions.ResponseError, match="^MISCONF"):
+        with pytest.raises(redis.exceptions.ResponseError, match=r"^MISCONF"):
             await admin.set("probe", "1")
     finally:
         await admin.aclose()

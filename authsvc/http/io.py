@@ -19,7 +19,7 @@ from authsvc.errors import (
     MissingToken,
     UnsupportedMediaType,
 )
-from authsvc.http.appkeys import SETTINGS
+from authsvc.http.appkeys import SETTINGS, UNTRUSTED_FORWARDING_WARNED
 from authsvc.sessions import TokenPair
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,11 @@ def client_ip(request: web.Request) -> str:
     nearest to them that they did not add themselves."""
     peer = request.remote or ""
     trusted = request.app[SETTINGS].trusted_proxies
-    if not trusted or not _is_trusted(peer, trusted):
+    if not trusted:
+        if "X-Forwarded-For" in request.headers:
+            _warn_untrusted_forwarding(request.app)
+        return peer
+    if not _is_trusted(peer, trusted):
         return peer
     hops = [
         hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
@@ -95,6 +99,19 @@ def client_ip(request: web.Request) -> str:
         if not _is_trusted(hop, trusted):
             return hop if _is_address(hop) else peer
     return peer
+
+
+def _warn_untrusted_forwarding(app: web.Application) -> None:
+    warned = app[UNTRUSTED_FORWARDING_WARNED]
+    if warned.done:
+        return
+    warned.done = True
+    # Never the header's value: it is the client's to write.
+    logger.warning(
+        "requests carry X-Forwarded-For but AUTHSVC_TRUSTED_PROXIES is unset: the peer's "
+        "address is used, so every client behind a proxy or load balancer shares one "
+        "rate-limit bucket; set AUTHSVC_TRUSTED_PROXIES to the proxies' addresses"
+    )
 
 
 def _is_address(text: str) -> bool:
