@@ -1,8 +1,9 @@
 """Attacks on the token surface, one test each, named for what the attacker tries.
 
 RFC 8725 (JWT best current practices) for access tokens, confusion between the two kinds
-of token, and bytes in headers that once reached a 500. Every request goes through HTTP
-to an app on the suite's Redis.
+of token, bytes in headers that once reached a 500, and a hypothesis state machine that
+interleaves logins, refreshes, replays, logouts and revocations against a model of the
+sessions. Every request goes through HTTP to an app on the suite's Redis.
 """
 
 from __future__ import annotations
@@ -12,17 +13,34 @@ import base64
 import hashlib
 import hmac
 import json
-from typing import Any
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+import hypothesis
+import hypothesis.strategies as st
 import jwt
 import pytest
+import redis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
-from support import FakeClock, bearer, login, register
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from support import TEST_PASSWORD, FakeClock, bearer, fast_settings, login, register
 from support import refresh as refresh_request
 
 from authsvc.app import create_app
 from authsvc.config import Settings
 from authsvc.keys import KeyRing, SigningKey, generate_private_key
+
+T = TypeVar("T")
 
 BEARER_ROUTES = [
     ("GET", "/v1/auth/me"),
@@ -299,3 +317,205 @@ async def test_non_utf8_bytes_in_a_bearer_header_are_refused(
         assert status_line.split()[1] == b"401", raw
         assert b'WWW-Authenticate: Bearer error="invalid_token"' in rest
         assert b'"error":"invalid_token"' in rest
+
+
+# -- a stateful model of sessions ----------------------------------------------------------
+
+
+class AppDriver:
+    """A real app on the suite's Redis, served from an event loop in a thread of its own,
+    so that hypothesis's synchronous state machine can drive it request by request."""
+
+    def __init__(self, settings: Settings, clock: FakeClock, key_ring: KeyRing) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._client = self._run(self._start(create_app(settings, clock=clock, key_ring=key_ring)))
+
+    @staticmethod
+    async def _start(app: web.Application) -> TestClient[web.Request, web.Application]:
+        client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
+        await client.start_server()
+        return client
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=60)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        async def send() -> tuple[int, dict[str, Any]]:
+            async with self._client.request(method, path, **kwargs) as response:
+                body = await response.json() if response.content_type.endswith("json") else {}
+                assert response.status < 500, body
+                return response.status, body
+
+        return self._run(send())
+
+    def close(self) -> None:
+        self._run(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@dataclass
+class ModelSession:
+    """What the model expects of one session."""
+
+    access_token: str
+    issued_at: int  # of the access token: sensitive actions need it recent
+    refresh_token: str
+    used: list[str] = field(default_factory=list)  # the chain's used refresh tokens
+    rotated_at: int | None = None  # when `used[-1]` was rotated
+    live: bool = True
+
+
+def _session_machine(
+    driver: AppDriver, clock: FakeClock, redis_url: str, settings: Settings
+) -> type[RuleBasedStateMachine]:
+    grace, max_age = settings.refresh_reuse_grace, settings.sensitive_max_age
+
+    class Sessions(RuleBasedStateMachine):
+        """Login, refresh, replays (in and after the grace), logout, logout-all and
+        deleting sessions, in any order, against a model of which sessions live."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            flush = redis.Redis.from_url(redis_url)
+            flush.flushdb()
+            flush.close()
+            status, _ = driver.request("POST", "/v1/users", json=CREDENTIALS)
+            assert status == 201
+            self.sessions: dict[str, ModelSession] = {}
+
+        def _live(self) -> list[str]:
+            return sorted(sid for sid, session in self.sessions.items() if session.live)
+
+        def _bearer(self, sid: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {self.sessions[sid].access_token}"}
+
+        def _fresh(self, sid: str) -> bool:
+            return clock.now - self.sessions[sid].issued_at <= max_age
+
+        @rule()
+        def login(self) -> None:
+            status, pair = driver.request("POST", "/v1/auth/login", json=CREDENTIALS)
+            assert status == 200
+            assert pair["session_id"] not in self.sessions
+            self.sessions[pair["session_id"]] = ModelSession(
+                pair["access_token"], clock.now, pair["refresh_token"]
+            )
+
+        @precondition(lambda self: self.sessions)
+        @rule(data=st.data())
+        def refresh(self, data: st.DataObject) -> None:
+            sid = data.draw(st.sampled_from(sorted(self.sessions)))
+            session = self.sessions[sid]
+            status, pair = driver.request(
+                "POST", "/v1/auth/refresh", json={"refresh_token": session.refresh_token}
+            )
+            if not session.live:
+                assert (status, pair["error"]) == (401, "invalid_grant")
+                return
+            assert status == 200 and pair["session_id"] == sid
+            session.used.append(session.refresh_token)
+            session.refresh_token, session.rotated_at = pair["refresh_token"], clock.now
+            session.access_token, session.issued_at = pair["access_token"], clock.now
+
+        @precondition(lambda self: any(s.used for s in self.sessions.values()))
+        @rule(data=st.data(), after_grace=st.booleans())
+        def replay_a_used_refresh_token(self, data: st.DataObject, after_grace: bool) -> None:
+            sid = data.draw(st.sampled_from(sorted(s for s, m in self.sessions.items() if m.used)))
+            session = self.sessions[sid]
+            token = data.draw(st.sampled_from(session.used))
+            if after_grace:
+                clock.advance(grace + 1)
+            status, pair = driver.request("POST", "/v1/auth/refresh", json={"refresh_token": token})
+            in_grace = (
+                token == session.used[-1]
+                and session.rotated_at is not None
+                and clock.now - session.rotated_at <= grace
+            )
+            if session.live and in_grace:
+                # A retry: the same successor again, and the session goes on.
+                assert status == 200
+                assert pair["refresh_token"] == session.refresh_token
+                return
+            assert (status, pair["error"]) == (401, "invalid_grant")
+            session.live = False  # a replay ends that session (and only that one)
+
+        @precondition(lambda self: self.sessions)
+        @rule(data=st.data())
+        def logout(self, data: st.DataObject) -> None:
+            sid = data.draw(st.sampled_from(sorted(self.sessions)))
+            status, _ = driver.request("POST", "/v1/auth/logout", headers=self._bearer(sid))
+            assert status == (204 if self.sessions[sid].live else 401)
+            self.sessions[sid].live = False
+
+        @precondition(lambda self: self.sessions)
+        @rule(data=st.data())
+        def logout_all(self, data: st.DataObject) -> None:
+            sid = data.draw(st.sampled_from(sorted(self.sessions)))
+            status, _ = driver.request("POST", "/v1/auth/logout-all", headers=self._bearer(sid))
+            if not self.sessions[sid].live or not self._fresh(sid):
+                assert status == 401
+                return
+            assert status == 204
+            for session in self.sessions.values():
+                session.live = False
+
+        @precondition(lambda self: self.sessions)
+        @rule(data=st.data())
+        def delete_a_session(self, data: st.DataObject) -> None:
+            caller = data.draw(st.sampled_from(sorted(self.sessions)))
+            target = data.draw(st.sampled_from(sorted(self.sessions)))
+            status, _ = driver.request(
+                "DELETE", f"/v1/auth/sessions/{target}", headers=self._bearer(caller)
+            )
+            if not self.sessions[caller].live or (target != caller and not self._fresh(caller)):
+                assert status == 401
+            elif not self.sessions[target].live:
+                assert status == 404
+            else:
+                assert status == 204
+                self.sessions[target].live = False
+
+        # The edges: the last second of the grace and of a token's freshness, and the next.
+        @rule(seconds=st.sampled_from([1, grace, grace + 1, max_age, max_age + 1]))
+        def time_passes(self, seconds: int) -> None:
+            clock.advance(seconds)
+
+        @invariant()
+        def exactly_the_models_live_sessions_are_live(self) -> None:
+            for sid, session in self.sessions.items():
+                status, body = driver.request("GET", "/v1/auth/me", headers=self._bearer(sid))
+                if session.live:
+                    assert (status, body["session_id"]) == (200, sid)
+                else:
+                    assert status == 401
+
+    return Sessions
+
+
+CREDENTIALS = {"username": "alice", "password": TEST_PASSWORD}
+
+
+def test_sessions_follow_the_model_under_any_interleaving(
+    redis_url: str, key_ring: KeyRing
+) -> None:
+    """A hypothesis state machine: bounded in CI (a few examples of some dozen steps)."""
+    clock = FakeClock()
+    settings = fast_settings(redis_url=redis_url)
+    driver = AppDriver(settings, clock, key_ring)
+    try:
+        run_state_machine_as_test(
+            _session_machine(driver, clock, redis_url, settings),
+            settings=hypothesis.settings(
+                max_examples=25,
+                stateful_step_count=30,
+                deadline=None,
+                database=None,
+                suppress_health_check=[hypothesis.HealthCheck.too_slow],
+            ),
+        )
+    finally:
+        driver.close()
