@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import stat
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from support import FakeClock, bearer, fast_settings, login, register
+from support import TEST_PASSWORD, FakeClock, bearer, fast_settings, login, register
 from support import refresh as refresh_request
 
 import authsvc.store.embedded as embedded_module
@@ -413,3 +414,32 @@ def test_store_pid_is_reported_only_while_running(store: EmbeddedValkey) -> None
     assert store.pid is None
     assert is_gone(pid)
     assert os.path.exists(store.data_dir / "appendonlydir")
+
+
+async def test_no_secret_reaches_the_logs(
+    aiohttp_client: Any,
+    data_dir: Path,
+    clock: FakeClock,
+    key_ring: KeyRing,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store's password, the user's password and the tokens stay out of every log line."""
+    caplog.set_level(logging.DEBUG)
+    settings = fast_settings(redis_url=None, data_dir=data_dir)
+    client = await aiohttp_client(create_app(settings, clock=clock, key_ring=key_ring))
+    await register(client)
+    pair = await login(client)
+    successor = await (await refresh_request(client, pair["refresh_token"])).json()
+    await client.post("/v1/auth/logout-all", headers=bearer(successor))
+    await client.close()
+    secrets = [
+        (data_dir / SECRET_NAME).read_text(),
+        TEST_PASSWORD,
+        pair["refresh_token"],
+        pair["access_token"],
+        successor["refresh_token"],
+        successor["access_token"],
+    ]
+    assert caplog.records
+    for secret in secrets:
+        assert secret not in caplog.text
