@@ -13,12 +13,22 @@ from aiohttp import web
 from authsvc.clock import Clock, system_clock
 from authsvc.config import Settings
 from authsvc.http import oauth, ops, v1
-from authsvc.http.appkeys import ACTIVE_KEYS, CLOCK, HASHER, KEY_RING, SESSIONS, SETTINGS, STORE
+from authsvc.http.appkeys import (
+    ACTIVE_KEYS,
+    CLOCK,
+    HASHER,
+    KEY_RING,
+    SESSIONS,
+    SETTINGS,
+    STORE,
+    UNTRUSTED_FORWARDING_WARNED,
+    Once,
+)
 from authsvc.http.errors import error_middleware
 from authsvc.keyrotation import ActiveKeys, RotationPolicy
 from authsvc.keys import KeyRing, load_key_ring
 from authsvc.passwords import Hasher, PasswordPolicy
-from authsvc.ratelimit import LoginRateLimiter
+from authsvc.ratelimit import Limits, Throttle
 from authsvc.sessions import SessionService
 from authsvc.store import SessionLimits, Store, open_redis
 from authsvc.store.embedded import EmbeddedValkey
@@ -38,6 +48,7 @@ def create_app(
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[KEY_RING] = key_ring or load_key_ring(settings)
+    app[UNTRUSTED_FORWARDING_WARNED] = Once()
     app.add_routes(v1.routes)
     app.add_routes(oauth.routes)
     app.add_routes(ops.routes)
@@ -107,6 +118,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         memory_cost=settings.argon2_memory_cost,
         parallelism=settings.argon2_parallelism,
         concurrency=settings.effective_hash_concurrency,
+        queue_limit=settings.hash_queue_limit,
     )
     app[HASHER] = hasher
     access_tokens = AccessTokens(
@@ -121,9 +133,22 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         hasher,
         access_tokens,
         RefreshTokens(app[KEY_RING].refresh_secret),
-        PasswordPolicy(settings.password_min_length, settings.password_max_length),
-        LoginRateLimiter(app[STORE], settings.login_rate_limit),
+        PasswordPolicy(
+            settings.password_min_length,
+            settings.password_max_length,
+            service_names=("authsvc", settings.audience, settings.client_id),
+        ),
+        Throttle(
+            app[STORE],
+            Limits(
+                login=settings.login_rate_limit,
+                login_failures=settings.login_failure_limit,
+                registration=settings.registration_rate_limit,
+                refresh=settings.refresh_rate_limit,
+            ),
+        ),
         reuse_grace=settings.refresh_reuse_grace,
+        sensitive_max_age=settings.sensitive_max_age,
     )
     yield
     await asyncio.to_thread(hasher.close)

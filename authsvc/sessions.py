@@ -6,6 +6,7 @@ nothing of aiohttp.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from authsvc.errors import (
     UsernameTaken,
 )
 from authsvc.passwords import Hasher, PasswordPolicy, normalize_username
-from authsvc.ratelimit import LoginRateLimiter
+from authsvc.ratelimit import Throttle
 from authsvc.store import LoginOutcome, RotationOutcome, SessionRecord, Store
 from authsvc.tokens import (
     AccessClaims,
@@ -79,28 +80,36 @@ class SessionService:
         access_tokens: AccessTokens,
         refresh_tokens: RefreshTokens,
         policy: PasswordPolicy,
-        rate_limiter: LoginRateLimiter,
+        throttle: Throttle,
         *,
         reuse_grace: int,
+        sensitive_max_age: int,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._access = access_tokens
         self._refresh = refresh_tokens
         self._policy = policy
-        self._rate_limiter = rate_limiter
+        self._throttle = throttle
         self._reuse_grace = reuse_grace  # REFRESH_REUSE_GRACE
+        self._sensitive_max_age = sensitive_max_age  # SENSITIVE_MAX_AGE
 
-    async def register(self, username: str, password: str, *, now: int) -> User:
-        """Create an account.
+    async def register(self, username: str, password: str, *, ip: str = "", now: int) -> User:
+        """Create an account; the 64 MiB hash comes last, after every cheap check.
 
         Raises:
+            RateLimited: too many registrations from this client address.
             InvalidRequest: the username is empty, too long or has control characters.
-            WeakPassword: the password is outside the policy's bounds.
+            WeakPassword: the password is too short, too long or too easy to guess.
             UsernameTaken: another account has the same normalised username.
+            Overloaded: too many password hashes are waiting.
         """
+        await self._throttle.registration(ip, now=now)
         name = normalize_username(username)
-        self._policy.check(password)
+        # zxcvbn takes up to tens of milliseconds of CPU: off the event loop.
+        await asyncio.to_thread(self._policy.check, password, name)
+        if await self._store.username_taken(name):
+            raise UsernameTaken()
         password_hash = await self._hasher.hash(password)
         user_id = new_user_id()
         if not await self._store.create_user(user_id, name, password_hash, now=now):
@@ -115,13 +124,15 @@ class SessionService:
 
         Raises:
             InvalidCredentials: unknown user or wrong password, alike in body and cost.
-            RateLimited: too many attempts for this username or client address.
+            RateLimited: too many attempts for this username or client address, or too
+                many failures for this account since its last successful login.
+            Overloaded: too many password hashes are waiting.
         """
         try:
             name = normalize_username(username)
         except InvalidRequest:
             name = ""  # no account can have it; still costs a verification below
-        await self._rate_limiter.count_attempt(name, client.ip, now=now)
+        await self._throttle.login_attempt(name, client.ip, now=now)
         user = await self._store.find_user(name) if name else None
         if user is None:
             # Same cost as a wrong password, so response times do not tell which
@@ -131,6 +142,7 @@ class SessionService:
         verification = await self._hasher.verify(user.password_hash, password)
         if verification is None:
             raise InvalidCredentials()
+        await self._throttle.login_succeeded(name)
 
         session_id = new_session_id()
         refresh_token = self._refresh.mint(user.user_id, session_id)
@@ -166,14 +178,17 @@ class SessionService:
             session_id=session_id,
         )
 
-    async def refresh(self, refresh_token: str, *, now: int) -> TokenPair:
+    async def refresh(self, refresh_token: str, *, ip: str = "", now: int) -> TokenPair:
         """Rotate a refresh token; a replay after the grace window revokes the session.
 
         Raises:
             InvalidGrant: the token is malformed, unknown, expired, revoked or replayed.
+            RateLimited: too many refreshes from this client address.
         """
-        # A token that is not ours (bad MAC) stops here: no signing, no sealing, no store call.
+        # Check first, sign after: a token that is not ours (bad MAC) stops here, with no
+        # store call, no signature and no sealing.
         presented = self._refresh.parse(refresh_token)
+        await self._throttle.refresh(ip, now=now)
         user_id, session_id = presented.user_id, presented.session_id
         successor = self._refresh.successor(presented)
         access_token, access_expires_at = self._access.sign(
@@ -262,16 +277,40 @@ class SessionService:
         await self._store.revoke_session(principal.user_id, principal.session_id, now=now)
         logger.info("session ended: user %s session %s", principal.user_id, principal.session_id)
 
-    async def logout_all(self, principal: Principal) -> None:
+    def _require_fresh(self, principal: Principal, *, now: int) -> None:
+        """Refuse a sensitive action to an access token not issued recently.
+
+        Raises:
+            InvalidToken: the token was issued (by a login or a refresh) more than
+                SENSITIVE_MAX_AGE seconds ago.
+        """
+        # A token a resource server kept, or one lifted from a log, is valid until exp;
+        # ending sessions or listing where the user is logged in asks for a fresh one.
+        if now - principal.claims.issued_at > self._sensitive_max_age:
+            raise InvalidToken(
+                f"this action needs an access token issued in the last "
+                f"{self._sensitive_max_age} seconds; refresh the session or log in again"
+            )
+
+    async def logout_all(self, principal: Principal, *, now: int) -> None:
+        """End every session of the user.
+
+        Raises:
+            InvalidToken: the access token is not fresh enough.
+        """
+        self._require_fresh(principal, now=now)
         await self._store.revoke_user(principal.user_id)
         logger.info("every session ended: user %s", principal.user_id)
 
     async def revoke_session(self, principal: Principal, session_id: str, *, now: int) -> None:
-        """End one of the principal's sessions.
+        """End one of the principal's sessions; another than its own needs a fresh token.
 
         Raises:
+            InvalidToken: another session, and the access token is not fresh enough.
             NotFound: no such live session of this user (another user's session included).
         """
+        if session_id != principal.session_id:
+            self._require_fresh(principal, now=now)
         if not is_session_id(session_id) or not await self._store.revoke_session(
             principal.user_id, session_id, now=now
         ):
@@ -279,4 +318,6 @@ class SessionService:
         logger.info("session revoked: user %s session %s", principal.user_id, session_id)
 
     async def list_sessions(self, principal: Principal, *, now: int) -> list[SessionRecord]:
+        """Raises: InvalidToken when the access token is not fresh enough."""
+        self._require_fresh(principal, now=now)
         return await self._store.list_sessions(principal.user_id, now=now)

@@ -56,7 +56,7 @@ from redis.asyncio import Redis
 from authsvc.config import RateLimit
 from authsvc.keys import KeyRing
 from authsvc.passwords import Hasher, PasswordPolicy
-from authsvc.ratelimit import LoginRateLimiter
+from authsvc.ratelimit import Limits, Throttle
 from authsvc.sessions import ClientInfo, SessionService
 from authsvc.store import LoginOutcome, RotationOutcome, SessionLimits, Store, open_redis
 from authsvc.tokens import (
@@ -309,8 +309,9 @@ async def _store_rows(redis: Redis, untimed: Redis, args: argparse.Namespace) ->
             access,
             refresh_tokens,
             PasswordPolicy(12, 128),
-            LoginRateLimiter(store, RateLimit(1_000_000, 60)),
+            Throttle(store, Limits(*[RateLimit(1_000_000, 60)] * 4)),
             reuse_grace=GRACE,
+            sensitive_max_age=900,
         )
 
     service = new_service()

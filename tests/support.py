@@ -102,7 +102,7 @@ class FakeClock:
 
 
 def fast_settings(**overrides: Any) -> Settings:
-    """Settings for tests: cheap argon2 and generous rate limits."""
+    """Settings for tests: cheap argon2 and generous rate limits (tests of limits set theirs)."""
     base = Settings(
         port=8080,
         argon2_time_cost=1,
@@ -110,6 +110,9 @@ def fast_settings(**overrides: Any) -> Settings:
         argon2_parallelism=1,
         hash_concurrency=2,
         login_rate_limit=RateLimit(1000, 60),
+        login_failure_limit=RateLimit(1000, 3600),
+        registration_rate_limit=RateLimit(1000, 60),
+        refresh_rate_limit=RateLimit(1000, 60),
     )
     return dataclasses.replace(base, **overrides)
 

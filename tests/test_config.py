@@ -49,6 +49,33 @@ def test_defaults_match_the_contract_table() -> None:
     assert settings.signing_alg == "EdDSA"
 
 
+def test_hardening_defaults() -> None:
+    """ASVS 2.2.1: at most 100 failed logins per account an hour; the other limits are ours."""
+    settings = load_settings(environ={})
+    assert settings.login_failure_limit == RateLimit(100, 3600)
+    assert settings.registration_rate_limit == RateLimit(20, 3600)
+    assert settings.refresh_rate_limit == RateLimit(600, 60)
+    assert settings.sensitive_max_age == 300
+    assert settings.hash_queue_limit == 64
+
+
+def test_hardening_settings_come_from_the_environment() -> None:
+    settings = load_settings(
+        environ={
+            "AUTHSVC_LOGIN_FAILURE_LIMIT": "20/600",
+            "AUTHSVC_REGISTRATION_RATE_LIMIT": "5/60",
+            "AUTHSVC_REFRESH_RATE_LIMIT": "100/10",
+            "AUTHSVC_SENSITIVE_MAX_AGE": "60",
+            "AUTHSVC_HASH_QUEUE_LIMIT": "0",
+        }
+    )
+    assert settings.login_failure_limit == RateLimit(20, 600)
+    assert settings.registration_rate_limit == RateLimit(5, 60)
+    assert settings.refresh_rate_limit == RateLimit(100, 10)
+    assert settings.sensitive_max_age == 60
+    assert settings.hash_queue_limit == 0
+
+
 def test_defaults_are_the_settings_dataclass_defaults() -> None:
     assert load_settings(environ={}) == Settings()
 
@@ -236,6 +263,11 @@ def test_toml_values_keep_their_native_types(tmp_path: Path) -> None:
         ("AUTHSVC_SIGNING_ALG", "HS256"),
         ("AUTHSVC_STORE_TIMEOUT", "soon"),
         ("AUTHSVC_STORE_TIMEOUT", "0"),
+        ("AUTHSVC_LOGIN_FAILURE_LIMIT", "100"),
+        ("AUTHSVC_REGISTRATION_RATE_LIMIT", "0/3600"),
+        ("AUTHSVC_REFRESH_RATE_LIMIT", "600/"),
+        ("AUTHSVC_SENSITIVE_MAX_AGE", "0"),
+        ("AUTHSVC_HASH_QUEUE_LIMIT", "-1"),
     ],
 )
 def test_bad_environment_value_names_the_setting(name: str, raw: str) -> None:

@@ -12,6 +12,14 @@ from authsvc.passwords import Hasher
 from authsvc.sessions import SessionService
 from authsvc.store import Store
 
+
+class Once:
+    """Something an application does once in its life, such as a warning."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 KEY_RING = web.AppKey("key_ring", KeyRing)
@@ -19,3 +27,4 @@ ACTIVE_KEYS = web.AppKey("active_keys", ActiveKeys)
 STORE = web.AppKey("store", Store)
 SESSIONS = web.AppKey("sessions", SessionService)
 HASHER = web.AppKey("hasher", Hasher)
+UNTRUSTED_FORWARDING_WARNED = web.AppKey("untrusted_forwarding_warned", Once)

@@ -46,7 +46,10 @@ LISTPACK_VALUE_BYTES = 64
 # finds it; whether the grace holds is decided from `now`, not from this TTL.
 SUCCESSOR_TTL_MARGIN = 2
 
-_SCRIPTS = ("login", "rotate", "session_live", "revoke_session", "revoke_user", "count_attempt")
+_SCRIPTS = (
+    "login", "rotate", "session_live", "revoke_session", "revoke_user", "take_token",
+    "count_failure",
+)  # fmt: skip
 
 
 def _load_script(redis: RedisClient, name: str) -> AsyncScript:
@@ -78,7 +81,8 @@ class Store:
         self._session_live = scripts["session_live"]
         self._revoke_session = scripts["revoke_session"]
         self._revoke_user = scripts["revoke_user"]
-        self._count_attempt = scripts["count_attempt"]
+        self._take_token = scripts["take_token"]
+        self._count_failure = scripts["count_failure"]
 
     @classmethod
     async def open(
@@ -162,8 +166,13 @@ class Store:
         The user hash is written first under a fresh id, then the username is claimed with
         SET NX (another slot on Cluster, so not one script): a crash in between leaves an
         unreachable user hash, never a username that points nowhere it should not.
+
+        Every step may run twice: redis-py retries a command whose reply was lost, and a
+        retried SET NX finds the claim its first run made. So a failed claim reads who
+        holds the name, and only another user id means the name is taken.
         """
         user_key = keyspace.user(user_id)
+        username_key = keyspace.username(username)
         await self.redis.hset(
             user_key,
             mapping={
@@ -173,10 +182,17 @@ class Store:
                 "epoch": 0,
             },
         )
-        if await self.redis.set(keyspace.username(username), user_id, nx=True):
+        if await self.redis.set(username_key, user_id, nx=True):
+            return True
+        holder = await self.redis.get(username_key)
+        if holder is not None and _text(holder) == user_id:
             return True
         await self.redis.delete(user_key)
         return False
+
+    @translate_errors
+    async def username_taken(self, username: str) -> bool:
+        return bool(await self.redis.exists(keyspace.username(username)))
 
     @translate_errors
     async def find_user(self, username: str) -> UserRecord | None:
@@ -340,17 +356,26 @@ class Store:
     # -- rate limits -------------------------------------------------------------------
 
     @translate_errors
-    async def count_login_attempts(
-        self, scopes: list[tuple[str, str]], *, now: int, window: int
-    ) -> list[int]:
-        """Count one attempt against each (scope, value) in the window holding ``now``."""
-        window_start = now - now % window
-        counts = []
-        for scope, value in scopes:
-            # One key per call: each counter lives in its own slot on Cluster.
-            reply = await self._count_attempt(
-                keys=scriptkeys.count_attempt(scope, value, window_start),
-                args=[window_start + window],
-            )
-            counts.append(int(reply))
-        return counts
+    async def take_token(
+        self, scope: str, value: str, *, now: int, capacity: int, refill: int
+    ) -> int:
+        """Take a token from the bucket of (scope, value); 0, or the seconds until one is due."""
+        reply = await self._take_token(
+            keys=scriptkeys.take_token(scope, value), args=[now, capacity, refill]
+        )
+        return int(reply)
+
+    @translate_errors
+    async def count_failure(
+        self, username: str, attempt_id: str, *, now: int, limit: int, window: int
+    ) -> int:
+        """Log an attempt on an account; 0, or the seconds until the log has room again."""
+        reply = await self._count_failure(
+            keys=scriptkeys.count_failure(username), args=[now, limit, window, attempt_id]
+        )
+        return int(reply)
+
+    @translate_errors
+    async def clear_failures(self, username: str) -> None:
+        """Forget an account's failed attempts: its password was just verified."""
+        await self.redis.delete(keyspace.login_failures(username))
