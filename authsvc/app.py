@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -12,8 +13,10 @@ from authsvc.clock import Clock, system_clock
 from authsvc.config import Settings
 from authsvc.errors import error_middleware
 from authsvc.http import oauth, ops, v1
-from authsvc.http.appkeys import CLOCK, HASHER, KEY_RING, SESSIONS, SETTINGS, STORE
+from authsvc.http.appkeys import CLOCK, HASHER, KEY_RING, METRICS, SESSIONS, SETTINGS, STORE
+from authsvc.http.observe import observe_middleware, set_response_headers
 from authsvc.keys import KeyRing, load_key_ring
+from authsvc.metrics import Metrics
 from authsvc.passwords import Hasher, PasswordPolicy
 from authsvc.ratelimit import LoginRateLimiter
 from authsvc.sessions import SessionService
@@ -29,12 +32,23 @@ def create_app(
     *,
     clock: Clock = system_clock,
     key_ring: KeyRing | None = None,
+    metrics_dir: Path | None = None,
 ) -> web.Application:
-    """Build the application; nothing is opened until it starts."""
-    app = web.Application(client_max_size=settings.max_body_size, middlewares=[error_middleware])
+    """Build the application; nothing is opened until it starts.
+
+    ``metrics_dir`` is the directory of prometheus-client's multiprocess mode, when this
+    app is one of several workers (see ``serve``).
+    """
+    app = web.Application(
+        client_max_size=settings.max_body_size,
+        # observe first: it times and counts what error_middleware renders.
+        middlewares=[observe_middleware, error_middleware],
+    )
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[KEY_RING] = key_ring or load_key_ring(settings)
+    app[METRICS] = Metrics(multiprocess_dir=metrics_dir)
+    app.on_response_prepare.append(set_response_headers)
     app.add_routes(v1.routes)
     app.add_routes(oauth.routes)
     app.add_routes(ops.routes)
@@ -59,7 +73,12 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     try:
         async with open_redis(url, socket_timeout=settings.store_timeout) as redis:
-            app[STORE] = await Store.open(redis, limits, retry_after=settings.store_retry_after)
+            app[STORE] = await Store.open(
+                redis,
+                limits,
+                retry_after=settings.store_retry_after,
+                on_unavailable=app[METRICS].store_error,
+            )
             yield
     finally:
         if embedded is not None:
@@ -92,6 +111,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         PasswordPolicy(settings.password_min_length, settings.password_max_length),
         LoginRateLimiter(app[STORE], settings.login_rate_limit),
         reuse_grace=settings.refresh_reuse_grace,
+        events=app[METRICS],
     )
     yield
     await asyncio.to_thread(hasher.close)

@@ -15,8 +15,10 @@ from authsvc.errors import (
     InvalidRequest,
     InvalidToken,
     NotFound,
+    RateLimited,
     UsernameTaken,
 )
+from authsvc.events import NoEvents, SessionEvents
 from authsvc.passwords import Hasher, PasswordPolicy, normalize_username
 from authsvc.ratelimit import LoginRateLimiter
 from authsvc.store import LoginOutcome, RotationOutcome, SessionRecord, Store
@@ -82,6 +84,7 @@ class SessionService:
         rate_limiter: LoginRateLimiter,
         *,
         reuse_grace: int,
+        events: SessionEvents | None = None,
     ) -> None:
         self._store = store
         self._hasher = hasher
@@ -90,6 +93,7 @@ class SessionService:
         self._policy = policy
         self._rate_limiter = rate_limiter
         self._reuse_grace = reuse_grace  # REFRESH_REUSE_GRACE
+        self._events = events or NoEvents()
 
     async def register(self, username: str, password: str, *, now: int) -> User:
         """Create an account.
@@ -121,15 +125,21 @@ class SessionService:
             name = normalize_username(username)
         except InvalidRequest:
             name = ""  # no account can have it; still costs a verification below
-        await self._rate_limiter.count_attempt(name, client.ip, now=now)
+        try:
+            await self._rate_limiter.count_attempt(name, client.ip, now=now)
+        except RateLimited:
+            self._events.login_finished("rate_limited")
+            raise
         user = await self._store.find_user(name) if name else None
         if user is None:
             # Same cost as a wrong password, so response times do not tell which
             # usernames exist.
             await self._hasher.verify_dummy(password)
+            self._events.login_finished("invalid_credentials")
             raise InvalidCredentials()
         verification = await self._hasher.verify(user.password_hash, password)
         if verification is None:
+            self._events.login_finished("invalid_credentials")
             raise InvalidCredentials()
 
         session_id = new_session_id()
@@ -144,10 +154,14 @@ class SessionService:
             ip=client.ip,
             upgraded_password_hash=verification.new_hash,
         )
-        if started.outcome is LoginOutcome.REVOKED:
-            raise InvalidCredentials("every session was revoked while this login ran; log in again")
         if started.outcome is not LoginOutcome.OK:
+            self._events.login_finished("invalid_credentials")
+            if started.outcome is LoginOutcome.REVOKED:
+                raise InvalidCredentials(
+                    "every session was revoked while this login ran; log in again"
+                )
             raise InvalidCredentials()
+        self._events.sessions_revoked("evicted", len(started.evicted))
         for evicted in started.evicted:
             logger.info(
                 "session evicted: user %s session %s (over MAX_SESSIONS_PER_USER)",
@@ -158,6 +172,7 @@ class SessionService:
             user_id=user.user_id, session_id=session_id, now=now
         )
         logger.info("session started: user %s session %s", user.user_id, session_id)
+        self._events.login_finished("ok")
         return TokenPair(
             access_token=access_token,
             expires_in=access_expires_at - now,
@@ -173,7 +188,11 @@ class SessionService:
             InvalidGrant: the token is malformed, unknown, expired, revoked or replayed.
         """
         # A token that is not ours (bad MAC) stops here: no signing, no sealing, no store call.
-        presented = self._refresh.parse(refresh_token)
+        try:
+            presented = self._refresh.parse(refresh_token)
+        except InvalidGrant:
+            self._events.refresh_finished("invalid")
+            raise
         user_id, session_id = presented.user_id, presented.session_id
         successor = self._refresh.successor(presented)
         access_token, access_expires_at = self._access.sign(
@@ -198,15 +217,21 @@ class SessionService:
             cached = open_successor(presented, rotation.sealed_successor)
             access_token, access_expires_at = cached.access_token, cached.access_expires_at
             successor = self._refresh.parse(cached.refresh_token)
+            self._events.refresh_finished("grace")
         elif rotation.outcome is RotationOutcome.REPLAY:
             logger.warning(
                 "refresh token replayed after its grace: session %s of user %s revoked",
                 session_id,
                 user_id,
             )
+            self._events.refresh_finished("replay")
+            self._events.sessions_revoked("replay")
             raise InvalidGrant("the refresh token was already used; the session is revoked")
         elif rotation.outcome is RotationOutcome.UNKNOWN:
+            self._events.refresh_finished("invalid")
             raise InvalidGrant()
+        else:
+            self._events.refresh_finished("rotated")
         return TokenPair(
             access_token=access_token,
             expires_in=max(0, access_expires_at - now),
@@ -229,11 +254,13 @@ class SessionService:
         return Principal(claims.user_id, username, claims.session_id, claims)
 
     async def logout(self, principal: Principal, *, now: int) -> None:
-        await self._store.revoke_session(principal.user_id, principal.session_id, now=now)
+        if await self._store.revoke_session(principal.user_id, principal.session_id, now=now):
+            self._events.sessions_revoked("logout")
         logger.info("session ended: user %s session %s", principal.user_id, principal.session_id)
 
     async def logout_all(self, principal: Principal) -> None:
-        await self._store.revoke_user(principal.user_id)
+        ended = await self._store.revoke_user(principal.user_id)
+        self._events.sessions_revoked("logout_all", ended)
         logger.info("every session ended: user %s", principal.user_id)
 
     async def revoke_session(self, principal: Principal, session_id: str, *, now: int) -> None:
@@ -246,6 +273,7 @@ class SessionService:
             principal.user_id, session_id, now=now
         ):
             raise NotFound("no such session")
+        self._events.sessions_revoked("delete")
         logger.info("session revoked: user %s session %s", principal.user_id, session_id)
 
     async def list_sessions(self, principal: Principal, *, now: int) -> list[SessionRecord]:

@@ -117,6 +117,8 @@ def test_serve_with_invalid_setting_exits_with_one_line(tmp_path: Path) -> None:
         ("AUTHSVC_REGISTRATION", "maybe"),
         ("AUTHSVC_LOGIN_RATE_LIMIT", "10"),
         ("AUTHSVC_REDIS_URL", "http://x"),
+        ("AUTHSVC_LOG_LEVEL", "LOUD"),  # once a traceback from the logging module
+        ("AUTHSVC_SHUTDOWN_TIMEOUT", "0"),
     ],
 )
 def test_serve_names_the_bad_setting(tmp_path: Path, name: str, raw: str) -> None:

@@ -7,6 +7,7 @@ from aiohttp import web
 from authsvc.clock import Clock
 from authsvc.config import Settings
 from authsvc.keys import KeyRing
+from authsvc.metrics import Metrics
 from authsvc.passwords import Hasher
 from authsvc.sessions import SessionService
 from authsvc.store import Store
@@ -17,3 +18,4 @@ KEY_RING = web.AppKey("key_ring", KeyRing)
 STORE = web.AppKey("store", Store)
 SESSIONS = web.AppKey("sessions", SessionService)
 HASHER = web.AppKey("hasher", Hasher)
+METRICS = web.AppKey("metrics", Metrics)

@@ -1,12 +1,15 @@
-"""/healthz and /readyz: what load balancers and orchestrators ask."""
+"""/healthz, /readyz and /metrics: what load balancers, orchestrators and Prometheus ask."""
 
 from __future__ import annotations
+
+import asyncio
 
 from aiohttp import web
 
 from authsvc.errors import StoreUnavailable
-from authsvc.http.appkeys import SETTINGS, STORE
+from authsvc.http.appkeys import METRICS, SETTINGS, STORE
 from authsvc.http.io import json_response
+from authsvc.metrics import CONTENT_TYPE
 
 routes = web.RouteTableDef()
 
@@ -36,3 +39,10 @@ async def readyz(request: web.Request) -> web.Response:
             headers={"Retry-After": str(retry_after)},
         )
     return json_response({"status": "ok", "store": "ok", "store_warnings": list(check.warnings)})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format, summed over every worker of this instance."""
+    body = await asyncio.to_thread(request.app[METRICS].exposition)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
