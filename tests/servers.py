@@ -85,6 +85,11 @@ class Server:
             time.sleep(0.1)
         raise AssertionError(f"authsvc did not answer /healthz in {READY_TIMEOUT}s: {self.log()}")
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
