@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from servers import Server
 from support import TEST_PASSWORD, FakeClock, bearer, free_port, login, refresh, register
 
 from authsvc.config import RateLimit
@@ -165,3 +168,52 @@ async def test_two_apps_in_one_process_count_apart(make_client: Any) -> None:
     await login(first)
     assert logins(await scrape(first), "ok") == 1
     assert logins(await scrape(second), "ok") == 0
+
+
+LOGINS = 40
+
+
+def test_one_scrape_sums_the_logins_of_every_worker(
+    servers: list[Server], tmp_path: Path, keys_dir: Path, redis_url: str, redis_client: Any
+) -> None:
+    """40 logins, each on a connection of its own, so that SO_REUSEPORT spreads them over
+    both workers; any one scrape, whichever worker answers it, reads all 40."""
+    server = Server(
+        tmp_path / "serve.log",
+        {
+            "AUTHSVC_REDIS_URL": redis_url,
+            "AUTHSVC_KEYS_DIR": str(keys_dir),
+            "AUTHSVC_LOG_LEVEL": "INFO",
+            "AUTHSVC_LOGIN_RATE_LIMIT": "1000/60",
+        },
+        "--workers",
+        "2",
+    )
+    servers.append(server)
+    server.start()
+    assert server.register("alice").status == 201
+    for _ in range(LOGINS):
+        server.login("alice")
+
+    for _ in range(6):
+        reply = server.request("GET", "/metrics")
+        assert reply.status == 200
+        samples = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(reply.body)
+            for sample in family.samples
+        }
+        assert logins(samples, "ok") == LOGINS
+        login_ok = {"route": "/v1/auth/login", "method": "POST", "status": "200"}
+        assert value(samples, "authsvc_http_requests_total", **login_ok) == LOGINS
+        assert (
+            value(samples, "authsvc_http_request_duration_seconds_count", route="/v1/auth/login")
+            == LOGINS
+        )
+
+    # Both workers served logins: the sums above are over two processes.
+    login_pids = set(
+        re.findall(r"authsvc\.access\[(\d+)\] \S+: \S+ \"POST /v1/auth/login\"", server.log())
+    )
+    assert len(login_pids) == 2
+    assert server.terminate() == 0
