@@ -29,6 +29,10 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 # The route label of a request that matched no route: one value, whatever the path, so
 # that scanners cannot grow the number of series.
 UNMATCHED_ROUTE = "unmatched"
+# The method label of a request with any other method, so that invented methods cannot
+# grow the number of series either.
+OTHER_METHOD = "other"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Seconds. From a cached verify (well under a millisecond) to a login with argon2id
 # (tens to hundreds of milliseconds) and a store timing out (AUTHSVC_STORE_TIMEOUT, 2 s).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -40,6 +44,9 @@ class Metrics:
     def __init__(self, *, multiprocess_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry()
         self._multiprocess_dir = multiprocess_dir
+        # (route, method, status) -> its counter and histogram: labels() validates and
+        # locks on every call, which a request should not pay for twice.
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.http_requests = Counter(
             "authsvc_http_requests_total",
             "HTTP requests answered, by route template, method and status.",
@@ -86,8 +93,17 @@ class Metrics:
             self.revocations.labels(reason)
 
     def request_finished(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.http_requests.labels(route, method, str(status)).inc()
-        self.http_request_duration.labels(route).observe(seconds)
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
+        key = (route, method, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_request_duration.labels(route),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def login_finished(self, outcome: LoginOutcome) -> None:
         self.logins.labels(outcome).inc()

@@ -7,6 +7,7 @@ the processes it leaves or spawns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -78,12 +79,22 @@ class Server:
             if self.process.poll() is not None:
                 raise AssertionError(f"authsvc exited with {self.process.returncode}: {self.log()}")
             try:
-                if self.request("GET", "/healthz").status == 200:
+                # Every worker listens (the first may answer long before the last).
+                if (
+                    self.request("GET", "/healthz").status == 200
+                    and listening_sockets(self.port) == self.workers
+                ):
                     return
             except OSError:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"authsvc did not answer /healthz in {READY_TIMEOUT}s: {self.log()}")
+
+    @property
+    def workers(self) -> int:
+        if "--workers" in self.args:
+            return int(self.args[self.args.index("--workers") + 1])
+        return int(self.env.get("AUTHSVC_WORKERS", "1"))
 
     @property
     def pid(self) -> int:
@@ -147,6 +158,19 @@ class Server:
 
     def refresh(self, refresh_token: str) -> Reply:
         return self.request("POST", "/v1/auth/refresh", {"refresh_token": refresh_token})
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on ``port`` (one per worker with SO_REUSEPORT), from /proc."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port and fields[3] == "0A":  # TCP_LISTEN
+                    count += 1
+    return count
 
 
 def generate_keys(directory: Path) -> Path:

@@ -27,15 +27,16 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Give the request its id for logs and response, and count and time it."""
     request_id = request_id_for(request.headers.get(HEADER))
     request[REQUEST_ID] = request_id
-    token = current_request_id.set(request_id)
+    # Not reset on the way out: aiohttp runs each request in a task of its own, so the id
+    # ends with that task, and the access log line, written in it after this returns,
+    # still carries it.
+    current_request_id.set(request_id)
     started = time.perf_counter()
     try:
         response = await handler(request)
     except web.HTTPException as exc:  # let through by error_middleware: not an error body
         _count(request, exc.status, started)
         raise
-    finally:
-        current_request_id.reset(token)
     # A request cancelled by a client that went away, or by the shutdown bound, is not
     # counted: it has no status.
     _count(request, response.status, started)
