@@ -6,8 +6,8 @@ Self-contained and bounded, like loadtest.py: a private redis-server, a fresh ke
 hash at a time per CPU core) unless ``--argon2`` says otherwise, one registered user, then
 ``--connections`` clients logging in as fast as they can for ``--duration`` seconds. It
 reports logins/s, p50/p99 latency and the server's CPU seconds per login (all its
-processes, from /proc): a login is almost all argon2id, which is why it costs ~100x a
-refresh.
+processes, from /proc): a login is almost all argon2id, which is why it costs hundreds of
+refreshes.
 
     python bench/logins.py --duration 10 --connections 8 [--workers 2]
 """
