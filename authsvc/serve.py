@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -85,6 +86,7 @@ async def _serve_until_stopped(app: web.Application, settings: Settings, reuse_p
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
         await site.start()
+        logger.info("listening on http://%s:%d", settings.host, settings.port)
         await stop.wait()
         logger.info(
             "stopping: no new connections; letting the requests in flight finish (at most %gs)",
@@ -145,8 +147,11 @@ def serve(settings: Settings) -> int:
             )
         if settings.port == 0:
             raise SettingsError("invalid setting AUTHSVC_PORT: workers need a fixed port")
+        # Each worker binds with SO_REUSEPORT; a port taken by another program would fail
+        # in every worker at once: say it once, here, instead.
+        _check_port_is_free(settings)
     logger.info(
-        "authsvc %s listening on http://%s:%d (%d worker%s, store: %s)",
+        "authsvc %s starting on %s:%d: %d worker%s, store: %s",
         VERSION,
         settings.host,
         settings.port,
@@ -164,6 +169,18 @@ def serve(settings: Settings) -> int:
         _run(settings, key_ring, reuse_port=False)
         return 0
     return _supervise(settings, key_ring)
+
+
+def _check_port_is_free(settings: Settings) -> None:
+    """Raises OSError (one line) when the workers could not listen on the address."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    try:
+        with socket.create_server((settings.host, settings.port), family=family, reuse_port=True):
+            pass
+    except OSError as exc:
+        raise OSError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from None
 
 
 def _supervise(settings: Settings, key_ring: KeyRing) -> int:

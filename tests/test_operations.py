@@ -43,8 +43,9 @@ def test_start_up_lines_name_the_version_store_workers_and_key_ids(
         servers, tmp_path, {"AUTHSVC_REDIS_URL": redis_url, "AUTHSVC_KEYS_DIR": str(keys_dir)}
     )
     version = metadata.version("authsvc")
-    assert f"authsvc {version} listening on http://127.0.0.1:" in log
-    assert "(1 worker, store: single)" in log
+    assert f"authsvc {version} starting on 127.0.0.1:" in log
+    assert ": 1 worker, store: single" in log
+    assert "listening on http://127.0.0.1:" in log
     kid = KeyRing.from_directory(keys_dir).current.kid
     assert f"signing with kid {kid}; JWKS kids: {kid} (keys from {keys_dir})" in log
 
@@ -55,7 +56,8 @@ def test_start_up_lines_name_the_embedded_store_and_the_workers(
     log = start_and_stop(
         servers, tmp_path, {"AUTHSVC_DATA_DIR": str(tmp_path / "data")}, "--workers", "2"
     )
-    assert "(2 workers, store: embedded)" in log
+    assert ": 2 workers, store: embedded" in log
+    assert log.count("listening on http://127.0.0.1:") == 2  # one line per worker
     assert "(keys from a key generated at start)" in log
 
 
@@ -68,4 +70,4 @@ def test_start_up_lines_name_every_store_topology(
 ) -> None:
     url = "memory://" if topology == "memory" else request.getfixturevalue(f"redis_{topology}").url
     log = start_and_stop(servers, tmp_path, {"AUTHSVC_REDIS_URL": url})
-    assert f"(1 worker, store: {topology})" in log
+    assert f": 1 worker, store: {topology}" in log
