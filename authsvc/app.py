@@ -18,6 +18,7 @@ from authsvc.http.appkeys import (
     CLOCK,
     HASHER,
     KEY_RING,
+    METRICS,
     SESSIONS,
     SETTINGS,
     STORE,
@@ -25,8 +26,10 @@ from authsvc.http.appkeys import (
     Once,
 )
 from authsvc.http.errors import error_middleware
+from authsvc.http.observe import observe_middleware, set_response_headers
 from authsvc.keyrotation import ActiveKeys, RotationPolicy
 from authsvc.keys import KeyRing, load_key_ring
+from authsvc.metrics import Metrics
 from authsvc.passwords import Hasher, PasswordPolicy
 from authsvc.ratelimit import Limits, Throttle
 from authsvc.sessions import SessionService
@@ -42,13 +45,24 @@ def create_app(
     *,
     clock: Clock = system_clock,
     key_ring: KeyRing | None = None,
+    metrics_dir: Path | None = None,
 ) -> web.Application:
-    """Build the application; nothing is opened until it starts."""
-    app = web.Application(client_max_size=settings.max_body_size, middlewares=[error_middleware])
+    """Build the application; nothing is opened until it starts.
+
+    ``metrics_dir`` is the directory of prometheus-client's multiprocess mode, when this
+    app is one of several workers (see ``serve``).
+    """
+    app = web.Application(
+        client_max_size=settings.max_body_size,
+        # observe first: it times and counts what error_middleware renders.
+        middlewares=[observe_middleware, error_middleware],
+    )
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[KEY_RING] = key_ring or load_key_ring(settings)
     app[UNTRUSTED_FORWARDING_WARNED] = Once()
+    app[METRICS] = Metrics(multiprocess_dir=metrics_dir)
+    app.on_response_prepare.append(set_response_headers)
     app.add_routes(v1.routes)
     app.add_routes(oauth.routes)
     app.add_routes(ops.routes)
@@ -102,7 +116,12 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     try:
         async with open_redis(url, socket_timeout=settings.store_timeout) as redis:
-            app[STORE] = await Store.open(redis, limits, retry_after=settings.store_retry_after)
+            app[STORE] = await Store.open(
+                redis,
+                limits,
+                retry_after=settings.store_retry_after,
+                on_unavailable=app[METRICS].store_error,
+            )
             yield
     finally:
         if embedded is not None:
@@ -149,6 +168,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         ),
         reuse_grace=settings.refresh_reuse_grace,
         sensitive_max_age=settings.sensitive_max_age,
+        events=app[METRICS],
     )
     yield
     await asyncio.to_thread(hasher.close)

@@ -30,6 +30,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 SigningAlgorithm = Literal["EdDSA", "ES256", "RS256"]
 Registration = Literal["open", "closed"]
 LogFormat = Literal["text", "json"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class SettingsError(ValueError):
@@ -105,11 +106,13 @@ class Settings:
     hash_queue_limit: int = 64
     store_timeout: float = 2.0
     store_retry_after: int = 1
+    # Seconds a stop (SIGTERM, SIGINT) waits for the requests in flight before cutting them.
+    shutdown_timeout: float = 30.0
     max_body_size: int = 16_384
     jwks_max_age: int = 300
     # How often each instance looks for new keys in keys_dir.
     keys_poll_interval: float = 5.0
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     access_log: bool = True
     log_format: LogFormat = "text"
 
@@ -159,6 +162,7 @@ _LITERALS: dict[str, tuple[str, ...]] = {
     "signing_alg": get_args(SigningAlgorithm),
     "registration": get_args(Registration),
     "log_format": get_args(LogFormat),
+    "log_level": get_args(LogLevel),
 }
 _POSITIVE = {
     "port", "workers", "access_token_ttl", "refresh_token_ttl", "session_max_age",
@@ -172,6 +176,8 @@ _NON_NEGATIVE = {"refresh_reuse_grace", "hash_concurrency", "hash_queue_limit", 
 def _cast(name: str, raw: object) -> object:
     """Turn a TOML value or an environment string into the field's type."""
     kind = _FIELD_TYPES[name]
+    if name == "log_level" and isinstance(raw, str):
+        raw = raw.strip().upper()  # as the logging module spells its levels
     if name in _LITERALS:
         if raw not in _LITERALS[name]:
             raise ValueError(f"expected one of {', '.join(_LITERALS[name])}")
@@ -218,10 +224,9 @@ def _validate(settings: Settings) -> None:
         raise SettingsError(
             "invalid setting AUTHSVC_ARGON2_MEMORY_COST: must be at least 8 KiB per lane"
         )
-    if settings.store_timeout <= 0:
-        raise SettingsError("invalid setting AUTHSVC_STORE_TIMEOUT: must be positive")
-    if settings.keys_poll_interval <= 0:
-        raise SettingsError("invalid setting AUTHSVC_KEYS_POLL_INTERVAL: must be positive")
+    for name in ("store_timeout", "shutdown_timeout", "keys_poll_interval"):
+        if getattr(settings, name) <= 0:
+            raise SettingsError(f"invalid setting {_env_name(name)}: must be positive")
     if settings.redis_url is not None:
         try:
             parse_store_url(settings.redis_url)

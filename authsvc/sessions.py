@@ -16,8 +16,10 @@ from authsvc.errors import (
     InvalidRequest,
     InvalidToken,
     NotFound,
+    RateLimited,
     UsernameTaken,
 )
+from authsvc.events import NoEvents, SessionEvents
 from authsvc.passwords import Hasher, PasswordPolicy, normalize_username
 from authsvc.ratelimit import Throttle
 from authsvc.store import LoginOutcome, RotationOutcome, SessionRecord, Store
@@ -84,6 +86,7 @@ class SessionService:
         *,
         reuse_grace: int,
         sensitive_max_age: int,
+        events: SessionEvents | None = None,
     ) -> None:
         self._store = store
         self._hasher = hasher
@@ -93,6 +96,7 @@ class SessionService:
         self._throttle = throttle
         self._reuse_grace = reuse_grace  # REFRESH_REUSE_GRACE
         self._sensitive_max_age = sensitive_max_age  # SENSITIVE_MAX_AGE
+        self._events = events or NoEvents()
 
     async def register(self, username: str, password: str, *, ip: str = "", now: int) -> User:
         """Create an account; the 64 MiB hash comes last, after every cheap check.
@@ -132,15 +136,21 @@ class SessionService:
             name = normalize_username(username)
         except InvalidRequest:
             name = ""  # no account can have it; still costs a verification below
-        await self._throttle.login_attempt(name, client.ip, now=now)
+        try:
+            await self._throttle.login_attempt(name, client.ip, now=now)
+        except RateLimited:
+            self._events.login_finished("rate_limited")
+            raise
         user = await self._store.find_user(name) if name else None
         if user is None:
             # Same cost as a wrong password, so response times do not tell which
             # usernames exist.
             await self._hasher.verify_dummy(password)
+            self._events.login_finished("invalid_credentials")
             raise InvalidCredentials()
         verification = await self._hasher.verify(user.password_hash, password)
         if verification is None:
+            self._events.login_finished("invalid_credentials")
             raise InvalidCredentials()
         await self._throttle.login_succeeded(name)
 
@@ -156,10 +166,14 @@ class SessionService:
             ip=client.ip,
             upgraded_password_hash=verification.new_hash,
         )
-        if started.outcome is LoginOutcome.REVOKED:
-            raise InvalidCredentials("every session was revoked while this login ran; log in again")
         if started.outcome is not LoginOutcome.OK:
+            self._events.login_finished("invalid_credentials")
+            if started.outcome is LoginOutcome.REVOKED:
+                raise InvalidCredentials(
+                    "every session was revoked while this login ran; log in again"
+                )
             raise InvalidCredentials()
+        self._events.sessions_revoked("evicted", len(started.evicted))
         for evicted in started.evicted:
             logger.info(
                 "session evicted: user %s session %s (over MAX_SESSIONS_PER_USER)",
@@ -170,6 +184,7 @@ class SessionService:
             user_id=user.user_id, session_id=session_id, now=now
         )
         logger.info("session started: user %s session %s", user.user_id, session_id)
+        self._events.login_finished("ok")
         return TokenPair(
             access_token=access_token,
             expires_in=access_expires_at - now,
@@ -187,7 +202,11 @@ class SessionService:
         """
         # Check first, sign after: a token that is not ours (bad MAC) stops here, with no
         # store call, no signature and no sealing.
-        presented = self._refresh.parse(refresh_token)
+        try:
+            presented = self._refresh.parse(refresh_token)
+        except InvalidGrant:
+            self._events.refresh_finished("invalid")
+            raise
         await self._throttle.refresh(ip, now=now)
         user_id, session_id = presented.user_id, presented.session_id
         successor = self._refresh.successor(presented)
@@ -213,15 +232,21 @@ class SessionService:
             cached = open_successor(presented, rotation.sealed_successor)
             access_token, access_expires_at = cached.access_token, cached.access_expires_at
             successor = self._refresh.parse(cached.refresh_token)
+            self._events.refresh_finished("grace")
         elif rotation.outcome is RotationOutcome.REPLAY:
             logger.warning(
                 "refresh token replayed after its grace: session %s of user %s revoked",
                 session_id,
                 user_id,
             )
+            self._events.refresh_finished("replay")
+            self._events.sessions_revoked("replay")
             raise InvalidGrant("the refresh token was already used; the session is revoked")
         elif rotation.outcome is RotationOutcome.UNKNOWN:
+            self._events.refresh_finished("invalid")
             raise InvalidGrant()
+        else:
+            self._events.refresh_finished("rotated")
         return TokenPair(
             access_token=access_token,
             expires_in=max(0, access_expires_at - now),
@@ -260,6 +285,7 @@ class SessionService:
                 return  # RFC 7009 §2.2: an invalid token is no error
             user_id, session_id = claims.user_id, claims.session_id
         if await self._store.revoke_session(user_id, session_id, now=now):
+            self._events.sessions_revoked("revoke")
             logger.info("session revoked: user %s session %s", user_id, session_id)
 
     async def introspect(self, token: str, *, now: int) -> Principal | None:
@@ -274,7 +300,8 @@ class SessionService:
             return None
 
     async def logout(self, principal: Principal, *, now: int) -> None:
-        await self._store.revoke_session(principal.user_id, principal.session_id, now=now)
+        if await self._store.revoke_session(principal.user_id, principal.session_id, now=now):
+            self._events.sessions_revoked("logout")
         logger.info("session ended: user %s session %s", principal.user_id, principal.session_id)
 
     def _require_fresh(self, principal: Principal, *, now: int) -> None:
@@ -299,7 +326,8 @@ class SessionService:
             InvalidToken: the access token is not fresh enough.
         """
         self._require_fresh(principal, now=now)
-        await self._store.revoke_user(principal.user_id)
+        ended = await self._store.revoke_user(principal.user_id)
+        self._events.sessions_revoked("logout_all", ended)
         logger.info("every session ended: user %s", principal.user_id)
 
     async def revoke_session(self, principal: Principal, session_id: str, *, now: int) -> None:
@@ -315,6 +343,7 @@ class SessionService:
             principal.user_id, session_id, now=now
         ):
             raise NotFound("no such session")
+        self._events.sessions_revoked("delete")
         logger.info("session revoked: user %s session %s", principal.user_id, session_id)
 
     async def list_sessions(self, principal: Principal, *, now: int) -> list[SessionRecord]:

@@ -268,12 +268,37 @@ def test_toml_values_keep_their_native_types(tmp_path: Path) -> None:
         ("AUTHSVC_REFRESH_RATE_LIMIT", "600/"),
         ("AUTHSVC_SENSITIVE_MAX_AGE", "0"),
         ("AUTHSVC_HASH_QUEUE_LIMIT", "-1"),
+        ("AUTHSVC_SHUTDOWN_TIMEOUT", "0"),
+        ("AUTHSVC_SHUTDOWN_TIMEOUT", "-1"),
+        ("AUTHSVC_SHUTDOWN_TIMEOUT", "never"),
+        ("AUTHSVC_LOG_LEVEL", "LOUD"),
+        ("AUTHSVC_LOG_LEVEL", "10"),
+        ("AUTHSVC_LOG_FORMAT", "xml"),
+        ("AUTHSVC_ACCESS_LOG", "perhaps"),
+        ("AUTHSVC_WORKERS", "0"),
+        ("AUTHSVC_TRUSTED_PROXIES", "the-load-balancer"),
+        ("AUTHSVC_MAX_SESSIONS_PER_USER", "0"),
+        ("AUTHSVC_MAX_BODY_SIZE", "16k"),
+        ("AUTHSVC_HASH_CONCURRENCY", "-1"),
+        ("AUTHSVC_JWKS_MAX_AGE", "-1"),
+        ("AUTHSVC_STORE_RETRY_AFTER", "0"),
+        ("AUTHSVC_ARGON2_MEMORY_COST", "4"),
     ],
 )
 def test_bad_environment_value_names_the_setting(name: str, raw: str) -> None:
     with pytest.raises(SettingsError) as error:
         load_settings(environ={name: raw})
     assert_names_setting(error, name)
+
+
+@pytest.mark.parametrize(("raw", "level"), [("debug", "DEBUG"), (" Warning ", "WARNING")])
+def test_log_level_is_read_in_any_case(raw: str, level: str) -> None:
+    assert load_settings(environ={"AUTHSVC_LOG_LEVEL": raw}).log_level == level
+
+
+def test_shutdown_timeout_defaults_to_30_seconds() -> None:
+    assert load_settings(environ={}).shutdown_timeout == 30.0
+    assert load_settings(environ={"AUTHSVC_SHUTDOWN_TIMEOUT": "2.5"}).shutdown_timeout == 2.5
 
 
 def test_settings_error_is_a_value_error() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import time
 from typing import Any
 
 import pytest
@@ -347,10 +348,12 @@ async def test_session_endpoints_answer_as_documented(client: Any) -> None:
 async def test_jwks_of_every_algorithm_answers_as_documented(
     aiohttp_client: Any, settings: Settings
 ) -> None:
+    # Rotated in a second apart just now: all three are published (two wait to sign).
+    now = time.time()
     ring = KeyRing(
         [
-            SigningKey.create(generate_private_key(alg), created_at=created_at)
-            for created_at, alg in enumerate(["RS256", "ES256", "EdDSA"])
+            SigningKey.create(generate_private_key(alg), created_at=now + index)
+            for index, alg in enumerate(["RS256", "ES256", "EdDSA"])
         ]
     )
     client = await aiohttp_client(create_app(settings, key_ring=ring))

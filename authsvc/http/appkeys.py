@@ -8,6 +8,7 @@ from authsvc.clock import Clock
 from authsvc.config import Settings
 from authsvc.keyrotation import ActiveKeys
 from authsvc.keys import KeyRing
+from authsvc.metrics import Metrics
 from authsvc.passwords import Hasher
 from authsvc.sessions import SessionService
 from authsvc.store import Store
@@ -28,3 +29,4 @@ STORE = web.AppKey("store", Store)
 SESSIONS = web.AppKey("sessions", SessionService)
 HASHER = web.AppKey("hasher", Hasher)
 UNTRUSTED_FORWARDING_WARNED = web.AppKey("untrusted_forwarding_warned", Once)
+METRICS = web.AppKey("metrics", Metrics)

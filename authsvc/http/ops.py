@@ -1,14 +1,17 @@
-"""/healthz, /readyz and /openapi.json: what load balancers, orchestrators and tools ask."""
+"""/healthz, /readyz, /metrics and /openapi.json: what load balancers, orchestrators,
+Prometheus and tools ask."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 
 from aiohttp import web
 
 from authsvc.errors import StoreUnavailable
-from authsvc.http.appkeys import SETTINGS, STORE
+from authsvc.http.appkeys import METRICS, SETTINGS, STORE
 from authsvc.http.io import json_response
+from authsvc.metrics import CONTENT_TYPE
 
 routes = web.RouteTableDef()
 
@@ -48,3 +51,10 @@ async def readyz(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 document of this service, as it is kept in the package."""
     return web.Response(body=OPENAPI_DOCUMENT, content_type="application/json", charset="utf-8")
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format, summed over every worker of this instance."""
+    body = await asyncio.to_thread(request.app[METRICS].exposition)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

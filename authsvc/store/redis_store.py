@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import RedisCluster
@@ -69,10 +70,18 @@ def _fit(text: str, limit: int = LISTPACK_VALUE_BYTES) -> str:
 class Store:
     """Session, chain and user state in Redis."""
 
-    def __init__(self, redis: RedisClient, limits: SessionLimits, *, retry_after: int = 1) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        limits: SessionLimits,
+        *,
+        retry_after: int = 1,
+        on_unavailable: Callable[[], None] | None = None,
+    ) -> None:
         self.redis = redis
         self.limits = limits
         self.retry_after = retry_after
+        self._on_unavailable = on_unavailable
         self.check: StoreCheck | None = None
         scripts = {name: _load_script(redis, name) for name in _SCRIPTS}
         self._scripts = tuple(scripts.values())
@@ -86,18 +95,28 @@ class Store:
 
     @classmethod
     async def open(
-        cls, redis: RedisClient, limits: SessionLimits, *, retry_after: int = 1
+        cls,
+        redis: RedisClient,
+        limits: SessionLimits,
+        *,
+        retry_after: int = 1,
+        on_unavailable: Callable[[], None] | None = None,
     ) -> Store:
         """Build a store on a client, loading the scripts and checking Redis's settings.
 
         A Redis that is down at start is not fatal: /readyz says so, EVALSHA loads the
         scripts on first use once it is back, and the settings are checked then.
         """
-        store = cls(redis, limits, retry_after=retry_after)
+        store = cls(redis, limits, retry_after=retry_after, on_unavailable=on_unavailable)
         with contextlib.suppress(StoreUnavailable):
             await store.load_scripts()
             await store.check_settings()
         return store
+
+    def note_unavailable(self) -> None:
+        """Called by ``translate_errors`` for every call that found the store unavailable."""
+        if self._on_unavailable is not None:
+            self._on_unavailable()
 
     @translate_errors
     async def load_scripts(self) -> None:
@@ -306,10 +325,11 @@ class Store:
         return bool(reply)
 
     @translate_errors
-    async def revoke_user(self, user_id: str) -> None:
-        """End every session of a user at once."""
+    async def revoke_user(self, user_id: str) -> int:
+        """End every session of a user at once; return how many the user's index listed."""
         listed = await self.redis.zrange(keyspace.sessions(user_id), 0, REVOKE_BATCH - 1)
         await self._revoke_user(keys=scriptkeys.revoke_user(user_id, [_text(s) for s in listed]))
+        return len(listed)
 
     @translate_errors
     async def list_sessions(self, user_id: str, *, now: int) -> list[SessionRecord]:
