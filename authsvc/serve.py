@@ -35,6 +35,7 @@ from authsvc.accesslog import ACCESS_LOGGER, AccessLogger, JsonAccessLogger
 from authsvc.app import create_app
 from authsvc.config import Settings, SettingsError
 from authsvc.http.appkeys import STORE
+from authsvc.http.parser_errors import JsonErrorAppRunner
 from authsvc.keys import KeyRing, KeyRingError, load_key_ring
 from authsvc.logs import configure_logging
 from authsvc.store import parse_store_url
@@ -67,7 +68,7 @@ async def _warn_about_store_settings(app: web.Application) -> None:
 
 
 async def _serve_until_stopped(app: web.Application, settings: Settings, reuse_port: bool) -> None:
-    runner = web.AppRunner(
+    runner = JsonErrorAppRunner(
         app,
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout,
