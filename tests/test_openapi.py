@@ -281,6 +281,25 @@ async def test_rate_limited_login_answers_as_documented(make_client: Any) -> Non
     )
 
 
+async def test_rate_limited_registration_and_refresh_answer_as_documented(
+    make_client: Any,
+) -> None:
+    client = await make_client(
+        registration_rate_limit=RateLimit(1, 3600), refresh_rate_limit=RateLimit(1, 60)
+    )
+    await register(client)
+    again = await client.post("/v1/users", json={"username": "bob", "password": TEST_PASSWORD})
+    await assert_documented(again, "POST", "/v1/users", 429)
+    pair = await login(client)
+    body = {"refresh_token": pair["refresh_token"]}
+    await assert_documented(
+        await client.post("/v1/auth/refresh", json=body), "POST", "/v1/auth/refresh", 200
+    )
+    await assert_documented(
+        await client.post("/v1/auth/refresh", json=body), "POST", "/v1/auth/refresh", 429
+    )
+
+
 async def test_refresh_answers_as_documented(client: Any) -> None:
     await register(client)
     pair = await login(client)
