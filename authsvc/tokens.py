@@ -35,6 +35,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from authsvc.errors import InvalidGrant, InvalidToken
+from authsvc.jws import JwsSigner
 from authsvc.keyrotation import ActiveKeys
 from authsvc.keys import KeyRing
 
@@ -176,6 +177,7 @@ class AccessTokens:
         verified_cache_size: int = 10_000,
     ) -> None:
         self._keys = keys if isinstance(keys, ActiveKeys) else ActiveKeys(keys)
+        self._signer: JwsSigner | None = None  # for the current signing key, made once
         self._issuer = issuer
         self._audience = audience
         self._client_id = client_id
@@ -204,13 +206,10 @@ class AccessTokens:
             "sid": session_id,
             "client_id": self._client_id,
         }
-        token = jwt.encode(
-            claims,
-            key.private_key,
-            algorithm=key.alg,
-            headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE},
-        )
-        return token, expires_at
+        signer = self._signer
+        if signer is None or signer.key is not key:
+            signer = self._signer = JwsSigner(key, {"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
+        return signer.sign(claims), expires_at
 
     def verify(self, token: str, *, allow_expired: bool = False) -> AccessClaims:
         """Check signature, type, issuer, audience and expiry; not whether the session lives.
