@@ -12,8 +12,10 @@ if TYPE_CHECKING:
     from authsvc.app import create_app
     from authsvc.config import Settings, load_settings
 
+from authsvc.version import VERSION
+
 __all__ = ["Settings", "create_app", "load_settings"]
-__version__ = "0.1.0"
+__version__ = VERSION
 
 
 def __getattr__(name: str) -> Any:

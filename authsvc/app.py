@@ -13,12 +13,25 @@ from aiohttp import web
 from authsvc.clock import Clock, system_clock
 from authsvc.config import Settings
 from authsvc.http import oauth, ops, v1
-from authsvc.http.appkeys import ACTIVE_KEYS, CLOCK, HASHER, KEY_RING, SESSIONS, SETTINGS, STORE
+from authsvc.http.appkeys import (
+    ACTIVE_KEYS,
+    CLOCK,
+    HASHER,
+    KEY_RING,
+    METRICS,
+    SESSIONS,
+    SETTINGS,
+    STORE,
+    UNTRUSTED_FORWARDING_WARNED,
+    Once,
+)
 from authsvc.http.errors import error_middleware
+from authsvc.http.observe import observe_middleware, set_response_headers
 from authsvc.keyrotation import ActiveKeys, RotationPolicy
 from authsvc.keys import KeyRing, load_key_ring
+from authsvc.metrics import Metrics
 from authsvc.passwords import Hasher, PasswordPolicy
-from authsvc.ratelimit import LoginRateLimiter
+from authsvc.ratelimit import Limits, Throttle
 from authsvc.sessions import SessionService
 from authsvc.store import SessionLimits, Store, open_redis
 from authsvc.store.embedded import EmbeddedValkey
@@ -32,12 +45,24 @@ def create_app(
     *,
     clock: Clock = system_clock,
     key_ring: KeyRing | None = None,
+    metrics_dir: Path | None = None,
 ) -> web.Application:
-    """Build the application; nothing is opened until it starts."""
-    app = web.Application(client_max_size=settings.max_body_size, middlewares=[error_middleware])
+    """Build the application; nothing is opened until it starts.
+
+    ``metrics_dir`` is the directory of prometheus-client's multiprocess mode, when this
+    app is one of several workers (see ``serve``).
+    """
+    app = web.Application(
+        client_max_size=settings.max_body_size,
+        # observe first: it times and counts what error_middleware renders.
+        middlewares=[observe_middleware, error_middleware],
+    )
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[KEY_RING] = key_ring or load_key_ring(settings)
+    app[UNTRUSTED_FORWARDING_WARNED] = Once()
+    app[METRICS] = Metrics(multiprocess_dir=metrics_dir)
+    app.on_response_prepare.append(set_response_headers)
     app.add_routes(v1.routes)
     app.add_routes(oauth.routes)
     app.add_routes(ops.routes)
@@ -91,7 +116,12 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     try:
         async with open_redis(url, socket_timeout=settings.store_timeout) as redis:
-            app[STORE] = await Store.open(redis, limits, retry_after=settings.store_retry_after)
+            app[STORE] = await Store.open(
+                redis,
+                limits,
+                retry_after=settings.store_retry_after,
+                on_unavailable=app[METRICS].store_error,
+            )
             yield
     finally:
         if embedded is not None:
@@ -107,6 +137,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         memory_cost=settings.argon2_memory_cost,
         parallelism=settings.argon2_parallelism,
         concurrency=settings.effective_hash_concurrency,
+        queue_limit=settings.hash_queue_limit,
     )
     app[HASHER] = hasher
     access_tokens = AccessTokens(
@@ -121,9 +152,23 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         hasher,
         access_tokens,
         RefreshTokens(app[KEY_RING].refresh_secret),
-        PasswordPolicy(settings.password_min_length, settings.password_max_length),
-        LoginRateLimiter(app[STORE], settings.login_rate_limit),
+        PasswordPolicy(
+            settings.password_min_length,
+            settings.password_max_length,
+            service_names=("authsvc", settings.audience, settings.client_id),
+        ),
+        Throttle(
+            app[STORE],
+            Limits(
+                login=settings.login_rate_limit,
+                login_failures=settings.login_failure_limit,
+                registration=settings.registration_rate_limit,
+                refresh=settings.refresh_rate_limit,
+            ),
+        ),
         reuse_grace=settings.refresh_reuse_grace,
+        sensitive_max_age=settings.sensitive_max_age,
+        events=app[METRICS],
     )
     yield
     await asyncio.to_thread(hasher.close)

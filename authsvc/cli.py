@@ -25,10 +25,12 @@ from authsvc.keys import (
 from authsvc.logs import configure_logging
 from authsvc.serve import serve
 from authsvc.store.embedded import EmbeddedStoreError
+from authsvc.version import VERSION
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authsvc", description="authsvc token service")
+    parser.add_argument("--version", action="version", version=f"authsvc {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("serve", help="run the HTTP server")

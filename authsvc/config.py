@@ -30,6 +30,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 SigningAlgorithm = Literal["EdDSA", "ES256", "RS256"]
 Registration = Literal["open", "closed"]
 LogFormat = Literal["text", "json"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class SettingsError(ValueError):
@@ -59,7 +60,7 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Every setting of authsvc; see the table in API.md and config/authsvc.example.toml."""
+    """Every setting of authsvc; see the table in README.md and config/authsvc.example.toml."""
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -81,7 +82,19 @@ class Settings:
     password_min_length: int = 12
     password_max_length: int = 128
     password_grant: bool = False
+    # Token buckets: ATTEMPTS at once, then ATTEMPTS per WINDOW, so no double burst at a
+    # window's edge. Login counts per username and per client address.
     login_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(10, 60))
+    # Failed logins per account in any WINDOW, until a success clears them: ASVS 4.0.3
+    # §2.2.1 and NIST 800-63B §5.2.2 allow at most 100 an hour.
+    login_failure_limit: RateLimit = field(default_factory=lambda: RateLimit(100, 3600))
+    # Per client address: registrations cost an argon2 hash and a stored account; a
+    # refresh costs a signature. An office behind one NAT still fits in both.
+    registration_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(20, 3600))
+    refresh_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(600, 60))
+    # logout-all, listing sessions and ending another session take only access tokens
+    # issued (by a login or a refresh) this recently.
+    sensitive_max_age: int = 300
     # Peers whose X-Forwarded-For is believed (load balancers, reverse proxies), as CIDRs.
     trusted_proxies: tuple[Network, ...] = ()
     # RFC 9106 §4, second recommended option (64 MiB, 3 passes, 4 lanes).
@@ -89,13 +102,17 @@ class Settings:
     argon2_memory_cost: int = 65_536  # KiB
     argon2_parallelism: int = 4
     hash_concurrency: int = 0  # 0: one per CPU core
+    # Hashes waiting for a thread beyond those running; more get 503 with Retry-After.
+    hash_queue_limit: int = 64
     store_timeout: float = 2.0
     store_retry_after: int = 1
+    # Seconds a stop (SIGTERM, SIGINT) waits for the requests in flight before cutting them.
+    shutdown_timeout: float = 30.0
     max_body_size: int = 16_384
     jwks_max_age: int = 300
     # How often each instance looks for new keys in keys_dir.
     keys_poll_interval: float = 5.0
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     access_log: bool = True
     log_format: LogFormat = "text"
 
@@ -145,23 +162,27 @@ _LITERALS: dict[str, tuple[str, ...]] = {
     "signing_alg": get_args(SigningAlgorithm),
     "registration": get_args(Registration),
     "log_format": get_args(LogFormat),
+    "log_level": get_args(LogLevel),
 }
 _POSITIVE = {
     "port", "workers", "access_token_ttl", "refresh_token_ttl", "session_max_age",
     "password_min_length", "password_max_length", "argon2_time_cost", "argon2_memory_cost",
     "argon2_parallelism", "store_retry_after", "max_body_size", "max_sessions_per_user",
+    "sensitive_max_age",
 }  # fmt: skip
-_NON_NEGATIVE = {"refresh_reuse_grace", "hash_concurrency", "jwks_max_age"}
+_NON_NEGATIVE = {"refresh_reuse_grace", "hash_concurrency", "hash_queue_limit", "jwks_max_age"}
 
 
 def _cast(name: str, raw: object) -> object:
     """Turn a TOML value or an environment string into the field's type."""
     kind = _FIELD_TYPES[name]
+    if name == "log_level" and isinstance(raw, str):
+        raw = raw.strip().upper()  # as the logging module spells its levels
     if name in _LITERALS:
         if raw not in _LITERALS[name]:
             raise ValueError(f"expected one of {', '.join(_LITERALS[name])}")
         return raw
-    if name == "login_rate_limit":
+    if kind == "RateLimit":
         return RateLimit.parse(str(raw))
     if name == "introspection_clients":
         return _parse_clients(str(raw))
@@ -203,10 +224,9 @@ def _validate(settings: Settings) -> None:
         raise SettingsError(
             "invalid setting AUTHSVC_ARGON2_MEMORY_COST: must be at least 8 KiB per lane"
         )
-    if settings.store_timeout <= 0:
-        raise SettingsError("invalid setting AUTHSVC_STORE_TIMEOUT: must be positive")
-    if settings.keys_poll_interval <= 0:
-        raise SettingsError("invalid setting AUTHSVC_KEYS_POLL_INTERVAL: must be positive")
+    for name in ("store_timeout", "shutdown_timeout", "keys_poll_interval"):
+        if getattr(settings, name) <= 0:
+            raise SettingsError(f"invalid setting {_env_name(name)}: must be positive")
     if settings.redis_url is not None:
         try:
             parse_store_url(settings.redis_url)

@@ -21,7 +21,8 @@ AuthsvcError                       {"error", "error_description"}, status
 ├── PayloadTooLarge                413 payload_too_large
 ├── UnsupportedMediaType           415 unsupported_media_type
 ├── RateLimited                    429 rate_limited, Retry-After
-└── StoreUnavailable               503 store_unavailable, Retry-After
+├── StoreUnavailable               503 store_unavailable, Retry-After
+└── Overloaded                     503 store_unavailable, Retry-After (hash queue full)
 """
 
 from __future__ import annotations
@@ -202,3 +203,13 @@ class StoreUnavailable(_RetryLater):
     code = "store_unavailable"
     status = 503
     default_description = "the session store is unavailable, retry later"
+
+
+class Overloaded(_RetryLater):
+    """Too many password hashes are waiting for a thread (AUTHSVC_HASH_QUEUE_LIMIT)."""
+
+    # API.md gives 503 one code; what a client does with it (wait Retry-After, try
+    # again) is the same, and the description says what is busy.
+    code = "store_unavailable"
+    status = 503
+    default_description = "too many password checks are waiting; retry later"

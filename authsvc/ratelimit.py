@@ -1,31 +1,85 @@
-"""Login attempts per username and per client address (AUTHSVC_LOGIN_RATE_LIMIT)."""
+"""Throttles on what costs us, kept in the store so every instance shares them.
+
+- Token buckets per client address for registration and refresh, and per username and
+  per address for login (AUTHSVC_*_RATE_LIMIT): a burst of ATTEMPTS, then ATTEMPTS per
+  WINDOW, never twice the burst at a window's edge.
+- A sliding window of failed logins per account (AUTHSVC_LOGIN_FAILURE_LIMIT) that a
+  successful login clears: at most that many failures in any window.
+
+Each is counted before any password work, so a refused request costs one Redis call.
+"""
 
 from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
 
 from authsvc.config import RateLimit
 from authsvc.errors import RateLimited
 from authsvc.store import Store
 
 
-class LoginRateLimiter:
-    """Fixed-window counters in the store, shared by every instance."""
+@dataclass(frozen=True, slots=True)
+class Limits:
+    login: RateLimit
+    login_failures: RateLimit
+    registration: RateLimit
+    refresh: RateLimit
 
-    def __init__(self, store: Store, limit: RateLimit) -> None:
+
+class Throttle:
+    """Every rate limit of authsvc, on one store."""
+
+    def __init__(self, store: Store, limits: Limits) -> None:
         self._store = store
-        self._limit = limit
+        self._limits = limits
 
-    async def count_attempt(self, username: str, ip: str, *, now: int) -> None:
-        """Count a login attempt before any password work is done.
+    async def _take(self, scope: str, value: str, limit: RateLimit, *, now: int) -> None:
+        retry_after = await self._store.take_token(
+            scope, value, now=now, capacity=limit.attempts, refill=limit.window
+        )
+        if retry_after:
+            raise RateLimited(retry_after=retry_after)
+
+    async def login_attempt(self, username: str, ip: str, *, now: int) -> None:
+        """Count a login attempt against its username, its address and the account.
+
+        The attempt counts as a failure of the account until ``login_succeeded``.
 
         Raises:
-            RateLimited: with the seconds until the window ends.
+            RateLimited: with the seconds until an attempt is allowed again.
         """
-        scopes = [("user", username)] if username else []
+        if username:
+            await self._take("login-user", username, self._limits.login, now=now)
         if ip:
-            scopes.append(("ip", ip))
-        if not scopes:
-            return
-        window = self._limit.window
-        counts = await self._store.count_login_attempts(scopes, now=now, window=window)
-        if max(counts) > self._limit.attempts:
-            raise RateLimited(retry_after=window - now % window)
+            await self._take("login-ip", ip, self._limits.login, now=now)
+        if username:
+            # Also for names no account has: an unknown user and a wrong password must
+            # look the same, refusals included.
+            failures = self._limits.login_failures
+            retry_after = await self._store.count_failure(
+                username,
+                secrets.token_hex(8),
+                now=now,
+                limit=failures.attempts,
+                window=failures.window,
+            )
+            if retry_after:
+                raise RateLimited(
+                    "too many failed logins for this account, retry later",
+                    retry_after=retry_after,
+                )
+
+    async def login_succeeded(self, username: str) -> None:
+        """A verified password ends the account's run of failures (NIST: "consecutive")."""
+        await self._store.clear_failures(username)
+
+    async def registration(self, ip: str, *, now: int) -> None:
+        """Raises: RateLimited when this address registered too often."""
+        if ip:
+            await self._take("registration-ip", ip, self._limits.registration, now=now)
+
+    async def refresh(self, ip: str, *, now: int) -> None:
+        """Raises: RateLimited when this address refreshed too often."""
+        if ip:
+            await self._take("refresh-ip", ip, self._limits.refresh, now=now)

@@ -2,7 +2,13 @@
 
 Workers share the listening port with SO_REUSEPORT and get the same key ring from the
 parent, so a token signed by one verifies on all. With the embedded store the parent owns
-the Valkey process and the workers connect to it.
+the Valkey process and the workers connect to it; for metrics the parent makes a directory
+where every worker keeps its figures, so that one scrape sums them all.
+
+SIGTERM or SIGINT stops a server gracefully: it closes its listening socket, lets the
+requests in flight finish (for at most AUTHSVC_SHUTDOWN_TIMEOUT seconds), closes its store
+connections, stops the embedded store, and exits 0. A parent passes the signal on to its
+workers and waits for them within the same bound.
 """
 
 from __future__ import annotations
@@ -12,24 +18,39 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
+import socket
+import tempfile
 import threading
+from collections.abc import Sequence
 from multiprocessing.connection import wait
+from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import multiprocess
 
-from authsvc.accesslog import ACCESS_LOGGER, AccessLogger
+from authsvc.accesslog import ACCESS_LOGGER, AccessLogger, JsonAccessLogger
 from authsvc.app import create_app
 from authsvc.config import Settings, SettingsError
 from authsvc.http.appkeys import STORE
-from authsvc.keys import KeyRing, load_key_ring
+from authsvc.http.parser_errors import JsonErrorAppRunner
+from authsvc.keys import KeyRing, KeyRingError, load_key_ring
 from authsvc.logs import configure_logging
 from authsvc.store import parse_store_url
-from authsvc.store.embedded import EmbeddedValkey
+from authsvc.store.embedded import EmbeddedStoreError, EmbeddedValkey
+from authsvc.version import VERSION
 
 logger = logging.getLogger(__name__)
 
-WORKER_STOP_TIMEOUT = 30.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What a worker may take beyond the shutdown bound: closing its store connections.
+WORKER_STOP_MARGIN = 10.0
+# aiohttp's run_app default; above the 60 s idle timeout of nginx's upstream keepalive.
+KEEPALIVE_TIMEOUT = 75.0
+# prometheus-client reads it when it is imported, in each worker (see metrics.py).
+MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _use_uvloop() -> None:
@@ -46,48 +67,121 @@ async def _warn_about_store_settings(app: web.Application) -> None:
         logger.warning("store: %s", warning)
 
 
-def _run(settings: Settings, key_ring: KeyRing, *, reuse_port: bool) -> None:
+async def _serve_until_stopped(app: web.Application, settings: Settings, reuse_port: bool) -> None:
+    runner = JsonErrorAppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        access_log=ACCESS_LOGGER if settings.access_log else None,
+        access_log_class=JsonAccessLogger if settings.log_format == "json" else AccessLogger,
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    # Ours rather than aiohttp's, which raise in the loop: a second signal (a Ctrl-C that
+    # reached the worker and the parent's SIGTERM after it) must not cut the requests
+    # that the first one lets finish.
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+        await site.start()
+        logger.info("listening on http://%s:%d", settings.host, settings.port)
+        await stop.wait()
+        logger.info(
+            "stopping: no new connections; letting the requests in flight finish (at most %gs)",
+            settings.shutdown_timeout,
+        )
+    finally:
+        # Closes the listening socket, then idle connections, waits for the requests in
+        # flight up to the bound, then runs cleanup_ctx: store connections, embedded store.
+        await runner.cleanup()
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+    logger.info("stopped")
+
+
+def _run(
+    settings: Settings, key_ring: KeyRing, *, reuse_port: bool, metrics_dir: Path | None = None
+) -> None:
     _use_uvloop()
-    app = create_app(settings, key_ring=key_ring)
+    app = create_app(settings, key_ring=key_ring, metrics_dir=metrics_dir)
     # After the store opened (cleanup_ctx runs first), and only for a server, not the CLI.
     app.on_startup.append(_warn_about_store_settings)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        reuse_port=reuse_port or None,
-        print=None,
-        access_log=ACCESS_LOGGER if settings.access_log else None,
-        access_log_class=AccessLogger,
-    )
+    asyncio.run(_serve_until_stopped(app, settings, reuse_port))
 
 
-def _worker(settings: Settings, pems: list[tuple[str, bytes]], refresh_secret: bytes) -> None:
+def _worker(
+    settings: Settings,
+    pems: list[tuple[str, bytes]],
+    refresh_secret: bytes,
+    metrics_dir: Path,
+) -> None:
     configure_logging(settings.log_level, settings.log_format)
-    _run(settings, KeyRing.from_pems(pems, refresh_secret), reuse_port=True)
+    try:
+        _run(
+            settings,
+            KeyRing.from_pems(pems, refresh_secret),
+            reuse_port=True,
+            metrics_dir=metrics_dir,
+        )
+    except (KeyRingError, EmbeddedStoreError, OSError) as exc:
+        # One line, as the parent would say it; the parent then stops the others.
+        logger.error("authsvc: %s", exc)
+        raise SystemExit(2) from None
+
+
+def _store_name(settings: Settings) -> str:
+    if settings.redis_url is None:
+        return "embedded"
+    return parse_store_url(settings.redis_url).topology
 
 
 def serve(settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM; return the process exit code."""
     key_ring = load_key_ring(settings)
+    if settings.workers > 1:
+        if _store_name(settings) == "memory":
+            raise SettingsError(
+                "invalid setting AUTHSVC_WORKERS: memory:// lives in one process; use 1 worker"
+            )
+        if settings.port == 0:
+            raise SettingsError("invalid setting AUTHSVC_PORT: workers need a fixed port")
+        # Each worker binds with SO_REUSEPORT; a port taken by another program would fail
+        # in every worker at once: say it once, here, instead.
+        _check_port_is_free(settings)
     logger.info(
-        "authsvc listening on http://%s:%d (%d worker%s, store: %s)",
+        "authsvc %s starting on %s:%d: %d worker%s, store: %s",
+        VERSION,
         settings.host,
         settings.port,
         settings.workers,
         "" if settings.workers == 1 else "s",
-        "embedded" if settings.redis_url is None else parse_store_url(settings.redis_url).topology,
+        _store_name(settings),
+    )
+    logger.info(
+        "signing with kid %s; JWKS kids: %s (keys from %s)",
+        key_ring.current.kid,
+        ", ".join(key.kid for key in key_ring),
+        settings.keys_dir or "a key generated at start",
     )
     if settings.workers == 1:
         _run(settings, key_ring, reuse_port=False)
         return 0
-    if settings.redis_url is not None and parse_store_url(settings.redis_url).topology == "memory":
-        raise SettingsError(
-            "invalid setting AUTHSVC_WORKERS: memory:// lives in one process; use 1 worker"
-        )
-    if settings.port == 0:
-        raise SettingsError("invalid setting AUTHSVC_PORT: workers need a fixed port")
     return _supervise(settings, key_ring)
+
+
+def _check_port_is_free(settings: Settings) -> None:
+    """Raises OSError (one line) when the workers could not listen on the address."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    try:
+        with socket.create_server((settings.host, settings.port), family=family, reuse_port=True):
+            pass
+    except OSError as exc:
+        raise OSError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from None
 
 
 def _supervise(settings: Settings, key_ring: KeyRing) -> int:
@@ -96,14 +190,16 @@ def _supervise(settings: Settings, key_ring: KeyRing) -> int:
         embedded = EmbeddedValkey(settings.data_dir)
         settings = dataclasses.replace(settings, redis_url=embedded.start())
     stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+    # A fresh directory each start: files left by an earlier run would be summed too.
+    metrics_dir = Path(tempfile.mkdtemp(prefix="authsvc-metrics-"))
+    previous_multiproc = os.environ.get(MULTIPROC_VARIABLE)
+    os.environ[MULTIPROC_VARIABLE] = str(metrics_dir)  # inherited by the spawned workers
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(
             target=_worker,
-            args=(settings, key_ring.to_pems(), key_ring.refresh_secret),
+            args=(settings, key_ring.to_pems(), key_ring.refresh_secret, metrics_dir),
             name=f"worker-{i}",
         )
         for i in range(settings.workers)
@@ -119,18 +215,39 @@ def _supervise(settings: Settings, key_ring: KeyRing) -> int:
                 logger.error("a worker exited unexpectedly; stopping the others")
                 exit_code = 1
                 break
+        if stop.is_set():
+            logger.info(
+                "stopping %d workers: letting the requests in flight finish (at most %gs)",
+                len(workers),
+                settings.shutdown_timeout,
+            )
     finally:
-        for process in workers:
-            if process.is_alive() and process.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
-        for process in workers:
-            process.join(WORKER_STOP_TIMEOUT)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        _stop_workers(workers, settings.shutdown_timeout + WORKER_STOP_MARGIN, metrics_dir)
         if embedded is not None:
             embedded.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if previous_multiproc is None:
+            os.environ.pop(MULTIPROC_VARIABLE, None)
+        else:
+            os.environ[MULTIPROC_VARIABLE] = previous_multiproc
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return exit_code
+
+
+def _stop_workers(
+    workers: Sequence[multiprocessing.process.BaseProcess], timeout: float, metrics_dir: Path
+) -> None:
+    for process in workers:
+        if process.is_alive() and process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()  # SIGTERM: each worker stops gracefully
+    for process in workers:
+        process.join(timeout)
+        if process.is_alive():
+            logger.warning("worker %s did not stop within %gs; killing it", process.pid, timeout)
+            process.kill()
+            process.join()
+        if process.pid is not None:
+            # prometheus-client's multiprocess mode asks for it (its live gauges).
+            multiprocess.mark_process_dead(process.pid, str(metrics_dir))  # type: ignore[no-untyped-call]

@@ -6,6 +6,7 @@ nothing of aiohttp.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -15,10 +16,12 @@ from authsvc.errors import (
     InvalidRequest,
     InvalidToken,
     NotFound,
+    RateLimited,
     UsernameTaken,
 )
+from authsvc.events import NoEvents, SessionEvents
 from authsvc.passwords import Hasher, PasswordPolicy, normalize_username
-from authsvc.ratelimit import LoginRateLimiter
+from authsvc.ratelimit import Throttle
 from authsvc.store import LoginOutcome, RotationOutcome, SessionRecord, Store
 from authsvc.tokens import (
     AccessClaims,
@@ -79,28 +82,38 @@ class SessionService:
         access_tokens: AccessTokens,
         refresh_tokens: RefreshTokens,
         policy: PasswordPolicy,
-        rate_limiter: LoginRateLimiter,
+        throttle: Throttle,
         *,
         reuse_grace: int,
+        sensitive_max_age: int,
+        events: SessionEvents | None = None,
     ) -> None:
         self._store = store
         self._hasher = hasher
         self._access = access_tokens
         self._refresh = refresh_tokens
         self._policy = policy
-        self._rate_limiter = rate_limiter
+        self._throttle = throttle
         self._reuse_grace = reuse_grace  # REFRESH_REUSE_GRACE
+        self._sensitive_max_age = sensitive_max_age  # SENSITIVE_MAX_AGE
+        self._events = events or NoEvents()
 
-    async def register(self, username: str, password: str, *, now: int) -> User:
-        """Create an account.
+    async def register(self, username: str, password: str, *, ip: str = "", now: int) -> User:
+        """Create an account; the 64 MiB hash comes last, after every cheap check.
 
         Raises:
+            RateLimited: too many registrations from this client address.
             InvalidRequest: the username is empty, too long or has control characters.
-            WeakPassword: the password is outside the policy's bounds.
+            WeakPassword: the password is too short, too long or too easy to guess.
             UsernameTaken: another account has the same normalised username.
+            Overloaded: too many password hashes are waiting.
         """
+        await self._throttle.registration(ip, now=now)
         name = normalize_username(username)
-        self._policy.check(password)
+        # zxcvbn takes up to tens of milliseconds of CPU: off the event loop.
+        await asyncio.to_thread(self._policy.check, password, name)
+        if await self._store.username_taken(name):
+            raise UsernameTaken()
         password_hash = await self._hasher.hash(password)
         user_id = new_user_id()
         if not await self._store.create_user(user_id, name, password_hash, now=now):
@@ -115,22 +128,31 @@ class SessionService:
 
         Raises:
             InvalidCredentials: unknown user or wrong password, alike in body and cost.
-            RateLimited: too many attempts for this username or client address.
+            RateLimited: too many attempts for this username or client address, or too
+                many failures for this account since its last successful login.
+            Overloaded: too many password hashes are waiting.
         """
         try:
             name = normalize_username(username)
         except InvalidRequest:
             name = ""  # no account can have it; still costs a verification below
-        await self._rate_limiter.count_attempt(name, client.ip, now=now)
+        try:
+            await self._throttle.login_attempt(name, client.ip, now=now)
+        except RateLimited:
+            self._events.login_finished("rate_limited")
+            raise
         user = await self._store.find_user(name) if name else None
         if user is None:
             # Same cost as a wrong password, so response times do not tell which
             # usernames exist.
             await self._hasher.verify_dummy(password)
+            self._events.login_finished("invalid_credentials")
             raise InvalidCredentials()
         verification = await self._hasher.verify(user.password_hash, password)
         if verification is None:
+            self._events.login_finished("invalid_credentials")
             raise InvalidCredentials()
+        await self._throttle.login_succeeded(name)
 
         session_id = new_session_id()
         refresh_token = self._refresh.mint(user.user_id, session_id)
@@ -144,10 +166,14 @@ class SessionService:
             ip=client.ip,
             upgraded_password_hash=verification.new_hash,
         )
-        if started.outcome is LoginOutcome.REVOKED:
-            raise InvalidCredentials("every session was revoked while this login ran; log in again")
         if started.outcome is not LoginOutcome.OK:
+            self._events.login_finished("invalid_credentials")
+            if started.outcome is LoginOutcome.REVOKED:
+                raise InvalidCredentials(
+                    "every session was revoked while this login ran; log in again"
+                )
             raise InvalidCredentials()
+        self._events.sessions_revoked("evicted", len(started.evicted))
         for evicted in started.evicted:
             logger.info(
                 "session evicted: user %s session %s (over MAX_SESSIONS_PER_USER)",
@@ -158,6 +184,7 @@ class SessionService:
             user_id=user.user_id, session_id=session_id, now=now
         )
         logger.info("session started: user %s session %s", user.user_id, session_id)
+        self._events.login_finished("ok")
         return TokenPair(
             access_token=access_token,
             expires_in=access_expires_at - now,
@@ -166,14 +193,21 @@ class SessionService:
             session_id=session_id,
         )
 
-    async def refresh(self, refresh_token: str, *, now: int) -> TokenPair:
+    async def refresh(self, refresh_token: str, *, ip: str = "", now: int) -> TokenPair:
         """Rotate a refresh token; a replay after the grace window revokes the session.
 
         Raises:
             InvalidGrant: the token is malformed, unknown, expired, revoked or replayed.
+            RateLimited: too many refreshes from this client address.
         """
-        # A token that is not ours (bad MAC) stops here: no signing, no sealing, no store call.
-        presented = self._refresh.parse(refresh_token)
+        # Check first, sign after: a token that is not ours (bad MAC) stops here, with no
+        # store call, no signature and no sealing.
+        try:
+            presented = self._refresh.parse(refresh_token)
+        except InvalidGrant:
+            self._events.refresh_finished("invalid")
+            raise
+        await self._throttle.refresh(ip, now=now)
         user_id, session_id = presented.user_id, presented.session_id
         successor = self._refresh.successor(presented)
         access_token, access_expires_at = self._access.sign(
@@ -198,15 +232,21 @@ class SessionService:
             cached = open_successor(presented, rotation.sealed_successor)
             access_token, access_expires_at = cached.access_token, cached.access_expires_at
             successor = self._refresh.parse(cached.refresh_token)
+            self._events.refresh_finished("grace")
         elif rotation.outcome is RotationOutcome.REPLAY:
             logger.warning(
                 "refresh token replayed after its grace: session %s of user %s revoked",
                 session_id,
                 user_id,
             )
+            self._events.refresh_finished("replay")
+            self._events.sessions_revoked("replay")
             raise InvalidGrant("the refresh token was already used; the session is revoked")
         elif rotation.outcome is RotationOutcome.UNKNOWN:
+            self._events.refresh_finished("invalid")
             raise InvalidGrant()
+        else:
+            self._events.refresh_finished("rotated")
         return TokenPair(
             access_token=access_token,
             expires_in=max(0, access_expires_at - now),
@@ -245,6 +285,7 @@ class SessionService:
                 return  # RFC 7009 §2.2: an invalid token is no error
             user_id, session_id = claims.user_id, claims.session_id
         if await self._store.revoke_session(user_id, session_id, now=now):
+            self._events.sessions_revoked("revoke")
             logger.info("session revoked: user %s session %s", user_id, session_id)
 
     async def introspect(self, token: str, *, now: int) -> Principal | None:
@@ -259,24 +300,53 @@ class SessionService:
             return None
 
     async def logout(self, principal: Principal, *, now: int) -> None:
-        await self._store.revoke_session(principal.user_id, principal.session_id, now=now)
+        if await self._store.revoke_session(principal.user_id, principal.session_id, now=now):
+            self._events.sessions_revoked("logout")
         logger.info("session ended: user %s session %s", principal.user_id, principal.session_id)
 
-    async def logout_all(self, principal: Principal) -> None:
-        await self._store.revoke_user(principal.user_id)
+    def _require_fresh(self, principal: Principal, *, now: int) -> None:
+        """Refuse a sensitive action to an access token not issued recently.
+
+        Raises:
+            InvalidToken: the token was issued (by a login or a refresh) more than
+                SENSITIVE_MAX_AGE seconds ago.
+        """
+        # A token a resource server kept, or one lifted from a log, is valid until exp;
+        # ending sessions or listing where the user is logged in asks for a fresh one.
+        if now - principal.claims.issued_at > self._sensitive_max_age:
+            raise InvalidToken(
+                f"this action needs an access token issued in the last "
+                f"{self._sensitive_max_age} seconds; refresh the session or log in again"
+            )
+
+    async def logout_all(self, principal: Principal, *, now: int) -> None:
+        """End every session of the user.
+
+        Raises:
+            InvalidToken: the access token is not fresh enough.
+        """
+        self._require_fresh(principal, now=now)
+        ended = await self._store.revoke_user(principal.user_id)
+        self._events.sessions_revoked("logout_all", ended)
         logger.info("every session ended: user %s", principal.user_id)
 
     async def revoke_session(self, principal: Principal, session_id: str, *, now: int) -> None:
-        """End one of the principal's sessions.
+        """End one of the principal's sessions; another than its own needs a fresh token.
 
         Raises:
+            InvalidToken: another session, and the access token is not fresh enough.
             NotFound: no such live session of this user (another user's session included).
         """
+        if session_id != principal.session_id:
+            self._require_fresh(principal, now=now)
         if not is_session_id(session_id) or not await self._store.revoke_session(
             principal.user_id, session_id, now=now
         ):
             raise NotFound("no such session")
+        self._events.sessions_revoked("delete")
         logger.info("session revoked: user %s session %s", principal.user_id, session_id)
 
     async def list_sessions(self, principal: Principal, *, now: int) -> list[SessionRecord]:
+        """Raises: InvalidToken when the access token is not fresh enough."""
+        self._require_fresh(principal, now=now)
         return await self._store.list_sessions(principal.user_id, now=now)

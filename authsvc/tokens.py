@@ -35,12 +35,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from authsvc.errors import InvalidGrant, InvalidToken
+from authsvc.jws import JwsSigner
 from authsvc.keyrotation import ActiveKeys
 from authsvc.keys import KeyRing
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id"]
-EXP_LEEWAY = 1  # API.md: "at most one second of leeway"
+EXP_LEEWAY = 1  # docs/api.md: "at most one second of leeway"
 
 _REFRESH_TOKEN = re.compile(
     r"^(?P<body>(?P<user_id>[0-9a-f]{32})\.(?P<session_id>[A-Za-z0-9_-]{22})"
@@ -176,11 +177,12 @@ class AccessTokens:
         verified_cache_size: int = 10_000,
     ) -> None:
         self._keys = keys if isinstance(keys, ActiveKeys) else ActiveKeys(keys)
+        self._signer: JwsSigner | None = None  # for the current signing key, made once
         self._issuer = issuer
         self._audience = audience
         self._client_id = client_id
         self.ttl = ttl
-        # iat must be present but is not compared with this host's clock: API.md allows
+        # iat must be present but is not compared with this host's clock: docs/api.md allows
         # leeway on exp only, and an instance whose clock runs a second behind another's
         # must not refuse the tokens that one just issued.
         self._jwt = jwt.PyJWT(options={"require": REQUIRED_CLAIMS, "verify_iat": False})
@@ -204,13 +206,10 @@ class AccessTokens:
             "sid": session_id,
             "client_id": self._client_id,
         }
-        token = jwt.encode(
-            claims,
-            key.private_key,
-            algorithm=key.alg,
-            headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE},
-        )
-        return token, expires_at
+        signer = self._signer
+        if signer is None or signer.key is not key:
+            signer = self._signer = JwsSigner(key, {"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
+        return signer.sign(claims), expires_at
 
     def verify(self, token: str, *, allow_expired: bool = False) -> AccessClaims:
         """Check signature, type, issuer, audience and expiry; not whether the session lives.

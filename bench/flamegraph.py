@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import BenchError
-from processes import die_with_parent
+from servers import die_with_parent
 
 FORMATS = {"flamegraph": "svg", "raw": "txt"}  # raw: collapsed stacks, for speedscope too
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")

@@ -7,17 +7,19 @@ thread with ``die_with_parent`` (the kernel stops it if the benchmark dies) and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from processes import die_with_parent
+from servers import die_with_parent
 
 WRK_SCRIPTS = Path(__file__).resolve().parent / "wrk"
 # Beyond the run itself: wrk's start, the last requests in flight, its report.
@@ -149,6 +151,22 @@ def run_wrk(
         errors={name: count for name, count in errors.items() if count},
         first_bad=raw.get("first_bad", ""),
     )
+
+
+def cpu_seconds(pgids: Sequence[int]) -> float:
+    """User and system CPU seconds used so far by the processes of these process groups.
+
+    A server runs in a group of its own (its workers too), so this is its CPU time, the
+    steadier measure on a shared machine: what a request costs, whoever else runs.
+    """
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) in pgids:  # pgrp; then utime and stime, in clock ticks
+                    total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def install_deadline(seconds: int) -> None:

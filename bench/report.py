@@ -39,6 +39,7 @@ class Result:
     requests: int
     errors: dict[str, int]
     invalid: str | None  # why the run does not count, None when it does
+    server_us: float = 0.0  # CPU time of the server (all its processes) per request
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,8 @@ class Row:
     p99_ms: float
     rounds: int
     invalid: int
+    server_us: float  # CPU per request, median
+    cpu_ratio: float  # the ceiling's CPU per request over this one's, median of rounds
 
     @property
     def tail(self) -> float:
@@ -103,6 +106,12 @@ class Report:
             r.round: r.rps for r in self.results if r.scenario == "ceiling" and r.phase == BASE
         }
         ratios = [r.rps / ceiling[r.round] for r in runs if ceiling.get(r.round)]
+        ceiling_us = {
+            r.round: r.server_us
+            for r in self.results
+            if r.scenario == "ceiling" and r.phase == BASE
+        }
+        cpu_ratios = [ceiling_us[r.round] / r.server_us for r in runs if r.server_us]
         return Row(
             scenario=scenario,
             phase=phase,
@@ -112,6 +121,8 @@ class Report:
             p99_ms=statistics.median(r.p99_ms for r in runs),
             rounds=len(runs),
             invalid=sum(1 for r in runs if r.invalid),
+            server_us=statistics.median(r.server_us for r in runs),
+            cpu_ratio=statistics.median(cpu_ratios) if cpu_ratios else float("nan"),
         )
 
     def targets(self) -> list[Target]:
@@ -180,14 +191,17 @@ def text(report: Report) -> str:
     """The console summary."""
     lines = [
         f"{'scenario':<28}{'req/s':>9}{'x ceiling':>11}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'p99/p50':>9}{'rounds':>8}"
+        f"{'p99/p50':>9}{'cpu us/req':>11}{'x ceiling':>10}{'rounds':>8}"
     ]
     for row in report.rows():
-        ratio = "" if not BY_NAME[row.scenario].ratio_target else f"{row.ratio:.3f}"
+        apart = not BY_NAME[row.scenario].ratio_target
+        ratio = "" if apart else f"{row.ratio:.3f}"
+        cpu_ratio = "" if apart else f"{row.cpu_ratio:.3f}"
         flag = f"  INVALID {row.invalid}" if row.invalid else ""
         lines.append(
             f"{_scenario_label(row, report.sessions):<28}{row.rps:>9.1f}{ratio:>11}"
-            f"{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}{row.tail:>9.2f}{row.rounds:>8}{flag}"
+            f"{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}{row.tail:>9.2f}{row.server_us:>11.0f}"
+            f"{cpu_ratio:>10}{row.rounds:>8}{flag}"
         )
     lines += ["", *_memory_lines(report), "", "targets:"]
     for target in report.targets():
@@ -235,16 +249,19 @@ def markdown(report: Report) -> str:
         f"connections, {config['rounds']} rounds of {config['duration']} s (after "
         f"{config['warmup']} s of warm-up); medians over the rounds.",
         "",
-        "| scenario | what each request does | req/s | x ceiling | p50 ms | p99 ms | p99/p50 |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| scenario | what each request does | req/s | x ceiling | p50 ms | p99 ms | p99/p50 "
+        "| server CPU µs/req | x ceiling (CPU) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report.rows():
         scenario = BY_NAME[row.scenario]
         ratio = f"{row.ratio:.2f}" if scenario.ratio_target else "apart"
+        cpu_ratio = f"{row.cpu_ratio:.2f}" if scenario.ratio_target else "apart"
         invalid = f" **INVALID ({row.invalid} runs)**" if row.invalid else ""
         out.append(
             f"| {_scenario_label(row, report.sessions)}{invalid} | {scenario.summary} | "
-            f"{_rps(row.rps)} | {ratio} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.tail:.2f} |"
+            f"{_rps(row.rps)} | {ratio} | {row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.tail:.2f} "
+            f"| {row.server_us:,.0f} | {cpu_ratio} |"
         )
     out += ["", *(f"- {line}" for line in _memory_lines(report))]
     out += ["", "| target | goal | measured | |", "|---|---|---:|---|"]

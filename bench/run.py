@@ -33,17 +33,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # processes.py: the runners shared with the tests
+sys.path.insert(0, str(ROOT / "tests"))  # servers.py: the runners shared with the tests
 
 import redis
 from bulkload import SESSIONS_PER_USER, bulk_load
 from fixtures import Fixtures, session_memory
 from flamegraph import FORMATS, start_py_spy, summarize, wait
-from harness import BenchError, ensure_wrk, install_deadline, run_wrk
+from harness import BenchError, cpu_seconds, ensure_wrk, install_deadline, run_wrk
 from machine import describe_machine
-from processes import LOOPBACK, Server
 from report import BASE, LOADED, Report, Result, markdown, text
 from scenarios import BY_NAME, SCENARIOS, Scenario, Workload
+from servers import LOOPBACK, Server
 from stack import Authsvc, start_authsvc, start_ceiling, start_redis
 
 from authsvc.config import Settings
@@ -87,14 +87,16 @@ class Bench:
         self.stack = stack
         self.runner = runner
         self.report = report
-        self.ceiling: Server | None = None
+        self.ceiling: Server | None = None  # the first of ceilings, which share its port
+        self.ceilings: list[Server] = []
 
     def run(self) -> None:
         args, report = self.args, self.report
         store = start_redis(self.workdir / "redis", self.stack)
         say(f"Redis {store.url}; memory per session over {args.memory_sessions:,} sessions")
         report.memory = self.runner.run(session_memory(store.url, Settings(), args.memory_sessions))
-        self.ceiling = start_ceiling(store, self.workdir, self.stack, workers=args.workers)
+        self.ceilings = start_ceiling(store, self.workdir, self.stack, workers=args.workers)
+        self.ceiling = self.ceilings[0]
         options = {"workers": args.workers, "extra_env": args.server_env}
         base = start_authsvc(store, self.workdir / "base", self.stack, **options)
         say(f"authsvc {base.server.base_url}, ceiling {self.ceiling.base_url}")
@@ -173,11 +175,13 @@ class Bench:
         args = self.args
         target = self.ceiling if scenario.on_ceiling else workload.server
         assert target is not None
+        groups = [s.pid for s in (self.ceilings if scenario.on_ceiling else [workload.server])]
         connections = scenario.connections or args.connections
         problems = []
         runs = [("warm-up: ", args.warmup)] if args.warmup else []
         for label, seconds in [*runs, ("", args.duration)]:
             tokens, extra = workload.script_args(scenario, seconds, connections)
+            cpu_before = cpu_seconds(groups)
             run = run_wrk(
                 self.wrk,
                 target.base_url + scenario.path,
@@ -189,6 +193,7 @@ class Bench:
                 threads=min(args.threads, connections),
                 timeout_s=scenario.timeout_s,
             )
+            server_us = 1e6 * (cpu_seconds(groups) - cpu_before) / max(1, run.requests)
             reason = workload.check(scenario, run)
             if run.errors:
                 reason = ", ".join(f"{n} {kind}" for kind, n in run.errors.items())
@@ -206,11 +211,12 @@ class Bench:
             requests=run.requests,
             errors=run.errors,
             invalid=invalid,
+            server_us=server_us,
         )
         self.report.results.append(result)
         say(
             f"  round {round_no} {scenario.name:<14}{phase:<7}{run.rps:9.1f} req/s  "
-            f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms"
+            f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  cpu {server_us:5.0f} us/req"
         )
         if invalid:
             say(f"  !!! INVALID RUN: {scenario.name} round {round_no} ({phase}): {invalid}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fixtures import Fixtures, Session
 from harness import BenchError, WrkRun
-from processes import Server
+from servers import Server
 
 SEEN_TOKENS = 32  # sessions whose access tokens verify, me and introspect cycle through
 GRACE_TOKENS = 32  # used-once refresh tokens that refresh_grace cycles through

@@ -1,10 +1,10 @@
 """The services under test: private Redis servers, ``authsvc serve`` and the ceiling.
 
-All on loopback, on free ports, started by the shared runners of ``tests/processes.py``
+All on loopback, on free ports, started by the shared runners of ``tests/servers.py``
 and registered on the caller's ExitStack, so every one is stopped however the run ends.
 authsvc runs with its defaults (argon2id, the access log) but for what the scenarios
-need: a long reuse grace (every retry of a run falls inside it), a login rate limit no run
-reaches, and an introspection client.
+need: a long reuse grace (every retry of a run falls inside it), login and refresh rate
+limits per address that no run reaches, and an introspection client.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 from ceiling import KEY as CEILING_KEY
-from processes import RedisProcess, Server, free_port
+from servers import RedisProcess, Server, free_port
 
 from authsvc.config import Settings, load_settings
 
@@ -69,7 +69,10 @@ def start_authsvc(
         "AUTHSVC_REDIS_URL": store.url,
         "AUTHSVC_KEYS_DIR": str(keys_dir),
         "AUTHSVC_REFRESH_REUSE_GRACE": str(REUSE_GRACE),
+        # The per-address limits would stop wrk's one address at once; the check itself
+        # still runs on every request, as in production.
         "AUTHSVC_LOGIN_RATE_LIMIT": "1000000/60",
+        "AUTHSVC_REFRESH_RATE_LIMIT": "1000000/60",
         "AUTHSVC_INTROSPECTION_CLIENTS": f"{client[0]}:{client[1]}",
         **extra_env,
     }
@@ -88,7 +91,7 @@ def start_authsvc(
 
 def start_ceiling(
     store: RedisProcess, workdir: Path, stack: contextlib.ExitStack, *, workers: int
-) -> Server:
+) -> list[Server]:
     """The ceiling as ``workers`` processes on one port, as authsvc runs its workers."""
     with redis.Redis.from_url(store.url) as client:
         client.set(CEILING_KEY, CEILING_VALUE)
@@ -107,4 +110,4 @@ def start_ceiling(
         stack.callback(ceiling.stop)
         ceiling.start()
         ceilings.append(ceiling)
-    return ceilings[0]
+    return ceilings

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from servers import Server, generate_keys
 from support import FakeClock, RedisProcess, fast_settings
 from topologies import RedisClusterProcesses, SentinelProcesses
 
@@ -120,3 +122,20 @@ def make_client(client_for: AppFactory, settings: Settings) -> AppFactory:
 @pytest.fixture
 async def client(make_client: AppFactory) -> TestClient[web.Request, web.Application]:
     return await make_client()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """Every server process a test starts; all killed at the end, whatever happened."""
+    started: list[Server] = []
+    try:
+        yield started
+    finally:
+        for server in started:
+            server.kill()
+
+
+@pytest.fixture(scope="module")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One AUTHSVC_KEYS_DIR, written by the CLI, that every instance signs with."""
+    return generate_keys(tmp_path_factory.mktemp("keys"))

@@ -8,11 +8,11 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-# The process runners live in processes.py (bench/ uses them too); re-exported here.
-from processes import TEST_PASSWORD as TEST_PASSWORD
-from processes import RedisProcess as RedisProcess
-from processes import free_port as free_port
-from processes import redis_server_binary as redis_server_binary
+# The process runners live in servers.py (bench/ uses them too); re-exported here.
+from servers import TEST_PASSWORD as TEST_PASSWORD
+from servers import RedisProcess as RedisProcess
+from servers import free_port as free_port
+from servers import redis_server_binary as redis_server_binary
 
 from authsvc.config import RateLimit, Settings
 
@@ -31,7 +31,7 @@ class FakeClock:
 
 
 def fast_settings(**overrides: Any) -> Settings:
-    """Settings for tests: cheap argon2 and generous rate limits."""
+    """Settings for tests: cheap argon2 and generous rate limits (tests of limits set theirs)."""
     base = Settings(
         port=8080,
         argon2_time_cost=1,
@@ -39,6 +39,9 @@ def fast_settings(**overrides: Any) -> Settings:
         argon2_parallelism=1,
         hash_concurrency=2,
         login_rate_limit=RateLimit(1000, 60),
+        login_failure_limit=RateLimit(1000, 3600),
+        registration_rate_limit=RateLimit(1000, 60),
+        refresh_rate_limit=RateLimit(1000, 60),
     )
     return dataclasses.replace(base, **overrides)
 

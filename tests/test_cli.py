@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import TEST_PASSWORD, bearer, login
+from support import TEST_PASSWORD, bearer, free_port, login
 
 from authsvc.keys import KeyRing
 
@@ -138,10 +139,27 @@ def test_serve_with_invalid_setting_exits_with_one_line(tmp_path: Path) -> None:
         ("AUTHSVC_REGISTRATION", "maybe"),
         ("AUTHSVC_LOGIN_RATE_LIMIT", "10"),
         ("AUTHSVC_REDIS_URL", "http://x"),
+        ("AUTHSVC_LOG_LEVEL", "LOUD"),  # once a traceback from the logging module
+        ("AUTHSVC_SHUTDOWN_TIMEOUT", "0"),
     ],
 )
 def test_serve_names_the_bad_setting(tmp_path: Path, name: str, raw: str) -> None:
     assert_one_line_error(run_cli("serve", cwd=tmp_path, env=cli_env(**{name: raw})), name)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_a_port_in_use_exits_with_one_line(
+    tmp_path: Path, workers: str, keys_dir: Path
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        env = cli_env(
+            AUTHSVC_PORT=port, AUTHSVC_WORKERS=workers, AUTHSVC_LOG_LEVEL="WARNING",
+            AUTHSVC_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", AUTHSVC_KEYS_DIR=str(keys_dir),
+        )  # fmt: skip
+        result = run_cli("serve", cwd=tmp_path, env=env)
+    assert_one_line_error(result, port)
+    assert result.returncode == 2
 
 
 def test_serve_with_unknown_config_key_exits_with_one_line(tmp_path: Path) -> None:

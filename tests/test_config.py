@@ -1,4 +1,4 @@
-"""load_settings: API.md's defaults, AUTHSVC_* over TOML, and one-line errors naming a setting."""
+"""load_settings: the README's defaults, AUTHSVC_* over TOML, one-line errors naming a setting."""
 
 from __future__ import annotations
 
@@ -47,6 +47,33 @@ def test_defaults_match_the_contract_table() -> None:
     assert settings.password_grant is False
     assert settings.login_rate_limit == RateLimit(10, 60)
     assert settings.signing_alg == "EdDSA"
+
+
+def test_hardening_defaults() -> None:
+    """ASVS 2.2.1: at most 100 failed logins per account an hour; the other limits are ours."""
+    settings = load_settings(environ={})
+    assert settings.login_failure_limit == RateLimit(100, 3600)
+    assert settings.registration_rate_limit == RateLimit(20, 3600)
+    assert settings.refresh_rate_limit == RateLimit(600, 60)
+    assert settings.sensitive_max_age == 300
+    assert settings.hash_queue_limit == 64
+
+
+def test_hardening_settings_come_from_the_environment() -> None:
+    settings = load_settings(
+        environ={
+            "AUTHSVC_LOGIN_FAILURE_LIMIT": "20/600",
+            "AUTHSVC_REGISTRATION_RATE_LIMIT": "5/60",
+            "AUTHSVC_REFRESH_RATE_LIMIT": "100/10",
+            "AUTHSVC_SENSITIVE_MAX_AGE": "60",
+            "AUTHSVC_HASH_QUEUE_LIMIT": "0",
+        }
+    )
+    assert settings.login_failure_limit == RateLimit(20, 600)
+    assert settings.registration_rate_limit == RateLimit(5, 60)
+    assert settings.refresh_rate_limit == RateLimit(100, 10)
+    assert settings.sensitive_max_age == 60
+    assert settings.hash_queue_limit == 0
 
 
 def test_defaults_are_the_settings_dataclass_defaults() -> None:
@@ -236,12 +263,42 @@ def test_toml_values_keep_their_native_types(tmp_path: Path) -> None:
         ("AUTHSVC_SIGNING_ALG", "HS256"),
         ("AUTHSVC_STORE_TIMEOUT", "soon"),
         ("AUTHSVC_STORE_TIMEOUT", "0"),
+        ("AUTHSVC_LOGIN_FAILURE_LIMIT", "100"),
+        ("AUTHSVC_REGISTRATION_RATE_LIMIT", "0/3600"),
+        ("AUTHSVC_REFRESH_RATE_LIMIT", "600/"),
+        ("AUTHSVC_SENSITIVE_MAX_AGE", "0"),
+        ("AUTHSVC_HASH_QUEUE_LIMIT", "-1"),
+        ("AUTHSVC_SHUTDOWN_TIMEOUT", "0"),
+        ("AUTHSVC_SHUTDOWN_TIMEOUT", "-1"),
+        ("AUTHSVC_SHUTDOWN_TIMEOUT", "never"),
+        ("AUTHSVC_LOG_LEVEL", "LOUD"),
+        ("AUTHSVC_LOG_LEVEL", "10"),
+        ("AUTHSVC_LOG_FORMAT", "xml"),
+        ("AUTHSVC_ACCESS_LOG", "perhaps"),
+        ("AUTHSVC_WORKERS", "0"),
+        ("AUTHSVC_TRUSTED_PROXIES", "the-load-balancer"),
+        ("AUTHSVC_MAX_SESSIONS_PER_USER", "0"),
+        ("AUTHSVC_MAX_BODY_SIZE", "16k"),
+        ("AUTHSVC_HASH_CONCURRENCY", "-1"),
+        ("AUTHSVC_JWKS_MAX_AGE", "-1"),
+        ("AUTHSVC_STORE_RETRY_AFTER", "0"),
+        ("AUTHSVC_ARGON2_MEMORY_COST", "4"),
     ],
 )
 def test_bad_environment_value_names_the_setting(name: str, raw: str) -> None:
     with pytest.raises(SettingsError) as error:
         load_settings(environ={name: raw})
     assert_names_setting(error, name)
+
+
+@pytest.mark.parametrize(("raw", "level"), [("debug", "DEBUG"), (" Warning ", "WARNING")])
+def test_log_level_is_read_in_any_case(raw: str, level: str) -> None:
+    assert load_settings(environ={"AUTHSVC_LOG_LEVEL": raw}).log_level == level
+
+
+def test_shutdown_timeout_defaults_to_30_seconds() -> None:
+    assert load_settings(environ={}).shutdown_timeout == 30.0
+    assert load_settings(environ={"AUTHSVC_SHUTDOWN_TIMEOUT": "2.5"}).shutdown_timeout == 2.5
 
 
 def test_settings_error_is_a_value_error() -> None:

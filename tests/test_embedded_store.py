@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -11,16 +15,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
-from support import FakeClock, bearer, fast_settings, login, register
+from support import TEST_PASSWORD, FakeClock, bearer, fast_settings, login, register
 from support import refresh as refresh_request
 
+import authsvc.store.embedded as embedded_module
 from authsvc.app import create_app
 from authsvc.keys import KeyRing
 from authsvc.store.embedded import (
+    CONFIG_NAME,
     PID_NAME,
+    SECRET_NAME,
     SOCKET_NAME,
     EmbeddedStoreError,
     EmbeddedValkey,
@@ -58,7 +66,8 @@ def test_start_returns_a_unix_url_that_answers_ping(store: EmbeddedValkey, data_
     url = store.start()
     socket_path = data_dir.resolve() / SOCKET_NAME
     assert len(str(socket_path)) <= 100, "tmp_path too long for this test's premise"
-    assert url == f"unix://{socket_path}"
+    secret = (data_dir / SECRET_NAME).read_text()
+    assert url == f"unix://:{secret}@{socket_path}"
     assert _ping(url)
     assert (data_dir / PID_NAME).read_text().strip() == str(store.pid)
 
@@ -68,10 +77,104 @@ def test_data_dir_too_long_for_a_socket_falls_back_to_loopback_tcp(tmp_path: Pat
     embedded = EmbeddedValkey(deep)
     try:
         url = embedded.start()
-        assert url.startswith("redis://127.0.0.1:")
+        assert url.startswith("redis://:")
+        assert urlsplit(url).hostname == "127.0.0.1"
         assert _ping(url)
     finally:
         embedded.stop()
+
+
+# -- the store is nobody else's ------------------------------------------------------------
+
+
+def _without_password(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.partition('@')[2]}"
+
+
+def _assert_refused(url: str, reply: str) -> None:
+    # RESP2: no HELLO first, so the refusal is the server's answer to the write itself.
+    client = redis.Redis.from_url(url, socket_timeout=5, protocol=2)
+    try:
+        with pytest.raises(redis.RedisError, match=reply):
+            client.set("authsvc:{victim}:user", "rewritten")
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_clients_without_the_password_are_refused(tmp_path: Path, transport: str) -> None:
+    """On the socket and on the loopback fallback alike: NOAUTH, or WRONGPASS for a guess."""
+    data_dir = tmp_path / "data" if transport == "unix" else tmp_path / ("d" * 60) / ("e" * 60)
+    embedded = EmbeddedValkey(data_dir)
+    try:
+        url = embedded.start()
+        assert url.startswith("unix://" if transport == "unix" else "redis://")
+        _assert_refused(_without_password(url), "NOAUTH|Authentication required")
+        guessed = _without_password(url).replace("://", "://:guessed-password@", 1)
+        _assert_refused(guessed, "WRONGPASS|invalid username-password")
+        assert _ping(url)
+    finally:
+        embedded.stop()
+
+
+def test_data_dir_is_made_private_even_when_it_exists(data_dir: Path) -> None:
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)
+    embedded = EmbeddedValkey(data_dir)
+    try:
+        embedded.start()
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        for name in (SECRET_NAME, CONFIG_NAME):
+            assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+    finally:
+        embedded.stop()
+
+
+def test_password_is_in_no_command_line(store: EmbeddedValkey, data_dir: Path) -> None:
+    """/proc/<pid>/cmdline is world-readable: the password goes in a 0600 config file."""
+    store.start()
+    secret = (data_dir / SECRET_NAME).read_text()
+    assert store.pid is not None
+    assert secret.encode() not in Path(f"/proc/{store.pid}/cmdline").read_bytes()
+    assert f"requirepass {secret}" in (data_dir / CONFIG_NAME).read_text()
+
+
+def test_password_is_made_once_and_kept_across_restarts(store: EmbeddedValkey) -> None:
+    first = store.start()
+    store.stop()
+    second = store.start()
+    assert first == second
+    assert _ping(second)
+
+
+def test_loopback_fallback_never_sends_the_password_to_a_port_squatter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another local user may bind the chosen port before Valkey does: then the start
+    fails, and the squatter has heard nothing of the password."""
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen(16)
+    monkeypatch.setattr(embedded_module, "_free_port", lambda: squatter.getsockname()[1])
+    embedded = EmbeddedValkey(tmp_path / ("d" * 60) / ("e" * 60), start_timeout=10)
+    try:
+        with pytest.raises(EmbeddedStoreError, match="exited"):
+            embedded.start()
+        heard = b""
+        squatter.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                connection, _ = squatter.accept()
+                connection.settimeout(0.5)
+                with connection, contextlib.suppress(OSError):
+                    heard += connection.recv(4096)
+        secret = (embedded.data_dir / SECRET_NAME).read_text()
+        assert secret.encode() not in heard
+        assert b"AUTH" not in heard
+    finally:
+        embedded.stop()
+        squatter.close()
 
 
 def test_data_survives_stop_and_start(store: EmbeddedValkey) -> None:
@@ -311,3 +414,32 @@ def test_store_pid_is_reported_only_while_running(store: EmbeddedValkey) -> None
     assert store.pid is None
     assert is_gone(pid)
     assert os.path.exists(store.data_dir / "appendonlydir")
+
+
+async def test_no_secret_reaches_the_logs(
+    aiohttp_client: Any,
+    data_dir: Path,
+    clock: FakeClock,
+    key_ring: KeyRing,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store's password, the user's password and the tokens stay out of every log line."""
+    caplog.set_level(logging.DEBUG)
+    settings = fast_settings(redis_url=None, data_dir=data_dir)
+    client = await aiohttp_client(create_app(settings, clock=clock, key_ring=key_ring))
+    await register(client)
+    pair = await login(client)
+    successor = await (await refresh_request(client, pair["refresh_token"])).json()
+    await client.post("/v1/auth/logout-all", headers=bearer(successor))
+    await client.close()
+    secrets = [
+        (data_dir / SECRET_NAME).read_text(),
+        TEST_PASSWORD,
+        pair["refresh_token"],
+        pair["access_token"],
+        successor["refresh_token"],
+        successor["access_token"],
+    ]
+    assert caplog.records
+    for secret in secrets:
+        assert secret not in caplog.text

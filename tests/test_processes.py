@@ -4,64 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis.asyncio
-from processes import STOP_TIMEOUT, Server
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    """Every server a test starts; all killed at the end, whatever happened."""
-    started: list[Server] = []
-    try:
-        yield started
-    finally:
-        for server in started:
-            server.kill()
-
-
-@pytest.fixture(scope="module")
-def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One AUTHSVC_KEYS_DIR, written by the CLI, that every instance signs with."""
-    directory = tmp_path_factory.mktemp("keys")
-    subprocess.run(
-        [sys.executable, "-m", "authsvc", "keys", "generate", "--dir", str(directory)],
-        check=True,
-        capture_output=True,
-    )
-    return directory
-
-
-def _valkeys_on(data_dir: Path) -> list[int]:
-    """Pids of live valkey-server processes working in ``data_dir``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue  # gone, a zombie, or not ours to look at
-        if b"valkey-server" in cmdline and cwd == str(data_dir.resolve()):
-            found.append(int(entry.name))
-    return found
-
-
-def _workers(pid: int) -> list[int]:
-    """Pids of the worker processes a ``serve --workers N`` parent spawned."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [
-        int(child)
-        for child in children
-        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
-    ]
+from servers import STOP_TIMEOUT, Server, valkeys_on, workers_of
 
 
 async def test_two_instances_share_sessions_through_redis(
@@ -107,7 +54,7 @@ async def test_two_instances_share_sessions_through_redis(
     assert a.refresh(on_b["refresh_token"]).status == 401
 
 
-def _start_two_workers(servers: list[Server], tmp_path: Path, **env: str) -> tuple[Server, Path]:
+def _start_twoworkers_of(servers: list[Server], tmp_path: Path, **env: str) -> tuple[Server, Path]:
     """Start ``serve --workers 2`` on the embedded store in ``tmp_path/data``."""
     data_dir = tmp_path / "data"
     server = Server(
@@ -122,8 +69,8 @@ def _start_two_workers(servers: list[Server], tmp_path: Path, **env: str) -> tup
 def test_workers_on_the_embedded_store_serve_and_stop_cleanly(
     servers: list[Server], tmp_path: Path, keys_dir: Path
 ) -> None:
-    server, data_dir = _start_two_workers(servers, tmp_path, AUTHSVC_KEYS_DIR=str(keys_dir))
-    assert len(_valkeys_on(data_dir)) == 1
+    server, data_dir = _start_twoworkers_of(servers, tmp_path, AUTHSVC_KEYS_DIR=str(keys_dir))
+    assert len(valkeys_on(data_dir)) == 1
 
     assert server.request("GET", "/readyz").status == 200
     assert server.register("alice").status == 201
@@ -134,11 +81,11 @@ def test_workers_on_the_embedded_store_serve_and_stop_cleanly(
         assert me.status == 200, me.body
     rotated = server.refresh(pair["refresh_token"])
     assert rotated.status == 200, rotated.body
-    workers = _workers(server.process.pid)
+    workers = workers_of(server.process.pid)
     assert len(workers) == 2
 
     assert server.terminate() == 0, server.log()
-    assert _valkeys_on(data_dir) == []
+    assert valkeys_on(data_dir) == []
     assert all(not Path(f"/proc/{pid}/cmdline").exists() for pid in workers)
     assert "Traceback" not in server.log()
 
@@ -147,14 +94,14 @@ def test_ctrl_c_stops_workers_and_their_store_cleanly(
     servers: list[Server], tmp_path: Path
 ) -> None:
     """Ctrl-C signals the whole process group: workers stopping then is no failure."""
-    server, data_dir = _start_two_workers(servers, tmp_path)
+    server, data_dir = _start_twoworkers_of(servers, tmp_path)
     assert server.request("GET", "/readyz").status == 200
 
     os.killpg(server.process.pid, signal.SIGINT)
 
     assert server.process.wait(STOP_TIMEOUT) == 0, server.log()
     assert "a worker exited unexpectedly" not in server.log()
-    assert _valkeys_on(data_dir) == []
+    assert valkeys_on(data_dir) == []
 
 
 def test_embedded_store_keeps_a_session_across_a_process_restart(
@@ -168,7 +115,7 @@ def test_embedded_store_keeps_a_session_across_a_process_restart(
     assert first.register("alice").status == 201
     pair = first.login("alice")
     assert first.terminate() == 0, first.log()
-    assert _valkeys_on(data_dir) == []
+    assert valkeys_on(data_dir) == []
 
     # Same address, so the same issuer: the old access token still verifies.
     second = Server(tmp_path / "second.log", env, port=first.port)
@@ -180,7 +127,7 @@ def test_embedded_store_keeps_a_session_across_a_process_restart(
     assert rotated.body["session_id"] == pair["session_id"]
     assert second.login("alice")["session_id"] != pair["session_id"]
     assert second.terminate() == 0, second.log()
-    assert _valkeys_on(data_dir) == []
+    assert valkeys_on(data_dir) == []
 
 
 def test_killed_server_leaves_no_valkey_and_the_next_one_takes_over(
@@ -201,9 +148,9 @@ def test_killed_server_leaves_no_valkey_and_the_next_one_takes_over(
     first.kill()
 
     deadline = time.monotonic() + STOP_TIMEOUT
-    while _valkeys_on(data_dir) and time.monotonic() < deadline:
+    while valkeys_on(data_dir) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _valkeys_on(data_dir) == []
+    assert valkeys_on(data_dir) == []
 
     # Same address, so the same issuer: the old access token still verifies.
     second = Server(tmp_path / "second.log", env, port=first.port)
@@ -217,15 +164,15 @@ def test_a_worker_that_dies_stops_the_server_and_its_store(
     servers: list[Server], tmp_path: Path
 ) -> None:
     """The parent does not serve on with half its workers: it stops all and exits 1."""
-    server, data_dir = _start_two_workers(servers, tmp_path)
-    workers = _workers(server.process.pid)
+    server, data_dir = _start_twoworkers_of(servers, tmp_path)
+    workers = workers_of(server.process.pid)
     assert len(workers) == 2
 
     os.kill(workers[0], signal.SIGKILL)
 
     assert server.process.wait(STOP_TIMEOUT) == 1
     assert "a worker exited unexpectedly" in server.log()
-    assert _valkeys_on(data_dir) == []
+    assert valkeys_on(data_dir) == []
     assert not Path(f"/proc/{workers[1]}/cmdline").exists()
 
 

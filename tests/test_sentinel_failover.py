@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import bearer, fast_settings, login, register
+from support import TEST_PASSWORD, bearer, fast_settings, login, register
 from support import refresh as refresh_request
 from topologies import SentinelProcesses
 
@@ -56,7 +56,7 @@ async def test_failover_answers_503_then_200_by_itself_and_keeps_replicated_sess
             index += 1
             me = await client.get("/v1/auth/me", headers=bearer(successors[0]))
             created = await client.post(
-                "/v1/users", json={"username": f"user{index}", "password": "x" * 16}
+                "/v1/users", json={"username": f"user{index}", "password": TEST_PASSWORD}
             )
             for response in (me, created):
                 body = await response.json()

@@ -55,6 +55,10 @@ class _Failing:
 
     def __init__(self, error: Exception) -> None:
         self.error = error
+        self.unavailable = 0
+
+    def note_unavailable(self) -> None:
+        self.unavailable += 1
 
     @translate_errors
     async def call(self) -> None:
@@ -77,9 +81,11 @@ class _Failing:
     ],
 )
 async def test_a_store_that_cannot_serve_now_is_store_unavailable(error: Exception) -> None:
+    failing = _Failing(error)
     with pytest.raises(StoreUnavailable) as raised:
-        await _Failing(error).call()
+        await failing.call()
     assert raised.value.retry_after == 4
+    assert failing.unavailable == 1  # what authsvc_store_errors_total counts
 
 
 async def test_other_redis_errors_are_bugs_not_outages() -> None:
@@ -87,3 +93,4 @@ async def test_other_redis_errors_are_bugs_not_outages() -> None:
     failing: Any = _Failing(ResponseError("WRONGTYPE Operation against a key"))
     with pytest.raises(ResponseError):
         await failing.call()
+    assert failing.unavailable == 0

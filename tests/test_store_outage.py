@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio
+import redis.exceptions
 from support import TEST_PASSWORD, FakeClock, RedisProcess, bearer, fast_settings, login, register
 from support import refresh as refresh_request
 
@@ -222,3 +225,55 @@ async def test_store_that_stops_answering_times_out_to_503_and_recovers(
     response = await refresh_request(client, pair["refresh_token"])
     assert response.status == 200, await response.text()
     assert (await response.json())["session_id"] == pair["session_id"]
+
+
+async def _refuse_writes_for_a_failed_snapshot(server: RedisProcess) -> None:
+    """Make Redis answer MISCONF to writes, as it does when its disk fills up.
+
+    Redis refuses writes after a failed background save while stop-writes-on-bgsave-error
+    is on and snapshots are configured. The save fails because the server's directory is
+    gone (the suite runs as root, so taking permissions away would not do, and CONFIG SET
+    dir is a protected setting).
+    """
+    admin = redis.asyncio.Redis(port=server.port)
+    try:
+        shutil.rmtree(server.directory)
+        await admin.config_set("save", "3600 1")
+        await admin.config_set("stop-writes-on-bgsave-error", "yes")
+        await admin.bgsave()
+        for _ in range(200):
+            info = await admin.info("persistence")
+            if not info["rdb_bgsave_in_progress"] and info["rdb_last_bgsave_status"] == "err":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the background save did not fail")
+        with pytest.raises(redis.exceptions.ResponseError, match=r"^MISCONF"):
+            await admin.set("probe", "1")
+    finally:
+        await admin.aclose()
+
+
+async def test_store_refusing_writes_with_misconf_answers_503(
+    outage_client: Any, server: RedisProcess
+) -> None:
+    """A disk that refuses writes (MISCONF) is 503 store_unavailable, never a 500."""
+    await register(outage_client)
+    pair = await login(outage_client)
+
+    await _refuse_writes_for_a_failed_snapshot(server)
+
+    await _assert_store_unavailable(
+        await outage_client.post("/v1/users", json={"username": "bob", "password": TEST_PASSWORD})
+    )
+    await _assert_store_unavailable(
+        await outage_client.post(
+            "/v1/auth/login", json={"username": "alice", "password": TEST_PASSWORD}
+        )
+    )
+    await _assert_store_unavailable(await refresh_request(outage_client, pair["refresh_token"]))
+    await _assert_store_unavailable(
+        await outage_client.post("/v1/auth/logout-all", headers=bearer(pair))
+    )
+    # Reads still answer: the session is live and the failed writes changed nothing.
+    assert (await outage_client.get("/v1/auth/me", headers=bearer(pair))).status == 200

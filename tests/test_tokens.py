@@ -139,3 +139,18 @@ def test_sealed_successor_opens_only_with_the_presented_token() -> None:
     assert open_successor(presented, sealed) == successor
     with pytest.raises(InvalidGrant):
         open_successor(REFRESH.mint("0" * 32, "A" * 22), sealed)
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "ES256", "RS256"])
+def test_pyjwt_verifies_what_the_fast_signer_issues(alg: str) -> None:
+    """Issuing skips PyJWT's encode; PyJWT must still accept every token, header included."""
+    ring = KeyRing.generated(alg)  # type: ignore[arg-type]
+    tokens = _tokens(ring, ttl=60)
+    token, expires_at = tokens.sign(user_id="u", session_id="s", now=int(time.time()))
+    header = jwt.get_unverified_header(token)
+    assert header == {"alg": alg, "kid": ring.current.kid, "typ": "at+jwt"}
+    claims = jwt.decode(
+        token, ring.current.public_key, algorithms=[alg], audience="authsvc",
+        options={"require": ["exp", "iat", "jti", "sid", "client_id"]},
+    )  # fmt: skip
+    assert (claims["sub"], claims["sid"], claims["exp"]) == ("u", "s", expires_at)

@@ -1,1 +1,1 @@
-"""The HTTP surface: one route table per part of API.md."""
+"""The HTTP surface (docs/api.md, openapi.json): one route table per part of it."""

@@ -8,9 +8,18 @@ from authsvc.clock import Clock
 from authsvc.config import Settings
 from authsvc.keyrotation import ActiveKeys
 from authsvc.keys import KeyRing
+from authsvc.metrics import Metrics
 from authsvc.passwords import Hasher
 from authsvc.sessions import SessionService
 from authsvc.store import Store
+
+
+class Once:
+    """Something an application does once in its life, such as a warning."""
+
+    def __init__(self) -> None:
+        self.done = False
+
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
@@ -19,3 +28,5 @@ ACTIVE_KEYS = web.AppKey("active_keys", ActiveKeys)
 STORE = web.AppKey("store", Store)
 SESSIONS = web.AppKey("sessions", SessionService)
 HASHER = web.AppKey("hasher", Hasher)
+UNTRUSTED_FORWARDING_WARNED = web.AppKey("untrusted_forwarding_warned", Once)
+METRICS = web.AppKey("metrics", Metrics)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 
 import msgspec
@@ -13,13 +14,16 @@ from authsvc.errors import (
     InvalidToken,
     MissingToken,
 )
-from authsvc.http.appkeys import SETTINGS
+from authsvc.http.appkeys import SETTINGS, UNTRUSTED_FORWARDING_WARNED
 from authsvc.http.errors import JSON_CONTENT_TYPE
 from authsvc.sessions import TokenPair
 
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+logger = logging.getLogger(__name__)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 USER_AGENT_MAX_LENGTH = 512
+# RFC 6750 §2.1 b64token. aiohttp hands non-UTF-8 header bytes over as lone surrogates,
+# which no JWT library can encode: anything outside this alphabet is refused here.
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*", re.ASCII)
 
 
 def bearer_token(request: web.Request) -> str:
@@ -36,8 +40,6 @@ def bearer_token(request: web.Request) -> str:
     if scheme.lower() != "bearer":
         raise MissingToken()
     token = token.strip()
-    # RFC 6750 §2.1 b64token syntax; anything else (spaces, bytes that are not ASCII) is
-    # no token of ours and never reaches the JWT library.
     if _B64TOKEN.fullmatch(token) is None:
         raise InvalidToken("the Authorization header is malformed")
     return token
@@ -52,7 +54,11 @@ def client_ip(request: web.Request) -> str:
     nearest to them that they did not add themselves."""
     peer = request.remote or ""
     trusted = request.app[SETTINGS].trusted_proxies
-    if not trusted or not _is_trusted(peer, trusted):
+    if not trusted:
+        if "X-Forwarded-For" in request.headers:
+            _warn_untrusted_forwarding(request.app)
+        return peer
+    if not _is_trusted(peer, trusted):
         return peer
     hops = [
         hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
@@ -61,6 +67,19 @@ def client_ip(request: web.Request) -> str:
         if not _is_trusted(hop, trusted):
             return hop if _is_address(hop) else peer
     return peer
+
+
+def _warn_untrusted_forwarding(app: web.Application) -> None:
+    warned = app[UNTRUSTED_FORWARDING_WARNED]
+    if warned.done:
+        return
+    warned.done = True
+    # Never the header's value: it is the client's to write.
+    logger.warning(
+        "requests carry X-Forwarded-For but AUTHSVC_TRUSTED_PROXIES is unset: the peer's "
+        "address is used, so every client behind a proxy or load balancer shares one "
+        "rate-limit bucket; set AUTHSVC_TRUSTED_PROXIES to the proxies' addresses"
+    )
 
 
 def _is_address(text: str) -> bool:
@@ -92,7 +111,7 @@ def json_response(
 
 
 def token_response(pair: TokenPair) -> web.Response:
-    """The TokenPair body of API.md, never cached (RFC 6749 §5.1)."""
+    """The TokenPair body of docs/api.md, never cached (RFC 6749 §5.1)."""
     return json_response(
         {
             "access_token": pair.access_token,

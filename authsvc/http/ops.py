@@ -1,14 +1,23 @@
-"""/healthz and /readyz: what load balancers and orchestrators ask."""
+"""/healthz, /readyz, /metrics and /openapi.json: what load balancers, orchestrators,
+Prometheus and tools ask."""
 
 from __future__ import annotations
+
+import asyncio
+import importlib.resources
 
 from aiohttp import web
 
 from authsvc.errors import StoreUnavailable
-from authsvc.http.appkeys import SETTINGS, STORE
+from authsvc.http.appkeys import METRICS, SETTINGS, STORE
 from authsvc.http.io import json_response
+from authsvc.metrics import CONTENT_TYPE
 
 routes = web.RouteTableDef()
+
+# The OpenAPI 3.1 document of the whole HTTP surface, kept by hand beside this module and
+# shipped as package data; docs/api.md is its twin for people.
+OPENAPI_DOCUMENT = importlib.resources.files("authsvc.http").joinpath("openapi.json").read_bytes()
 
 
 @routes.get("/healthz")
@@ -36,3 +45,16 @@ async def readyz(request: web.Request) -> web.Response:
             headers={"Retry-After": str(retry_after)},
         )
     return json_response({"status": "ok", "store": "ok", "store_warnings": list(check.warnings)})
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of this service, as it is kept in the package."""
+    return web.Response(body=OPENAPI_DOCUMENT, content_type="application/json", charset="utf-8")
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format, summed over every worker of this instance."""
+    body = await asyncio.to_thread(request.app[METRICS].exposition)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

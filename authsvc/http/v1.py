@@ -54,7 +54,7 @@ async def register(request: web.Request) -> web.Response:
         raise RegistrationClosed("registration is closed; an operator creates accounts")
     body = await read_json(request, RegisterBody)
     user = await request.app[SESSIONS].register(
-        body.username, body.password, now=request.app[CLOCK]()
+        body.username, body.password, ip=client_ip(request), now=request.app[CLOCK]()
     )
     return json_response({"user_id": user.user_id, "username": user.username}, status=201)
 
@@ -74,7 +74,9 @@ async def login(request: web.Request) -> web.Response:
 @routes.post("/v1/auth/refresh")
 async def refresh(request: web.Request) -> web.Response:
     body = await read_json(request, RefreshBody)
-    pair = await request.app[SESSIONS].refresh(body.refresh_token, now=request.app[CLOCK]())
+    pair = await request.app[SESSIONS].refresh(
+        body.refresh_token, ip=client_ip(request), now=request.app[CLOCK]()
+    )
     return token_response(pair)
 
 
@@ -88,7 +90,7 @@ async def logout(request: web.Request) -> web.Response:
 @routes.post("/v1/auth/logout-all")
 async def logout_all(request: web.Request) -> web.Response:
     principal = await _principal(request)
-    await request.app[SESSIONS].logout_all(principal)
+    await request.app[SESSIONS].logout_all(principal, now=request.app[CLOCK]())
     return web.Response(status=204)
 
 

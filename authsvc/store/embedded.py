@@ -2,6 +2,10 @@
 
 It listens on a unix socket in the data directory (or loopback TCP when the path is too
 long for a socket), keeps an append-only file there so sessions survive a restart, and
+answers only clients that know its password, whatever the transport: a secret generated
+once and kept in the data directory (0600, the directory 0700), handed to Valkey in a
+config file of the same mode, never on its command line (which every local user can
+read in /proc). The URL authsvc connects with carries it. The store
 stops with authsvc: on a clean stop by SIGTERM (Valkey flushes its AOF), and if authsvc
 dies, by the parent-death signal the kernel sends it. A lock file keeps two authsvc
 processes off one data directory; a Valkey left running by a crashed authsvc is stopped
@@ -15,6 +19,8 @@ import ctypes
 import fcntl
 import logging
 import os
+import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +36,10 @@ SOCKET_NAME = "valkey.sock"
 PID_NAME = "valkey.pid"
 LOCK_NAME = "authsvc.lock"
 LOG_NAME = "valkey.log"
+SECRET_NAME = "valkey.secret"
+CONFIG_NAME = "valkey.conf"
+SECRET_BYTES = 32
+_SECRET = re.compile(r"[A-Za-z0-9_-]{43,}")  # token_urlsafe(32): nothing to quote in a config
 _MAX_SOCKET_PATH = 100  # sockaddr_un.sun_path holds 108 bytes on Linux, fewer elsewhere
 _PR_SET_PDEATHSIG = 1
 
@@ -60,17 +71,90 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ping(address: str | tuple[str, int]) -> bool:
+def load_store_secret(data_dir: Path) -> str:
+    """Read the embedded store's password, creating it (0600) on first use.
+
+    Raises:
+        EmbeddedStoreError: when the file cannot be read or created, or holds no secret.
+    """
+    path = data_dir / SECRET_NAME
+    try:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(SECRET_BYTES))
+        path.chmod(0o600)
+        secret = path.read_text().strip()
+    except OSError as exc:
+        raise EmbeddedStoreError(f"cannot read or create {path}: {exc.strerror or exc}") from None
+    # An empty file is a crash between create and write: never a password to use.
+    if _SECRET.fullmatch(secret) is None:
+        raise EmbeddedStoreError(f"{path} does not hold a password of the embedded store")
+    return secret
+
+
+def _write_config(data_dir: Path, secret: str) -> Path:
+    """Write the config file that gives Valkey its password, readable by us alone."""
+    path = data_dir / CONFIG_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # it may have existed with another mode
+    with os.fdopen(fd, "w") as fh:
+        fh.write("# Written by authsvc at every start: the embedded store's password.\n")
+        fh.write(f"requirepass {secret}\n")
+    return path
+
+
+def _command(*words: str) -> bytes:
+    parts = [f"*{len(words)}\r\n".encode()]
+    for word in words:
+        data = word.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _ping(address: str | tuple[str, int], secret: str) -> bool:
     family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(1.0)
             sock.connect(address)
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            sock.sendall(_command("AUTH", secret) + _command("PING"))
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                reply += chunk
             # -LOADING while the AOF is replayed: not ready yet.
-            return sock.recv(64).startswith(b"+PONG")
+            return reply.startswith(b"+OK\r\n+PONG\r\n")
     except OSError:
         return False
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """True when ``pid`` owns the socket listening on 127.0.0.1:``port``.
+
+    A loopback port is chosen before Valkey binds it, and another local user may bind it
+    first: the password must never be sent to such a listener. Linux only; elsewhere
+    there is no /proc to ask, and the answer is True.
+    """
+    if not sys.platform.startswith("linux"):
+        return True
+    local = f"0100007F:{port:04X}"
+    try:
+        rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+        inodes = {f"socket:[{row[9]}]" for row in rows if row[1] == local and row[3] == "0A"}
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except (OSError, IndexError):
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+    return False
 
 
 def _is_valkey_on(pid: int, data_dir: Path) -> bool:
@@ -116,6 +200,7 @@ class EmbeddedValkey:
         self._start_timeout = start_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._lock: IO[str] | None = None
+        self._secret = ""
         self.url = ""
 
     @property
@@ -130,15 +215,26 @@ class EmbeddedValkey:
         """
         if self._process is not None:
             raise EmbeddedStoreError("the embedded store is already started")
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # mkdir leaves an existing directory's mode alone: the store's data, its
+            # password and its socket are ours only, whoever made the directory.
+            self.data_dir.chmod(0o700)
+        except OSError as exc:
+            raise EmbeddedStoreError(
+                f"cannot make the data directory {self.data_dir} private: {exc.strerror or exc}"
+            ) from None
         self._take_lock()
         try:
             self._stop_leftover()
+            self._secret = load_store_secret(self.data_dir)
+            config = _write_config(self.data_dir, self._secret)
             address, args = self._listen_args()
             log = (self.data_dir / LOG_NAME).open("ab")
             try:
                 self._process = subprocess.Popen(
-                    [str(valkey_binary()), *args],
+                    # The config file comes first: valkey-server's own rule.
+                    [str(valkey_binary()), str(config), *args],
                     cwd=self.data_dir,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -154,10 +250,11 @@ class EmbeddedValkey:
         except BaseException:
             self.stop()
             raise
+        password = quote(self._secret, safe="")
         self.url = (
-            f"unix://{address}"
+            f"unix://:{password}@{address}"
             if isinstance(address, str)
-            else f"redis://{address[0]}:{address[1]}"
+            else f"redis://:{password}@{address[0]}:{address[1]}"
         )
         logger.info("embedded store started (pid %d) in %s", self._process.pid, self.data_dir)
         return self.url
@@ -238,7 +335,12 @@ class EmbeddedValkey:
                     f"the embedded store exited with code {self._process.returncode}; "
                     f"see {self.data_dir / LOG_NAME}"
                 )
-            if _ping(address):
+            if isinstance(address, tuple) and not _listens_on(self._process.pid, address[1]):
+                # Not bound yet, or another process holds the port: then our Valkey
+                # exits (address in use), and the password is never sent to the other.
+                time.sleep(0.05)
+                continue
+            if _ping(address, self._secret):
                 return
             time.sleep(0.05)
         raise EmbeddedStoreError(

@@ -54,6 +54,8 @@ T = TypeVar("T")
 class HasRetryAfter(Protocol):
     retry_after: int
 
+    def note_unavailable(self) -> None: ...
+
 
 S = TypeVar("S", bound=HasRetryAfter)
 
@@ -67,14 +69,17 @@ def translate_errors(
         try:
             return await method(self, *args, **kwargs)
         except _UNREACHABLE:
+            self.note_unavailable()
             raise StoreUnavailable(retry_after=self.retry_after) from None
         except _REFUSING as exc:
             logger.warning("store refused a command: %s", type(exc).__name__)
+            self.note_unavailable()
             raise StoreUnavailable(retry_after=self.retry_after) from None
         except ResponseError as exc:
             code = str(exc).split(" ", 1)[0]
             if code in _REFUSING_CODES:
                 logger.warning("store refused a command: %s", code)
+                self.note_unavailable()
                 raise StoreUnavailable(retry_after=self.retry_after) from None
             raise
 

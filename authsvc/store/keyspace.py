@@ -13,8 +13,14 @@ several of them run on Redis Cluster too (all their keys hash to one slot):
                                         it replaced; kept only through the grace window
     authsvc:username:<sha256(name)>
                                   str   normalised username -> user id
-    authsvc:ratelimit:login:<scope>:<sha256(value)>:<window start>
-                                  str   login attempts in that window
+    authsvc:ratelimit:<scope>:<sha256(value)>
+                                  str   a token bucket: when it is full again (ms); scopes
+                                        login-user, login-ip, registration-ip, refresh-ip
+    authsvc:ratelimit:login-failures:<sha256(name)>
+                                  zset  attempt id -> time: an account's login attempts
+                                        since its last success, within the failure window
+
+The rate-limit keys lie outside any user's hash tag: each script touches one of them.
 
 A session is live while it has an index entry, its hash exists, and neither its idle
 lifetime (from its last use) nor its maximum age (from created_at) has run out. So a
@@ -25,9 +31,9 @@ its position in the chain (``authsvc.tokens``), and no used token is remembered.
 than the one its script finds was overtaken by a logout-all and does not start a session.
 
 Session hashes expire with the session, the index with the user's last use plus the idle
-lifetime, sealed successors after the grace, and rate-limit counters with their window.
-Expiry is decided by the scripts comparing stored times with ``now``: the TTLs only
-collect garbage.
+lifetime, sealed successors after the grace, and rate-limit keys once their bucket is full
+or their window has passed. Expiry is decided by the scripts comparing stored times with
+``now``: the TTLs only collect garbage.
 """
 
 from __future__ import annotations
@@ -62,5 +68,9 @@ def username(normalized_username: str) -> str:
     return f"{PREFIX}:username:{_digest(normalized_username)}"
 
 
-def login_attempts(scope: str, value: str, window_start: int) -> str:
-    return f"{PREFIX}:ratelimit:login:{scope}:{_digest(value)}:{window_start}"
+def rate_limit(scope: str, value: str) -> str:
+    return f"{PREFIX}:ratelimit:{scope}:{_digest(value)}"
+
+
+def login_failures(normalized_username: str) -> str:
+    return f"{PREFIX}:ratelimit:login-failures:{_digest(normalized_username)}"

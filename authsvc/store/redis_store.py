@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import RedisCluster
@@ -46,7 +47,10 @@ LISTPACK_VALUE_BYTES = 64
 # finds it; whether the grace holds is decided from `now`, not from this TTL.
 SUCCESSOR_TTL_MARGIN = 2
 
-_SCRIPTS = ("login", "rotate", "session_live", "revoke_session", "revoke_user", "count_attempt")
+_SCRIPTS = (
+    "login", "rotate", "session_live", "revoke_session", "revoke_user", "take_token",
+    "count_failure",
+)  # fmt: skip
 
 
 def _load_script(redis: RedisClient, name: str) -> AsyncScript:
@@ -66,10 +70,18 @@ def _fit(text: str, limit: int = LISTPACK_VALUE_BYTES) -> str:
 class Store:
     """Session, chain and user state in Redis."""
 
-    def __init__(self, redis: RedisClient, limits: SessionLimits, *, retry_after: int = 1) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        limits: SessionLimits,
+        *,
+        retry_after: int = 1,
+        on_unavailable: Callable[[], None] | None = None,
+    ) -> None:
         self.redis = redis
         self.limits = limits
         self.retry_after = retry_after
+        self._on_unavailable = on_unavailable
         self.check: StoreCheck | None = None
         scripts = {name: _load_script(redis, name) for name in _SCRIPTS}
         self._scripts = tuple(scripts.values())
@@ -78,22 +90,33 @@ class Store:
         self._session_live = scripts["session_live"]
         self._revoke_session = scripts["revoke_session"]
         self._revoke_user = scripts["revoke_user"]
-        self._count_attempt = scripts["count_attempt"]
+        self._take_token = scripts["take_token"]
+        self._count_failure = scripts["count_failure"]
 
     @classmethod
     async def open(
-        cls, redis: RedisClient, limits: SessionLimits, *, retry_after: int = 1
+        cls,
+        redis: RedisClient,
+        limits: SessionLimits,
+        *,
+        retry_after: int = 1,
+        on_unavailable: Callable[[], None] | None = None,
     ) -> Store:
         """Build a store on a client, loading the scripts and checking Redis's settings.
 
         A Redis that is down at start is not fatal: /readyz says so, EVALSHA loads the
         scripts on first use once it is back, and the settings are checked then.
         """
-        store = cls(redis, limits, retry_after=retry_after)
+        store = cls(redis, limits, retry_after=retry_after, on_unavailable=on_unavailable)
         with contextlib.suppress(StoreUnavailable):
             await store.load_scripts()
             await store.check_settings()
         return store
+
+    def note_unavailable(self) -> None:
+        """Called by ``translate_errors`` for every call that found the store unavailable."""
+        if self._on_unavailable is not None:
+            self._on_unavailable()
 
     @translate_errors
     async def load_scripts(self) -> None:
@@ -162,8 +185,13 @@ class Store:
         The user hash is written first under a fresh id, then the username is claimed with
         SET NX (another slot on Cluster, so not one script): a crash in between leaves an
         unreachable user hash, never a username that points nowhere it should not.
+
+        Every step may run twice: redis-py retries a command whose reply was lost, and a
+        retried SET NX finds the claim its first run made. So a failed claim reads who
+        holds the name, and only another user id means the name is taken.
         """
         user_key = keyspace.user(user_id)
+        username_key = keyspace.username(username)
         await self.redis.hset(
             user_key,
             mapping={
@@ -173,10 +201,17 @@ class Store:
                 "epoch": 0,
             },
         )
-        if await self.redis.set(keyspace.username(username), user_id, nx=True):
+        if await self.redis.set(username_key, user_id, nx=True):
+            return True
+        holder = await self.redis.get(username_key)
+        if holder is not None and _text(holder) == user_id:
             return True
         await self.redis.delete(user_key)
         return False
+
+    @translate_errors
+    async def username_taken(self, username: str) -> bool:
+        return bool(await self.redis.exists(keyspace.username(username)))
 
     @translate_errors
     async def find_user(self, username: str) -> UserRecord | None:
@@ -290,10 +325,11 @@ class Store:
         return bool(reply)
 
     @translate_errors
-    async def revoke_user(self, user_id: str) -> None:
-        """End every session of a user at once."""
+    async def revoke_user(self, user_id: str) -> int:
+        """End every session of a user at once; return how many the user's index listed."""
         listed = await self.redis.zrange(keyspace.sessions(user_id), 0, REVOKE_BATCH - 1)
         await self._revoke_user(keys=scriptkeys.revoke_user(user_id, [_text(s) for s in listed]))
+        return len(listed)
 
     @translate_errors
     async def list_sessions(self, user_id: str, *, now: int) -> list[SessionRecord]:
@@ -340,17 +376,26 @@ class Store:
     # -- rate limits -------------------------------------------------------------------
 
     @translate_errors
-    async def count_login_attempts(
-        self, scopes: list[tuple[str, str]], *, now: int, window: int
-    ) -> list[int]:
-        """Count one attempt against each (scope, value) in the window holding ``now``."""
-        window_start = now - now % window
-        counts = []
-        for scope, value in scopes:
-            # One key per call: each counter lives in its own slot on Cluster.
-            reply = await self._count_attempt(
-                keys=scriptkeys.count_attempt(scope, value, window_start),
-                args=[window_start + window],
-            )
-            counts.append(int(reply))
-        return counts
+    async def take_token(
+        self, scope: str, value: str, *, now: int, capacity: int, refill: int
+    ) -> int:
+        """Take a token from the bucket of (scope, value); 0, or the seconds until one is due."""
+        reply = await self._take_token(
+            keys=scriptkeys.take_token(scope, value), args=[now, capacity, refill]
+        )
+        return int(reply)
+
+    @translate_errors
+    async def count_failure(
+        self, username: str, attempt_id: str, *, now: int, limit: int, window: int
+    ) -> int:
+        """Log an attempt on an account; 0, or the seconds until the log has room again."""
+        reply = await self._count_failure(
+            keys=scriptkeys.count_failure(username), args=[now, limit, window, attempt_id]
+        )
+        return int(reply)
+
+    @translate_errors
+    async def clear_failures(self, username: str) -> None:
+        """Forget an account's failed attempts: its password was just verified."""
+        await self.redis.delete(keyspace.login_failures(username))

@@ -1,7 +1,7 @@
 """The KEYS of each Lua script, in the order its header names them.
 
 One function per script, beside ``keyspace``, so a script and its callers cannot disagree
-on the order; every list stays within one user's hash tag, hence one Cluster slot.
+on the order; every list stays within one user's hash tag, hence one Cluster slot, or is one key.
 """
 
 from __future__ import annotations
@@ -48,5 +48,9 @@ def revoke_user(user_id: str, listed_session_ids: list[str]) -> list[str]:
     return keys
 
 
-def count_attempt(scope: str, value: str, window_start: int) -> list[str]:
-    return [keyspace.login_attempts(scope, value, window_start)]
+def take_token(scope: str, value: str) -> list[str]:
+    return [keyspace.rate_limit(scope, value)]
+
+
+def count_failure(normalized_username: str) -> list[str]:
+    return [keyspace.login_failures(normalized_username)]

@@ -1,7 +1,11 @@
 """Real processes for the tests and the benchmark: a throwaway Redis and ``authsvc serve``.
 
-Both listen on a free loopback port and never touch a server they did not start. The
-benchmark (``bench/``) imports this module too, so there is one runner of each, not copies.
+``RedisProcess`` starts a ``redis-server`` on a free loopback port with persistence off;
+``Server`` starts ``python -m authsvc serve`` (or another command) on a free port with
+cheap argon2 (FAST_ENV) unless told otherwise, waits for /healthz and every worker, and
+speaks HTTP to it with the standard library; ``valkeys_on`` and ``workers_of`` look at the
+processes it leaves or spawns. Neither touches a server it did not start. The benchmark
+(``bench/``) imports this module too, so there is one runner of each, not copies.
 """
 
 from __future__ import annotations
@@ -152,6 +156,7 @@ class Server:
         self.port = port or free_port()
         self.log_path = log_path
         self.args = args
+        self.is_authsvc = command is None
         self.command = list(command or [sys.executable, "-m", "authsvc", "serve"])
         self.die_with_parent = die_with_parent
         self.env = {
@@ -184,12 +189,26 @@ class Server:
             if self.process.poll() is not None:
                 raise AssertionError(f"authsvc exited with {self.process.returncode}: {self.log()}")
             try:
-                if self.request("GET", "/healthz").status == 200:
+                # Every worker listens (the first may answer long before the last).
+                if self.request("GET", "/healthz").status == 200 and (
+                    not self.is_authsvc or listening_sockets(self.port) == self.workers
+                ):
                     return
             except OSError:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"authsvc did not answer /healthz in {READY_TIMEOUT}s: {self.log()}")
+
+    @property
+    def workers(self) -> int:
+        if "--workers" in self.args:
+            return int(self.args[self.args.index("--workers") + 1])
+        return int(self.env.get("AUTHSVC_WORKERS", "1"))
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -223,8 +242,11 @@ class Server:
         body: Any = None,
         *,
         token: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = dict(headers or {})
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(
@@ -238,7 +260,10 @@ class Server:
                 status, raw, reply_headers = response.status, response.read(), response.headers
         except urllib.error.HTTPError as error:
             status, raw, reply_headers = error.code, error.read(), error.headers
-        return Reply(status, dict(reply_headers), json.loads(raw) if raw else None)
+        content_type = reply_headers.get("Content-Type", "")
+        if raw and content_type.startswith("application/json"):
+            return Reply(status, dict(reply_headers), json.loads(raw))
+        return Reply(status, dict(reply_headers), raw.decode() if raw else None)
 
     def register(self, username: str, password: str = TEST_PASSWORD) -> Reply:
         return self.request("POST", "/v1/users", {"username": username, "password": password})
@@ -251,3 +276,52 @@ class Server:
 
     def refresh(self, refresh_token: str) -> Reply:
         return self.request("POST", "/v1/auth/refresh", {"refresh_token": refresh_token})
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on ``port`` (one per worker with SO_REUSEPORT), from /proc."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port and fields[3] == "0A":  # TCP_LISTEN
+                    count += 1
+    return count
+
+
+def generate_keys(directory: Path) -> Path:
+    """Write a signing key and the refresh-token secret with the CLI, as an operator does."""
+    subprocess.run(
+        [sys.executable, "-m", "authsvc", "keys", "generate", "--dir", str(directory)],
+        check=True,
+        capture_output=True,
+    )
+    return directory
+
+
+def valkeys_on(data_dir: Path) -> list[int]:
+    """Pids of live valkey-server processes working in ``data_dir``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue  # gone, a zombie, or not ours to look at
+        if b"valkey-server" in cmdline and cwd == str(data_dir.resolve()):
+            found.append(int(entry.name))
+    return found
+
+
+def workers_of(pid: int) -> list[int]:
+    """Pids of the worker processes a ``serve --workers N`` parent spawned."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [
+        int(child)
+        for child in children
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]

@@ -1,0 +1,56 @@
+"""What every request goes through first: its request id, its metrics, and the headers
+every response carries (X-Request-Id, a Server header that names no versions)."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from authsvc.http.appkeys import METRICS
+from authsvc.metrics import UNMATCHED_ROUTE
+from authsvc.requestid import HEADER, current_request_id, new_request_id, request_id_for
+
+REQUEST_ID = web.RequestKey("request_id", str)
+SERVER = "authsvc"
+
+
+def route_of(request: web.Request) -> str:
+    """The template of the route that matched (``/v1/auth/sessions/{session_id}``)."""
+    resource = request.match_info.route.resource
+    return UNMATCHED_ROUTE if resource is None else resource.canonical
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request its id for logs and response, and count and time it."""
+    request_id = request_id_for(request.headers.get(HEADER))
+    request[REQUEST_ID] = request_id
+    # Not reset on the way out: aiohttp runs each request in a task of its own, so the id
+    # ends with that task, and the access log line, written in it after this returns,
+    # still carries it.
+    current_request_id.set(request_id)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # let through by error_middleware: not an error body
+        _count(request, exc.status, started)
+        raise
+    # A request cancelled by a client that went away, or by the shutdown bound, is not
+    # counted: it has no status.
+    _count(request, response.status, started)
+    return response
+
+
+def _count(request: web.Request, status: int, started: float) -> None:
+    request.app[METRICS].request_finished(
+        route_of(request), request.method, status, time.perf_counter() - started
+    )
+
+
+async def set_response_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response, error pages included, gets these headers."""
+    response.headers[HEADER] = request.get(REQUEST_ID) or new_request_id()
+    # aiohttp's default names the Python and aiohttp versions: no need to tell scanners.
+    response.headers["Server"] = SERVER

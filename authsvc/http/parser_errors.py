@@ -1,0 +1,64 @@
+"""Requests aiohttp's HTTP parser refuses get the contract's JSON error body too.
+
+A header line past aiohttp's limit, a malformed request line or a bad chunked body never
+reach the application: aiohttp answers them itself, in plain text, with its version in
+the Server header, echoing the offending bytes. aiohttp offers no hook for that answer
+but its request handler's ``handle_error``, so the runner here hands its server a handler
+class that renders 4xx parser errors as ``invalid_request`` (or ``payload_too_large``)
+bodies with a request id, and leaves everything else to aiohttp.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from authsvc.errors import AuthsvcError, InvalidRequest, PayloadTooLarge
+from authsvc.http.errors import error_response
+from authsvc.http.observe import SERVER
+from authsvc.requestid import HEADER, new_request_id
+
+logger = logging.getLogger(__name__)
+
+
+class _JsonErrorRequestHandler(RequestHandler):
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # A 5xx is aiohttp's own failure, and with output already sent no answer fits.
+        if status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        # Neither the bytes nor aiohttp's message (which quotes them) go to the log.
+        logger.info("refused a request its parser could not read (%d)", status)
+        error: AuthsvcError = (
+            PayloadTooLarge()
+            if status == 413
+            else InvalidRequest("the request line or its headers could not be read")
+        )
+        response = error_response(error, oauth=False)
+        response.headers[HEADER] = new_request_id()
+        response.headers["Server"] = SERVER
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class JsonErrorAppRunner(web.AppRunner):
+    """An AppRunner whose connections answer parser errors with contract bodies."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # Same object, same state: only the class that makes connection handlers changes.
+        server.__class__ = _JsonErrorServer
+        return server

@@ -1,0 +1,226 @@
+"""SIGTERM and SIGINT on real processes: no new connections, requests in flight finish, exit 0.
+
+The test holds requests in flight without timing: it pauses the writes of the suite's
+Redis (CLIENT PAUSE WRITE), so every request that reaches the store waits there, and Redis
+counts them (blocked_clients). Once all 40 clients have a request waiting, the signal
+goes; once the port refuses connections, the pause ends and the requests go on. What the
+server did is then read back from Redis: every login it processed is a session, and every
+rotation it processed moved a chain on, so a request that was processed but whose response
+was cut would show there, whatever the client saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio
+from servers import STOP_TIMEOUT, Server
+from support import TEST_PASSWORD
+
+from authsvc.store import keyspace
+
+LOAD_ENV = {
+    # Only for testing! Real argon2id, but cheap: a login takes a few milliseconds, one at
+    # a time per worker, so that the logins let go at once queue up behind each other.
+    "AUTHSVC_ARGON2_MEMORY_COST": "8192",
+    "AUTHSVC_HASH_CONCURRENCY": "1",
+    "AUTHSVC_LOGIN_RATE_LIMIT": "1000000/60",
+    "AUTHSVC_MAX_SESSIONS_PER_USER": "100000",
+    # A store call waits out the pause instead of becoming a 503.
+    "AUTHSVC_STORE_TIMEOUT": "60",
+}
+LOGIN_CLIENTS, REFRESH_CLIENTS, ME_CLIENTS = 16, 16, 8  # 40 clients
+PAUSE_MS = 60_000  # a bound only: every test ends the pause itself
+
+
+async def refused(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    except ConnectionResetError:
+        return False  # accepted into the backlog of a socket closing just then: ask again
+    writer.close()
+    return False
+
+
+async def wait_until_refused(server: Server) -> None:
+    """Poll until nothing listens on the port; the requests held in flight keep it alive."""
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while not await refused(server.port):
+        assert time.monotonic() < deadline, "the server still takes connections"
+        await asyncio.sleep(0.02)
+    assert server.process is not None
+    assert server.process.poll() is None, "the server exited with requests in flight"
+
+
+async def wait_until_waiting_in_redis(client: redis.asyncio.Redis, count: int) -> None:
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while (await client.info("clients"))["blocked_clients"] < count:
+        assert time.monotonic() < deadline, f"fewer than {count} requests reached the store"
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def writes_paused(client: redis.asyncio.Redis) -> AsyncIterator[None]:
+    await client.client_pause(PAUSE_MS, all=False)  # WRITE: reads, INFO included, go on
+    try:
+        yield
+    finally:
+        await client.client_unpause()
+
+
+def exit_status(server: Server) -> int:
+    assert server.process is not None
+    return server.process.wait(STOP_TIMEOUT)
+
+
+def start_server(
+    servers: list[Server], tmp_path: Path, redis_url: str, keys_dir: Path, workers: int, **env: str
+) -> Server:
+    args = ("--workers", str(workers)) if workers > 1 else ()
+    server = Server(
+        tmp_path / "serve.log",
+        {"AUTHSVC_REDIS_URL": redis_url, "AUTHSVC_KEYS_DIR": str(keys_dir), **LOAD_ENV, **env},
+        *args,
+    )
+    servers.append(server)
+    server.start()
+    return server
+
+
+async def test_the_shutdown_timeout_bounds_the_wait_for_requests_in_flight(
+    servers: list[Server],
+    tmp_path: Path,
+    keys_dir: Path,
+    redis_url: str,
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    """A request that does not finish does not hold the stop past AUTHSVC_SHUTDOWN_TIMEOUT."""
+    server = start_server(servers, tmp_path, redis_url, keys_dir, 1, AUTHSVC_SHUTDOWN_TIMEOUT="0.5")
+    async with writes_paused(redis_client), aiohttp.ClientSession(server.base_url) as session:
+        register = asyncio.create_task(
+            session.post("/v1/users", json={"username": "held", "password": TEST_PASSWORD})
+        )
+        await wait_until_waiting_in_redis(redis_client, 1)
+
+        os.kill(server.pid, signal.SIGTERM)
+
+        assert await asyncio.to_thread(exit_status, server) == 0, server.log()
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await register  # cut at the bound, with no response
+
+
+@dataclass
+class Client:
+    """One of the load clients: what it sent, what came back, and how it ended."""
+
+    kind: str
+    token: str = ""
+    answered: list[int] = field(default_factory=list)
+    answered_at: list[float] = field(default_factory=list)
+    ended_by: str = ""
+
+
+async def run_client(base_url: str, client: Client, username: str) -> None:
+    """Send requests one after another on one keep-alive connection until one fails."""
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(base_url, connector=aiohttp.TCPConnector(limit=1)) as session:
+        while True:
+            if client.kind == "login":
+                request = session.post(
+                    "/v1/auth/login", json={"username": username, "password": TEST_PASSWORD}
+                )
+            elif client.kind == "refresh":
+                request = session.post("/v1/auth/refresh", json={"refresh_token": client.token})
+            else:
+                request = session.get(
+                    "/v1/auth/me", headers={"Authorization": f"Bearer {client.token}"}
+                )
+            try:
+                async with request as response:
+                    try:
+                        body = await response.read()
+                    except aiohttp.ClientError as exc:  # a response began, then broke
+                        client.ended_by = f"cut: {type(exc).__name__}"
+                        return
+            except aiohttp.ClientConnectionError as exc:
+                # No response began: the server refused, closed or reset the connection.
+                client.ended_by = f"no response: {type(exc).__name__}"
+                return
+            client.answered.append(response.status)
+            client.answered_at.append(loop.time())
+            if response.status != 200:
+                client.ended_by = f"status {response.status}: {body!r}"
+                return
+            if client.kind == "refresh":
+                client.token = json.loads(body)["refresh_token"]
+
+
+def chain_position(refresh_token: str) -> int:
+    return int(refresh_token.split(".")[2])
+
+
+@pytest.mark.parametrize(
+    ("sig", "workers"),
+    [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2)],
+    ids=["sigterm", "sigint", "sigterm-2-workers"],
+)
+async def test_a_stop_under_load_cuts_no_request_in_flight(
+    servers: list[Server],
+    tmp_path: Path,
+    keys_dir: Path,
+    redis_url: str,
+    redis_client: redis.asyncio.Redis,
+    sig: signal.Signals,
+    workers: int,
+) -> None:
+    server = start_server(servers, tmp_path, redis_url, keys_dir, workers)
+    login_user = server.register("dave").body["user_id"]
+    assert server.register("carol").status == 201
+    carol = [server.login("carol") for _ in range(REFRESH_CLIENTS + ME_CLIENTS)]
+    clients = (
+        [Client("login") for _ in range(LOGIN_CLIENTS)]
+        + [Client("refresh", pair["refresh_token"]) for pair in carol[:REFRESH_CLIENTS]]
+        + [Client("me", pair["access_token"]) for pair in carol[REFRESH_CLIENTS:]]
+    )
+    tasks = [asyncio.create_task(run_client(server.base_url, client, "dave")) for client in clients]
+    while not all(len(client.answered) >= 2 for client in clients):
+        assert not any(task.done() for task in tasks), [c.ended_by for c in clients]
+        await asyncio.sleep(0.01)
+
+    async with writes_paused(redis_client):
+        # Every client's next request reaches the store and waits there: 40 in flight.
+        await wait_until_waiting_in_redis(redis_client, len(clients))
+        os.kill(server.pid, sig)
+        await wait_until_refused(server)
+        signalled_at = asyncio.get_running_loop().time()
+    await asyncio.wait_for(asyncio.gather(*tasks), STOP_TIMEOUT)
+    assert await asyncio.to_thread(exit_status, server) == 0, server.log()
+
+    for client in clients:
+        # Each ran until the server stopped taking its requests; no response was cut.
+        assert client.ended_by.startswith("no response"), (client.kind, client.ended_by)
+        assert set(client.answered) == {200}
+        # The request it had in flight at the signal was answered after it.
+        assert client.answered_at[-1] > signalled_at
+    # Every login the server processed was answered: one session per 200, no more.
+    logins = sum(len(c.answered) for c in clients if c.kind == "login")
+    assert await redis_client.zcard(keyspace.sessions(login_user)) == logins
+    # Every rotation the server processed was answered: each chain is where its client
+    # thinks it is.
+    for client in (c for c in clients if c.kind == "refresh"):
+        user_id, session_id = client.token.split(".")[:2]
+        position = await redis_client.hget(keyspace.session(user_id, session_id), "n")
+        assert position is not None and int(position) == chain_position(client.token)
+    assert "Traceback" not in server.log()

@@ -1,0 +1,98 @@
+"""Requests aiohttp's HTTP parser refuses still get the contract's JSON error body."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from servers import Server
+from support import free_port
+
+from authsvc.app import create_app
+from authsvc.config import Settings
+from authsvc.http.parser_errors import JsonErrorAppRunner
+from authsvc.keys import KeyRing
+
+
+@pytest.fixture
+async def port(settings: Settings, key_ring: KeyRing) -> AsyncIterator[int]:
+    """The app behind the server's own runner, on a real port."""
+    runner = JsonErrorAppRunner(create_app(settings, key_ring=key_ring))
+    await runner.setup()
+    number = free_port()
+    await web.TCPSite(runner, "127.0.0.1", number).start()
+    try:
+        yield number
+    finally:
+        await runner.cleanup()
+
+
+async def raw_request(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+BAD_REQUESTS = {
+    "header line over the limit": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+    + b"a" * 20_000
+    + b"\r\n\r\n",
+    "malformed request line": b"GET /healthz HTTP/1.1 extra words\r\nHost: x\r\n\r\n",
+    "header without a colon": b"GET /healthz HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n",
+    "bad content length": b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("data", BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
+async def test_a_request_the_parser_refuses_gets_a_json_invalid_request(
+    port: int, data: bytes
+) -> None:
+    status, headers, body = await raw_request(port, data)
+    assert status == 400
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(body)["error"] == "invalid_request"
+    assert headers["x-request-id"]
+    assert headers["server"] == "authsvc"
+    # Nothing of what was sent is echoed back.
+    assert b"aaaa" not in body and b"extra words" not in body and b"NoColon" not in body
+
+
+async def test_a_good_request_on_the_same_server_is_served(port: int) -> None:
+    status, _, body = await raw_request(
+        port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert status == 200
+    assert json.loads(body) == {"status": "ok"}
+
+
+async def test_the_served_process_answers_parser_errors_in_json(
+    servers: list[Server], tmp_path: Path, keys_dir: Path, redis_url: str
+) -> None:
+    """``authsvc serve`` runs the app with this runner, not aiohttp's default."""
+    server = Server(
+        tmp_path / "serve.log", {"AUTHSVC_REDIS_URL": redis_url, "AUTHSVC_KEYS_DIR": str(keys_dir)}
+    )
+    servers.append(server)
+    server.start()
+    status, headers, body = await raw_request(
+        server.port, BAD_REQUESTS["header line over the limit"]
+    )
+    assert status == 400
+    assert json.loads(body)["error"] == "invalid_request"
+    assert headers["server"] == "authsvc"
+    assert "aaaa" not in server.log()

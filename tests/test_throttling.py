@@ -1,0 +1,175 @@
+"""What costs us is throttled: registration and refresh per address, the hash queue, and
+bad refresh tokens that are refused before any signature, sealing or store call."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio
+from argon2 import PasswordHasher
+from support import TEST_PASSWORD, FakeClock, login, register
+from support import refresh as refresh_request
+
+import authsvc.sessions
+from authsvc.config import RateLimit
+from authsvc.http.appkeys import HASHER
+from authsvc.tokens import AccessTokens
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
+async def _register(client: Any, username: str, forwarded: str | None = None) -> Any:
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    return await client.post(
+        "/v1/users", json={"username": username, "password": TEST_PASSWORD}, headers=headers
+    )
+
+
+async def _assert_rate_limited(response: Any, retry_after: int) -> None:
+    assert response.status == 429, await response.text()
+    assert (await response.json())["error"] == "rate_limited"
+    assert response.headers["Retry-After"] == str(retry_after)
+
+
+async def _commands_run(redis_client: redis.asyncio.Redis) -> int:
+    """Commands the suite's Redis has run, INFO itself left out."""
+    stats = await redis_client.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info")
+
+
+# -- registration ----------------------------------------------------------------------
+
+
+async def test_registration_is_rate_limited_per_address(make_client: Any, clock: FakeClock) -> None:
+    client = await make_client(registration_rate_limit=RateLimit(2, 3600), trusted_proxies=LOOPBACK)
+    assert (await _register(client, "alice", "203.0.113.9")).status == 201
+    assert (await _register(client, "bob", "203.0.113.9")).status == 201
+    hasher = client.app[HASHER]
+    before = hasher.calls
+    await _assert_rate_limited(await _register(client, "carol", "203.0.113.9"), 1800)
+    assert hasher.calls == before, "a refused registration must cost no hash"
+    # Another address has its own bucket; this one refills at 2 an hour.
+    assert (await _register(client, "carol", "198.51.100.7")).status == 201
+    clock.advance(1800)
+    assert (await _register(client, "dave", "203.0.113.9")).status == 201
+
+
+async def test_registration_checks_everything_cheap_before_hashing(client: Any) -> None:
+    """Bad names, weak passwords and taken names never reach the 64 MiB argon2 hash."""
+    await register(client)
+    hasher = client.app[HASHER]
+    before = hasher.calls
+    refused = [
+        await client.post("/v1/users", json={"username": "alice", "password": TEST_PASSWORD}),
+        await client.post("/v1/users", json={"username": "ALICE ", "password": TEST_PASSWORD}),
+        await client.post("/v1/users", json={"username": "\x00", "password": TEST_PASSWORD}),
+        await client.post("/v1/users", json={"username": "bob", "password": "password1234"}),
+        await client.post("/v1/users", json={"username": "bob", "password": "short"}),
+    ]
+    assert [response.status for response in refused] == [409, 409, 400, 400, 400]
+    assert hasher.calls == before
+
+
+# -- refresh -------------------------------------------------------------------------
+
+
+async def test_refresh_is_rate_limited_per_address(make_client: Any, clock: FakeClock) -> None:
+    client = await make_client(refresh_rate_limit=RateLimit(2, 60))
+    await register(client)
+    pair = await login(client)
+    token = pair["refresh_token"]
+    for _ in range(2):
+        response = await refresh_request(client, token)
+        assert response.status == 200
+        token = (await response.json())["refresh_token"]
+    await _assert_rate_limited(await refresh_request(client, token), 30)
+    # The refused request did not use the token up: it works once the bucket refills.
+    clock.advance(30)
+    assert (await refresh_request(client, token)).status == 200
+
+
+@pytest.fixture
+def signing_and_sealing(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Record every access-token signature and successor sealing the app makes."""
+    calls: list[str] = []
+    sign, seal = AccessTokens.sign, authsvc.sessions.seal_successor
+
+    def counted_sign(self: AccessTokens, **kwargs: Any) -> tuple[str, int]:
+        calls.append("sign")
+        return sign(self, **kwargs)
+
+    def counted_seal(*args: Any) -> bytes:
+        calls.append("seal")
+        return seal(*args)
+
+    monkeypatch.setattr(AccessTokens, "sign", counted_sign)
+    monkeypatch.setattr(authsvc.sessions, "seal_successor", counted_seal)
+    yield calls
+
+
+async def test_bad_refresh_token_costs_no_signature_sealing_or_store_call(
+    client: Any, redis_client: redis.asyncio.Redis, signing_and_sealing: list[str]
+) -> None:
+    """Check first, sign after: a token that is not ours stops at its MAC."""
+    await register(client)
+    pair = await login(client)
+    user_id, session_id, position, secret, mac = pair["refresh_token"].split(".")
+    bad = [
+        "garbage",
+        pair["access_token"],
+        f"{user_id}.{session_id}.{position}.{secret}.{'A' * 22}",
+        f"{user_id}.{session_id}.{int(position) + 1}.{secret}.{mac}",
+    ]
+    signing_and_sealing.clear()
+    before = await _commands_run(redis_client)
+    for token in bad:
+        response = await refresh_request(client, token)
+        assert response.status == 401
+        assert (await response.json())["error"] == "invalid_grant"
+    assert await _commands_run(redis_client) == before
+    assert signing_and_sealing == []
+    # A good token is signed and sealed once, after its check.
+    assert (await refresh_request(client, pair["refresh_token"])).status == 200
+    assert signing_and_sealing == ["sign", "seal"]
+
+
+# -- the hash queue ----------------------------------------------------------------------
+
+
+async def test_full_hash_queue_answers_503_with_retry_after(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One hash running and one waiting is all a queue of one holds: the next is refused."""
+    client = await make_client(hash_concurrency=1, hash_queue_limit=1)
+    hasher = client.app[HASHER]
+    gate = threading.Event()
+    original = PasswordHasher.hash
+
+    def held_hash(self: PasswordHasher, password: str | bytes, **kwargs: Any) -> str:
+        gate.wait(30)
+        return original(self, password, **kwargs)
+
+    monkeypatch.setattr(PasswordHasher, "hash", held_hash)
+    tasks = [asyncio.create_task(_register(client, f"user{i}")) for i in range(3)]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        (first,) = done
+        refused = first.result()
+        assert refused.status == 503, await refused.text()
+        body = await refused.json()
+        assert body["error"] == "store_unavailable"
+        assert "password" in body["error_description"]
+        assert refused.headers["Retry-After"] == "1"
+        assert hasher.pending == 2
+    finally:
+        gate.set()
+    statuses = sorted([(await task).status for task in tasks])
+    assert statuses == [201, 201, 503]
+    assert hasher.pending == 0
+    # With the queue drained, registrations go through again.
+    assert (await _register(client, "late")).status == 201
