@@ -104,9 +104,9 @@ def summarize(raw: Path, count: int = 12) -> Summary:
 
 def _package(function: str, file: str) -> str:
     """``aiohttp/http_writer.py:116`` -> aiohttp, ``hmac.py:61`` -> hmac."""
-    if function == "run_app":
-        # The loop runs in uvloop's C code: its own time is the event loop's native work
-        # (epoll, socket reads and writes, callbacks' scheduling).
+    if function in ("run_app", "Runner.run"):
+        # The loop runs in uvloop's C code below the frame that started it: its own time is
+        # the event loop's native work (epoll, socket reads and writes, scheduling).
         return "(uvloop, native)"
     head = file.split(":", 1)[0]
     if head.startswith("<"):
