@@ -20,6 +20,15 @@ ACCESS_LOGGER = logging.getLogger("authsvc.access")
 
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self._log(request, response, time * 1000, None)
+
+    def _log(
+        self,
+        request: BaseRequest,
+        response: StreamResponse,
+        duration_ms: float,
+        extra: dict[str, object] | None,
+    ) -> None:
         self.logger.info(
             '%s "%s %s" %d %d %.1fms',
             request.remote,
@@ -27,7 +36,8 @@ class AccessLogger(AbstractAccessLogger):
             request.path,
             response.status,
             response.body_length,
-            time * 1000,
+            duration_ms,
+            extra=extra,
         )
 
     @property
@@ -40,20 +50,12 @@ class JsonAccessLogger(AccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         duration_ms = round(time * 1000, 1)
-        self.logger.info(
-            '%s "%s %s" %d %d %.1fms',
-            request.remote,
-            request.method,
-            request.path,
-            response.status,
-            response.body_length,
-            duration_ms,
-            extra={
-                "remote": request.remote,
-                "method": request.method,
-                "path": request.path,
-                "status": response.status,
-                "bytes": response.body_length,
-                "duration_ms": duration_ms,
-            },
-        )
+        fields: dict[str, object] = {
+            "remote": request.remote,
+            "method": request.method,
+            "path": request.path,
+            "status": response.status,
+            "bytes": response.body_length,
+            "duration_ms": duration_ms,
+        }
+        self._log(request, response, duration_ms, fields)

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from authsvc.config import Settings, SigningAlgorithm
+from authsvc.secretfile import read_or_create
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,12 @@ class KeyRingError(ValueError):
     """A key file cannot be read, or the directory holds no usable key."""
 
 
+def _new_refresh_secret() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(REFRESH_SECRET_BYTES)).decode()
+
+
 def load_refresh_secret(directory: Path) -> bytes:
     """Read the refresh-token secret of a directory, creating it on first use.
-
-    Two instances starting together on an empty directory agree: the file is created
-    exclusively, and the one that loses the race reads the winner's.
 
     Raises:
         KeyRingError: when the file cannot be read or created, or is not a secret of ours.
@@ -56,16 +58,10 @@ def load_refresh_secret(directory: Path) -> bytes:
     path = directory / REFRESH_SECRET_NAME
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(
-                    base64.urlsafe_b64encode(secrets.token_bytes(REFRESH_SECRET_BYTES)).decode()
-                )
-        text = path.read_text().strip()
+        text = read_or_create(
+            path,
+            lambda: base64.urlsafe_b64encode(secrets.token_bytes(REFRESH_SECRET_BYTES)).decode(),
+        )
     except OSError as exc:
         raise KeyRingError(f"cannot read or create {path}: {exc.strerror or exc}") from None
     try:

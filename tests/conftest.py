@@ -125,6 +125,17 @@ async def client(make_client: AppFactory) -> TestClient[web.Request, web.Applica
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A Redis of this test's own, to stop, restart or reconfigure at will."""
+    process = RedisProcess(tmp_path / "redis")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
 def servers() -> Iterator[list[Server]]:
     """Every server process a test starts; all killed at the end, whatever happened."""
     started: list[Server] = []

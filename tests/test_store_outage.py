@@ -10,8 +10,6 @@ import asyncio
 import dataclasses
 import shutil
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,14 +24,9 @@ RETRY_AFTER = 3
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisProcess]:
+def server(own_redis: RedisProcess) -> RedisProcess:
     """A Redis of this test's own on a fixed port, so it can come back where it was."""
-    process = RedisProcess(tmp_path / "redis")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
+    return own_redis
 
 
 @pytest.fixture

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from support import RedisProcess, fast_settings
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    """A Redis of this test's own, so its settings can be changed freely."""
-    process = RedisProcess(tmp_path / "redis")
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def _configure(server: RedisProcess, **settings: str) -> None:

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import quote
 
+from authsvc.secretfile import read_or_create
+
 logger = logging.getLogger(__name__)
 
 SOCKET_NAME = "valkey.sock"
@@ -79,15 +81,9 @@ def load_store_secret(data_dir: Path) -> str:
     """
     path = data_dir / SECRET_NAME
     try:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(SECRET_BYTES))
-        path.chmod(0o600)
-        secret = path.read_text().strip()
+        secret = read_or_create(
+            path, lambda: secrets.token_urlsafe(SECRET_BYTES), keep_private=True
+        )
     except OSError as exc:
         raise EmbeddedStoreError(f"cannot read or create {path}: {exc.strerror or exc}") from None
     # An empty file is a crash between create and write: never a password to use.
