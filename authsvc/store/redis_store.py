@@ -18,7 +18,6 @@ from typing import Any
 
 from redis.asyncio import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
 
 from authsvc.errors import StoreUnavailable
 from authsvc.store import keyspace, scriptkeys
@@ -34,6 +33,7 @@ from authsvc.store.records import (
     StoreCheck,
     UserRecord,
 )
+from authsvc.store.settings_check import check_settings
 
 logger = logging.getLogger(__name__)
 
@@ -133,45 +133,8 @@ class Store:
 
     @translate_errors
     async def check_settings(self) -> StoreCheck:
-        """Read what authsvc's promises depend on: eviction policy and persistence."""
-        if isinstance(self.redis, RedisCluster):
-            nodes: list[Any] = self.redis.get_primaries()
-        else:
-            nodes = [None]
-        policies: set[str] = set()
-        persistent = True
-        try:
-            for node in nodes:
-                kwargs = {} if node is None else {"target_nodes": node}
-                config = await self.redis.config_get("maxmemory-policy", **kwargs)
-                config |= await self.redis.config_get("appendonly", **kwargs)
-                config |= await self.redis.config_get("save", **kwargs)
-                values = {_text(k): _text(v) for k, v in config.items()}
-                policies.add(values.get("maxmemory-policy", "noeviction"))
-                persistent &= values.get("appendonly") == "yes" or bool(values.get("save"))
-        except ResponseError as exc:
-            # CONFIG is often renamed or denied by ACLs on managed Redis: then we cannot
-            # tell, and say nothing rather than guess.
-            logger.info("cannot read the store's settings (%s); not checking them", exc)
-            self.check = StoreCheck(maxmemory_policy=None, persistence=None)
-            return self.check
-        warnings = []
-        evicting = sorted(policy for policy in policies if policy != "noeviction")
-        if evicting:
-            warnings.append(
-                f"maxmemory-policy is {', '.join(evicting)}: under memory pressure Redis may "
-                "evict live sessions and rate-limit counters; set noeviction"
-            )
-        if not persistent:
-            warnings.append(
-                "Redis persistence is off (no AOF, no RDB snapshots): a Redis restart "
-                "ends every session; set appendonly yes"
-            )
-        self.check = StoreCheck(
-            maxmemory_policy=", ".join(sorted(policies)),
-            persistence=persistent,
-            warnings=tuple(warnings),
-        )
+        """Read what authsvc's promises depend on (see ``settings_check``) and keep it."""
+        self.check = await check_settings(self.redis)
         return self.check
 
     # -- users ---------------------------------------------------------------------------
