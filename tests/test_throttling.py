@@ -93,6 +93,17 @@ async def test_refresh_is_rate_limited_per_address(make_client: Any, clock: Fake
     assert (await refresh_request(client, token)).status == 200
 
 
+async def test_a_limit_too_large_to_matter_never_errors(make_client: Any) -> None:
+    """A bucket that refills faster than a millisecond (a limit set high to lift it)."""
+    client = await make_client(refresh_rate_limit=RateLimit(10**9, 1))
+    await register(client)
+    token = (await login(client))["refresh_token"]
+    for _ in range(3):
+        response = await refresh_request(client, token)
+        assert response.status == 200, await response.text()
+        token = (await response.json())["refresh_token"]
+
+
 @pytest.fixture
 def signing_and_sealing(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Record every access-token signature and successor sealing the app makes."""

@@ -20,5 +20,8 @@ if allowed_at > now then
   return math.ceil((allowed_at - now) / 1000)
 end
 -- The TTL only collects the key once the bucket is full again; `now` decides the rest.
-redis.call("SET", bucket, string.format("%.3f", next_full_at), "PX", math.ceil(next_full_at - now))
+-- At least 1 ms: with a very large bucket the next token is due within the same
+-- millisecond (or, past float precision, at `now` itself), and PX 0 is an error.
+redis.call("SET", bucket, string.format("%.3f", next_full_at), "PX",
+  math.max(1, math.ceil(next_full_at - now)))
 return 0
