@@ -231,7 +231,7 @@ class SessionService:
             # rotation issued, so the app's chain goes on instead of splitting in two.
             cached = open_successor(presented, rotation.sealed_successor)
             access_token, access_expires_at = cached.access_token, cached.access_expires_at
-            successor = self._refresh.parse(cached.refresh_token)
+            successor_value = cached.refresh_token
             self._events.refresh_finished("grace")
         elif rotation.outcome is RotationOutcome.REPLAY:
             logger.warning(
@@ -246,11 +246,12 @@ class SessionService:
             self._events.refresh_finished("invalid")
             raise InvalidGrant()
         else:
+            successor_value = successor.value
             self._events.refresh_finished("rotated")
         return TokenPair(
             access_token=access_token,
             expires_in=max(0, access_expires_at - now),
-            refresh_token=successor.value,
+            refresh_token=successor_value,
             refresh_expires_in=rotation.expires_at - now,
             session_id=session_id,
         )

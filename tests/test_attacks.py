@@ -63,6 +63,14 @@ def _craft(header: dict[str, Any], claims: dict[str, Any], signature: str = "") 
     )
 
 
+def _signed(claims: dict[str, Any], key_ring: KeyRing) -> str:
+    """Claims signed with the app's own key, as a real access token would be."""
+    key = key_ring.current
+    return jwt.encode(
+        claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid, "typ": "at+jwt"}
+    )
+
+
 async def _assert_invalid_token(response: Any) -> None:
     assert response.status == 401, await response.text()
     assert (await response.json())["error"] == "invalid_token"
@@ -229,20 +237,14 @@ async def test_token_for_another_audience_or_issuer_is_refused(
 ) -> None:
     _, claims = await _session(client)
     claims = {k: v for k, v in {**claims, **changes}.items() if v is not None}
-    token = jwt.encode(
-        claims, key_ring.current.private_key, algorithm="EdDSA",
-        headers={"kid": key_ring.current.kid, "typ": "at+jwt"},
-    )  # fmt: skip
+    token = _signed(claims, key_ring)
     await _assert_invalid_token(await _me(client, token))
 
 
 async def test_expired_token_is_refused(client: Any, key_ring: KeyRing) -> None:
     _, claims = await _session(client)
     claims = {**claims, "exp": claims["iat"] - 5}
-    token = jwt.encode(
-        claims, key_ring.current.private_key, algorithm="EdDSA",
-        headers={"kid": key_ring.current.kid, "typ": "at+jwt"},
-    )  # fmt: skip
+    token = _signed(claims, key_ring)
     await _assert_invalid_token(await _me(client, token))
 
 
@@ -250,10 +252,7 @@ async def test_not_yet_valid_token_is_refused(client: Any, key_ring: KeyRing) ->
     """An nbf in the future is honoured (PyJWT checks it when present)."""
     _, claims = await _session(client)
     claims = {**claims, "nbf": claims["iat"] + 3600}
-    token = jwt.encode(
-        claims, key_ring.current.private_key, algorithm="EdDSA",
-        headers={"kid": key_ring.current.kid, "typ": "at+jwt"},
-    )  # fmt: skip
+    token = _signed(claims, key_ring)
     await _assert_invalid_token(await _me(client, token))
 
 
