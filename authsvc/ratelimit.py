@@ -6,7 +6,8 @@
 - A sliding window of failed logins per account (AUTHSVC_LOGIN_FAILURE_LIMIT) that a
   successful login clears: at most that many failures in any window.
 
-Each is counted before any password work, so a refused request costs one Redis call.
+Each is counted before any password work, so a refused request costs one Redis call; a
+refresh's bucket is taken by the rotation's own call (``Store.rotate``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from authsvc.config import RateLimit
 from authsvc.errors import RateLimited
-from authsvc.store import Store
+from authsvc.store import Bucket, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +36,7 @@ class Throttle:
         self._limits = limits
 
     async def _take(self, scope: str, value: str, limit: RateLimit, *, now: int) -> None:
-        retry_after = await self._store.take_token(
-            scope, value, now=now, capacity=limit.attempts, refill=limit.window
-        )
+        retry_after = await self._store.take_token(_bucket(scope, value, limit), now=now)
         if retry_after:
             raise RateLimited(retry_after=retry_after)
 
@@ -79,7 +78,11 @@ class Throttle:
         if ip:
             await self._take("registration-ip", ip, self._limits.registration, now=now)
 
-    async def refresh(self, ip: str, *, now: int) -> None:
-        """Raises: RateLimited when this address refreshed too often."""
-        if ip:
-            await self._take("refresh-ip", ip, self._limits.refresh, now=now)
+    def refresh_bucket(self, ip: str) -> Bucket | None:
+        """The bucket a refresh from ``ip`` takes from: the store takes it in the same call
+        as the rotation, so a refresh costs one round trip, refused or not."""
+        return _bucket("refresh-ip", ip, self._limits.refresh) if ip else None
+
+
+def _bucket(scope: str, value: str, limit: RateLimit) -> Bucket:
+    return Bucket(scope, value, capacity=limit.attempts, refill=limit.window)

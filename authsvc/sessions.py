@@ -201,13 +201,13 @@ class SessionService:
             RateLimited: too many refreshes from this client address.
         """
         # Check first, sign after: a token that is not ours (bad MAC) stops here, with no
-        # store call, no signature and no sealing.
+        # store call, no signature and no sealing. A token of ours is signed for before its
+        # address's bucket is asked, in the rotation's own store call: one round trip.
         try:
             presented = self._refresh.parse(refresh_token)
         except InvalidGrant:
             self._events.refresh_finished("invalid")
             raise
-        await self._throttle.refresh(ip, now=now)
         user_id, session_id = presented.user_id, presented.session_id
         successor = self._refresh.successor(presented)
         access_token, access_expires_at = self._access.sign(
@@ -225,7 +225,10 @@ class SessionService:
             sealed,
             now=now,
             grace=self._reuse_grace,
+            bucket=self._throttle.refresh_bucket(ip),
         )
+        if rotation.outcome is RotationOutcome.LIMITED:
+            raise RateLimited(retry_after=rotation.retry_after)
         if rotation.outcome is RotationOutcome.GRACE:
             # A retry or a parallel request with the same token: hand back what the first
             # rotation issued, so the app's chain goes on instead of splitting in two.

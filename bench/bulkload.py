@@ -36,9 +36,13 @@ class _Recorder:
         self.scripts: list[str] = []
         self.commands: list[tuple[Any, ...]] = []
 
-    def register_script(self, text: str) -> _RecordedScript:
+    async def script_load(self, text: str) -> str:
         self.scripts.append(text)
-        return _RecordedScript(self, text)
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> list[bytes]:
+        self.commands.append(("EVALSHA", sha, numkeys, *keys_and_args))
+        return [b"ok", b"0"]  # login.lua's answer for a session that started, nothing evicted
 
     async def hset(self, name: str, mapping: dict[str, Any]) -> int:
         self.commands.append(("HSET", name, *itertools.chain(*mapping.items())))
@@ -47,16 +51,6 @@ class _Recorder:
     async def set(self, name: str, value: str, nx: bool = False) -> bool:
         self.commands.append(("SET", name, value, *(["NX"] if nx else [])))
         return True
-
-
-class _RecordedScript:
-    def __init__(self, recorder: _Recorder, text: str) -> None:
-        self.recorder = recorder
-        self.sha = hashlib.sha1(text.encode()).hexdigest()  # what EVALSHA names it by
-
-    async def __call__(self, keys: list[str], args: list[Any]) -> list[bytes]:
-        self.recorder.commands.append(("EVALSHA", self.sha, len(keys), *keys, *args))
-        return [b"ok", b"0"]  # login.lua's answer for a session that started, nothing evicted
 
 
 def _now(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -91,6 +85,7 @@ def bulk_load(host: str, port: int, settings: Settings, count: int, timeout: flo
     """
     recorder = _Recorder()
     store = Store(recorder, limits_of(settings))  # type: ignore[arg-type]
+    _now(store.load_scripts())
     users = -(-count // SESSIONS_PER_USER)
     # SCRIPT LOAD of each script, an HSET and a SET NX per user, an EVALSHA per session.
     expected = len(recorder.scripts) + 2 * users + count

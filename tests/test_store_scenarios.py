@@ -19,7 +19,7 @@ from support import TEST_PASSWORD, FakeClock, bearer, fast_settings, login, regi
 from support import refresh as refresh_request
 from topologies import RedisClusterProcesses, SentinelProcesses
 
-from authsvc.config import Settings
+from authsvc.config import RateLimit, Settings
 
 STORES = ["embedded", "single", "memory", "cluster", "sentinel"]
 
@@ -94,6 +94,28 @@ async def test_refresh_within_grace_returns_same_successor(
     # One token deep: the successor was used, so its predecessor is now a replay.
     assert (await refresh_request(any_store, pair["refresh_token"])).status == 401
     assert (await refresh_request(any_store, (await second.json())["refresh_token"])).status == 401
+
+
+async def test_a_throttled_refresh_changes_nothing(
+    client_for: Any, store_settings: Settings, clock: FakeClock
+) -> None:
+    """The refresh bucket shares the rotation's call, or on Cluster precedes it."""
+    client = await client_for(
+        dataclasses.replace(store_settings, refresh_rate_limit=RateLimit(2, 60))
+    )
+    await register(client)
+    token = (await login(client))["refresh_token"]
+    for _ in range(2):
+        response = await refresh_request(client, token)
+        assert response.status == 200
+        token = (await response.json())["refresh_token"]
+    refused = await refresh_request(client, token)
+    assert refused.status == 429
+    assert refused.headers["Retry-After"] == "30"
+    assert (await refused.json())["error"] == "rate_limited"
+    clock.advance(30)
+    # Not used up by the refused request: it rotates once the bucket has a token again.
+    assert (await refresh_request(client, token)).status == 200
 
 
 async def test_replay_after_grace_revokes_only_that_session(

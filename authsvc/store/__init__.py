@@ -9,6 +9,7 @@ Redis failures are an unavailable store, and ``embedded`` the bundled Valkey.
 
 from authsvc.store.connect import StoreAddress, StoreUrlError, open_redis, parse_store_url
 from authsvc.store.records import (
+    Bucket,
     Login,
     LoginOutcome,
     Rotation,
@@ -21,6 +22,7 @@ from authsvc.store.records import (
 from authsvc.store.redis_store import Store
 
 __all__ = [
+    "Bucket",
     "Login",
     "LoginOutcome",
     "Rotation",

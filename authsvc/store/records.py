@@ -11,6 +11,7 @@ class RotationOutcome(enum.Enum):
     GRACE = "grace"
     REPLAY = "replay"
     UNKNOWN = "unknown"
+    LIMITED = "limited"
 
 
 class LoginOutcome(enum.Enum):
@@ -40,6 +41,18 @@ class Rotation:
     outcome: RotationOutcome
     expires_at: int = 0
     sealed_successor: bytes = b""
+    # LIMITED: seconds until the client address's refresh bucket has a token again.
+    retry_after: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A token bucket of one scope and value: ``capacity`` tokens, all back in ``refill`` s."""
+
+    scope: str
+    value: str
+    capacity: int
+    refill: int
 
 
 @dataclass(frozen=True, slots=True)

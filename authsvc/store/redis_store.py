@@ -11,19 +11,18 @@ of HTTP or JWT.
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import RedisCluster
-from redis.commands.core import AsyncScript
 
 from authsvc.errors import StoreUnavailable
 from authsvc.store import keyspace, scriptkeys
 from authsvc.store.connect import RedisClient
 from authsvc.store.errors import translate_errors
 from authsvc.store.records import (
+    Bucket,
     Login,
     LoginOutcome,
     Rotation,
@@ -33,6 +32,7 @@ from authsvc.store.records import (
     StoreCheck,
     UserRecord,
 )
+from authsvc.store.scripts import Script
 from authsvc.store.settings_check import check_settings
 
 logger = logging.getLogger(__name__)
@@ -51,11 +51,6 @@ _SCRIPTS = (
     "login", "rotate", "session_live", "revoke_session", "revoke_user", "take_token",
     "count_failure",
 )  # fmt: skip
-
-
-def _load_script(redis: RedisClient, name: str) -> AsyncScript:
-    source = importlib.resources.files("authsvc.store").joinpath("lua", f"{name}.lua")
-    return redis.register_script(source.read_text(encoding="utf-8"))
 
 
 def _text(value: Any) -> str:
@@ -83,7 +78,10 @@ class Store:
         self.retry_after = retry_after
         self._on_unavailable = on_unavailable
         self.check: StoreCheck | None = None
-        scripts = {name: _load_script(redis, name) for name in _SCRIPTS}
+        # A Cluster keeps a client address's bucket in a slot of its own: there a throttled
+        # refresh takes from it in a call before the rotation, elsewhere in the same one.
+        self._bucket_in_rotation = not isinstance(redis, RedisCluster)
+        scripts = {name: Script(redis, name) for name in _SCRIPTS}
         self._scripts = tuple(scripts.values())
         self._login = scripts["login"]
         self._rotate = scripts["rotate"]
@@ -122,7 +120,7 @@ class Store:
     async def load_scripts(self) -> None:
         # SCRIPT LOAD reaches every master of a Cluster.
         for script in self._scripts:
-            await self.redis.script_load(script.script)
+            await self.redis.script_load(script.text)
 
     @translate_errors
     async def ping(self) -> None:
@@ -206,8 +204,8 @@ class Store:
     ) -> Login:
         """Start a session at chain position 0, ending the least recently used beyond the cap."""
         reply = await self._login(
-            keys=scriptkeys.login(user.user_id, session_id),
-            args=[
+            scriptkeys.login(user.user_id, session_id),
+            [
                 session_id,
                 token_hash,
                 now,
@@ -246,10 +244,25 @@ class Store:
         *,
         now: int,
         grace: int,
+        bucket: Bucket | None = None,
     ) -> Rotation:
+        """Rotate a session's chain; with a ``bucket``, take a token from it first.
+
+        A refresh refused by the bucket changes nothing else (``RotationOutcome.LIMITED``).
+        """
+        keys = scriptkeys.rotate(user_id, session_id)
+        bucket_args: list[int] = []
+        if bucket is not None:
+            if self._bucket_in_rotation:
+                keys.append(keyspace.rate_limit(bucket.scope, bucket.value))
+                bucket_args = [bucket.capacity, bucket.refill]
+            else:
+                retry_after = await self._take(bucket, now=now)
+                if retry_after:
+                    return Rotation(RotationOutcome.LIMITED, retry_after=retry_after)
         reply = await self._rotate(
-            keys=scriptkeys.rotate(user_id, session_id),
-            args=[
+            keys,
+            [
                 session_id,
                 position,
                 presented_hash,
@@ -260,6 +273,7 @@ class Store:
                 self.limits.idle_ttl,
                 self.limits.max_age,
                 grace + SUCCESSOR_TTL_MARGIN,
+                *bucket_args,
             ],
         )
         outcome = RotationOutcome(_text(reply[0]))
@@ -267,14 +281,16 @@ class Store:
             return Rotation(outcome, expires_at=int(reply[1]))
         if outcome is RotationOutcome.GRACE:
             return Rotation(outcome, expires_at=int(reply[2]), sealed_successor=bytes(reply[1]))
+        if outcome is RotationOutcome.LIMITED:
+            return Rotation(outcome, retry_after=int(reply[1]))
         return Rotation(outcome)
 
     @translate_errors
     async def session_live(self, user_id: str, session_id: str, *, now: int) -> str | None:
         """Return the username when the session is live, else None: one round trip."""
         reply = await self._session_live(
-            keys=scriptkeys.session_live(user_id, session_id),
-            args=[session_id, now, self.limits.idle_ttl, self.limits.max_age],
+            scriptkeys.session_live(user_id, session_id),
+            [session_id, now, self.limits.idle_ttl, self.limits.max_age],
         )
         return _text(reply[1]) if reply[0] == 1 else None
 
@@ -282,8 +298,8 @@ class Store:
     async def revoke_session(self, user_id: str, session_id: str, *, now: int) -> bool:
         """End one session; False when it was not live."""
         reply = await self._revoke_session(
-            keys=scriptkeys.revoke_session(user_id, session_id),
-            args=[session_id, now, self.limits.idle_ttl, self.limits.max_age],
+            scriptkeys.revoke_session(user_id, session_id),
+            [session_id, now, self.limits.idle_ttl, self.limits.max_age],
         )
         return bool(reply)
 
@@ -291,7 +307,7 @@ class Store:
     async def revoke_user(self, user_id: str) -> int:
         """End every session of a user at once; return how many the user's index listed."""
         listed = await self.redis.zrange(keyspace.sessions(user_id), 0, REVOKE_BATCH - 1)
-        await self._revoke_user(keys=scriptkeys.revoke_user(user_id, [_text(s) for s in listed]))
+        await self._revoke_user(scriptkeys.revoke_user(user_id, [_text(s) for s in listed]), [])
         return len(listed)
 
     @translate_errors
@@ -339,14 +355,13 @@ class Store:
     # -- rate limits -------------------------------------------------------------------
 
     @translate_errors
-    async def take_token(
-        self, scope: str, value: str, *, now: int, capacity: int, refill: int
-    ) -> int:
-        """Take a token from the bucket of (scope, value); 0, or the seconds until one is due."""
-        reply = await self._take_token(
-            keys=scriptkeys.take_token(scope, value), args=[now, capacity, refill]
-        )
-        return int(reply)
+    async def take_token(self, bucket: Bucket, *, now: int) -> int:
+        """Take a token from ``bucket``; 0, or the seconds until one is due."""
+        return await self._take(bucket, now=now)
+
+    async def _take(self, bucket: Bucket, *, now: int) -> int:
+        keys = scriptkeys.take_token(bucket.scope, bucket.value)
+        return int(await self._take_token(keys, [now, bucket.capacity, bucket.refill]))
 
     @translate_errors
     async def count_failure(
@@ -354,7 +369,7 @@ class Store:
     ) -> int:
         """Log an attempt on an account; 0, or the seconds until the log has room again."""
         reply = await self._count_failure(
-            keys=scriptkeys.count_failure(username), args=[now, limit, window, attempt_id]
+            scriptkeys.count_failure(username), [now, limit, window, attempt_id]
         )
         return int(reply)
 

@@ -1,11 +1,15 @@
+-- include: bucket
 -- Rotate a session's refresh token: the heart of single use, grace and replay.
 -- KEYS[1] session hash   KEYS[2] user's session index (zset)   KEYS[3] sealed successor
+-- KEYS[4] (optional) the client address's refresh bucket, taken from first
 -- ARGV[1] session id   ARGV[2] position of the presented token in the chain
 -- ARGV[3] presented token hash   ARGV[4] successor token hash
 -- ARGV[5] sealed successor (opens only with the presented token)   ARGV[6] now
 -- ARGV[7] grace seconds   ARGV[8] idle ttl   ARGV[9] session max age
 -- ARGV[10] seconds to keep the sealed successor (a little over the grace)
+-- ARGV[11] ARGV[12] with KEYS[4]: the bucket's tokens and seconds to refill them all
 -- returns {"ok", expires_at} | {"grace", sealed successor, expires_at} | {"replay"} | {"unknown"}
+--   | {"limited", seconds until the bucket has a token}
 --
 -- The caller has checked the presented token's MAC: it was issued by this service, so its
 -- position is true. The state is constant: the chain's current position and token hash, and
@@ -14,6 +18,15 @@ local session_key, index_key, successor_key = KEYS[1], KEYS[2], KEYS[3]
 local sid, position, presented, successor = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local sealed, now, grace = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local idle_ttl, max_age, successor_ttl = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+
+-- One round trip where the bucket can share the call (not on Cluster: another slot). A
+-- refused refresh changes nothing else.
+if KEYS[4] then
+  local retry_after = take_token(KEYS[4], ARGV[6], ARGV[11], ARGV[12])
+  if retry_after > 0 then
+    return {"limited", retry_after}
+  end
+end
 
 local function revoke()
   redis.call("DEL", session_key, successor_key)
