@@ -25,8 +25,7 @@ from authsvc.http.appkeys import (
     UNTRUSTED_FORWARDING_WARNED,
     Once,
 )
-from authsvc.http.errors import error_middleware
-from authsvc.http.observe import observe_middleware, set_response_headers
+from authsvc.http.observe import request_middleware, set_response_headers
 from authsvc.keyrotation import ActiveKeys, RotationPolicy
 from authsvc.keys import KeyRing, load_key_ring
 from authsvc.metrics import Metrics
@@ -54,8 +53,7 @@ def create_app(
     """
     app = web.Application(
         client_max_size=settings.max_body_size,
-        # observe first: it times and counts what error_middleware renders.
-        middlewares=[observe_middleware, error_middleware],
+        middlewares=[request_middleware],
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock

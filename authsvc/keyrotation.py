@@ -56,6 +56,7 @@ class ActiveKeys:
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self.signer = ring.current
         self._verifiers: dict[str, SigningKey] = {}
+        self.published: tuple[SigningKey, ...] = ()  # newest first
         self._next_change = math.inf
         self.jwks_json = b""
         self.etag = ""
@@ -87,6 +88,7 @@ class ActiveKeys:
             logger.info("signing with key %s from now on", keys[signing].kid)
         self.signer = keys[signing]
         self._verifiers = {key.kid: key for key in published}
+        self.published = tuple(reversed(published))
         jwks_json = json.dumps(
             {"keys": [key.jwk() for key in published]}, separators=(",", ":")
         ).encode()

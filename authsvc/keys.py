@@ -20,7 +20,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,11 @@ class SigningKey:
     kid: str
     alg: SigningAlgorithm
     private_key: PrivateKey
+    # Derived once: cryptography derives it again on every public_key() call.
+    public_key: PublicKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "public_key", self.private_key.public_key())
 
     @classmethod
     def create(cls, private_key: PrivateKey, *, created_at: float | None = None) -> SigningKey:
@@ -131,10 +136,6 @@ class SigningKey:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(created_at)) + f".{micros:06d}Z"
         kid = f"{stamp}-{thumbprint(public_jwk(private_key.public_key(), alg))[:16]}"
         return cls(kid=kid, alg=alg, private_key=private_key)
-
-    @property
-    def public_key(self) -> PublicKey:
-        return self.private_key.public_key()
 
     @property
     def created_at(self) -> float:

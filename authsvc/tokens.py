@@ -27,7 +27,6 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import jwt
 import msgspec
@@ -35,12 +34,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from authsvc.errors import InvalidGrant, InvalidToken
-from authsvc.jws import JwsSigner
+from authsvc.jws import JwsSigner, JwsVerifier
 from authsvc.keyrotation import ActiveKeys
 from authsvc.keys import KeyRing
 
 ACCESS_TOKEN_TYPE = "at+jwt"
-REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id"]
 EXP_LEEWAY = 1  # docs/api.md: "at most one second of leeway"
 
 _REFRESH_TOKEN = re.compile(
@@ -153,6 +151,28 @@ def open_successor(presented: RefreshToken, sealed: bytes) -> Successor:
     return Successor(access_token, refresh_token, access_expires_at)
 
 
+class _SignedClaims(msgspec.Struct):
+    """An access token's payload: every claim authsvc issues is required, typed strictly.
+
+    iat must be present but is not compared with this host's clock: docs/api.md allows
+    leeway on exp only, and an instance whose clock runs a second behind another's must
+    not refuse the tokens that one just issued.
+    """
+
+    iss: str
+    sub: str
+    aud: str | list[str]
+    exp: int
+    iat: int
+    jti: str
+    sid: str
+    client_id: str
+    nbf: int | None = None
+
+
+_decode_claims = msgspec.json.Decoder(_SignedClaims).decode
+
+
 @dataclass(frozen=True, slots=True)
 class AccessClaims:
     user_id: str
@@ -182,10 +202,7 @@ class AccessTokens:
         self._audience = audience
         self._client_id = client_id
         self.ttl = ttl
-        # iat must be present but is not compared with this host's clock: docs/api.md allows
-        # leeway on exp only, and an instance whose clock runs a second behind another's
-        # must not refuse the tokens that one just issued.
-        self._jwt = jwt.PyJWT(options={"require": REQUIRED_CLAIMS, "verify_iat": False})
+        self._verifier = JwsVerifier(ACCESS_TOKEN_TYPE)
         # A gateway presents one access token many times during its life; a signature
         # check costs ~100 µs of CPU, a dict lookup of the exact token string nothing.
         # Only signature-verified tokens enter; expiry is checked again on every hit.
@@ -208,7 +225,7 @@ class AccessTokens:
         }
         signer = self._signer
         if signer is None or signer.key is not key:
-            signer = self._signer = JwsSigner(key, {"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
+            signer = self._signer = JwsSigner(key, ACCESS_TOKEN_TYPE)
         return signer.sign(claims), expires_at
 
     def verify(self, token: str, *, allow_expired: bool = False) -> AccessClaims:
@@ -224,8 +241,8 @@ class AccessTokens:
             return self._verify_signed(token, verify_exp=False)
         claims = self._verified.get(token)
         if claims is not None:
-            # PyJWT checks exp against the wall clock; so does a cache hit.
-            if time.time() > claims.expires_at + EXP_LEEWAY:
+            # A fresh check compares exp with the wall clock; so does a cache hit.
+            if claims.expires_at <= time.time() - EXP_LEEWAY:
                 del self._verified[token]
                 raise InvalidToken()
             self._verified.move_to_end(token)
@@ -237,34 +254,28 @@ class AccessTokens:
         return claims
 
     def _verify_signed(self, token: str, *, verify_exp: bool = True) -> AccessClaims:
+        # RFC 8725 §2.1: the key named by the kid decides the algorithm, never the token's
+        # header (alg "none", HS256 keyed with a public key, or another algorithm of a
+        # mixed ring all fail in the verifier).
         try:
-            header = jwt.get_unverified_header(token)
-            kid = header.get("kid")
-            key = self._keys.verifier(kid) if isinstance(kid, str) else None
-            if key is None or header.get("typ") != ACCESS_TOKEN_TYPE:
-                raise InvalidToken()
-            # RFC 8725 §2.1: the key named by the kid decides the algorithm, never the
-            # token's header (alg "none", HS256 keyed with a public key, or another
-            # algorithm of a mixed ring all fail here).
-            claims: dict[str, Any] = self._jwt.decode(
-                token,
-                key.public_key,
-                algorithms=[key.alg],
-                audience=self._audience,
-                issuer=self._issuer,
-                leeway=EXP_LEEWAY,
-                options=None if verify_exp else {"verify_exp": False},
-            )
-        except jwt.InvalidTokenError:
+            claims = _decode_claims(self._verifier.payload(token, self._keys))
+        except (jwt.InvalidTokenError, msgspec.DecodeError):
             raise InvalidToken() from None
-        sub, sid, client_id = claims["sub"], claims["sid"], claims["client_id"]
-        if not (isinstance(sub, str) and isinstance(sid, str) and isinstance(client_id, str)):
+        # The payload is ours from here on (the signature verified); what it must still
+        # show is that it is for this issuer and audience, and not yet expired.
+        audience = claims.aud if isinstance(claims.aud, list) else [claims.aud]
+        if claims.iss != self._issuer or self._audience not in audience:
+            raise InvalidToken()
+        now = time.time()
+        if verify_exp and claims.exp <= now - EXP_LEEWAY:
+            raise InvalidToken()
+        if claims.nbf is not None and claims.nbf > now + EXP_LEEWAY:
             raise InvalidToken()
         return AccessClaims(
-            user_id=sub,
-            session_id=sid,
-            client_id=client_id,
-            issued_at=int(claims["iat"]),
-            expires_at=int(claims["exp"]),
-            jti=str(claims["jti"]),
+            user_id=claims.sub,
+            session_id=claims.sid,
+            client_id=claims.client_id,
+            issued_at=claims.iat,
+            expires_at=claims.exp,
+            jti=claims.jti,
         )

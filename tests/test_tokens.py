@@ -154,3 +154,48 @@ def test_pyjwt_verifies_what_the_fast_signer_issues(alg: str) -> None:
         options={"require": ["exp", "iat", "jti", "sid", "client_id"]},
     )  # fmt: skip
     assert (claims["sub"], claims["sid"], claims["exp"]) == ("u", "s", expires_at)
+
+
+def _claims(now: int) -> dict[str, object]:
+    return {
+        "iss": "http://authsvc.test", "sub": "u", "aud": "authsvc", "exp": now + 60,
+        "iat": now, "jti": "j", "sid": "s", "client_id": "authsvc",
+    }  # fmt: skip
+
+
+def test_a_token_of_ours_with_a_header_written_otherwise_still_verifies() -> None:
+    """Not the header segment authsvc issues (another order, as other versions or tools
+    write it): the kid still finds the key, by PyJWT's parse of the header."""
+    ring = KeyRing.generated("EdDSA")
+    now = int(time.time())
+    token = jwt.encode(
+        _claims(now), ring.current.private_key, algorithm="EdDSA",
+        headers={"typ": "at+jwt", "kid": ring.current.kid}, sort_headers=False,
+    )  # fmt: skip
+    issued, _ = _tokens(ring).sign(user_id="u", session_id="s", now=now)
+    assert token.partition(".")[0] != issued.partition(".")[0]
+    assert _tokens(ring).verify(token).session_id == "s"
+
+
+def test_our_header_segment_on_another_keys_signature_is_refused() -> None:
+    """The header segment authsvc issues picks the key; the signature must still be its."""
+    ring, attacker = KeyRing.generated("EdDSA"), KeyRing.generated("EdDSA")
+    now = int(time.time())
+    ours, _ = _tokens(ring).sign(user_id="u", session_id="s", now=now)
+    forged, _ = _tokens(attacker).sign(user_id="u", session_id="s", now=now)
+    spliced = ours.partition(".")[0] + "." + forged.partition(".")[2]
+    with pytest.raises(InvalidToken):
+        _tokens(ring).verify(spliced)
+
+
+@pytest.mark.parametrize("claim", ["exp", "sid", "client_id", "jti", "iat"])
+def test_a_signed_token_missing_a_claim_or_with_a_mistyped_one_is_refused(claim: str) -> None:
+    ring = KeyRing.generated("EdDSA")
+    claims = _claims(int(time.time()))
+    for payload in ({k: v for k, v in claims.items() if k != claim}, {**claims, claim: [1]}):
+        token = jwt.encode(
+            payload, ring.current.private_key, algorithm="EdDSA",
+            headers={"kid": ring.current.kid, "typ": "at+jwt"},
+        )  # fmt: skip
+        with pytest.raises(InvalidToken):
+            _tokens(ring).verify(token)

@@ -1,4 +1,4 @@
-"""The one middleware that turns exceptions into responses, on both surfaces.
+"""Exceptions into responses, on both surfaces (``observe.request_middleware`` calls it).
 
 ``AuthsvcError`` renders itself (``authsvc.errors``); this writes it out with the status of
 the surface: ``oauth_status`` under /oauth/ (RFC 6749 §5.2 makes invalid_grant a 400
@@ -12,7 +12,6 @@ import logging
 
 import msgspec
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from authsvc.errors import (
     AuthsvcError,
@@ -53,21 +52,14 @@ def _from_http_exception(exc: web.HTTPException) -> AuthsvcError | None:
     return None
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every exception into a contract error body; the only catch-all in authsvc."""
+def contract_error_response(request: web.Request, exc: Exception) -> web.Response | None:
+    """The contract's error response for an exception a handler raised; None for an
+    HTTPException that is not an error (a redirect) or that has no contract body."""
     oauth = request.path.startswith(OAUTH_PREFIX)
-    try:
-        return await handler(request)
-    except AuthsvcError as error:
-        return error_response(error, oauth=oauth)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        translated = _from_http_exception(exc)
-        if translated is None:
-            raise
-        return error_response(translated, oauth=oauth)
-    except Exception:
-        logger.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(AuthsvcError("internal error"), oauth=oauth)
+    if isinstance(exc, AuthsvcError):
+        return error_response(exc, oauth=oauth)
+    if isinstance(exc, web.HTTPException):
+        translated = _from_http_exception(exc) if exc.status >= 400 else None
+        return None if translated is None else error_response(translated, oauth=oauth)
+    logger.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(AuthsvcError("internal error"), oauth=oauth)

@@ -1,5 +1,6 @@
-"""What every request goes through first: its request id, its metrics, and the headers
-every response carries (X-Request-Id, a Server header that names no versions)."""
+"""What every request goes through: its request id, the contract's error body for any
+exception, its metrics, and the headers every response carries (X-Request-Id, a Server
+header that names no versions)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from authsvc.http.appkeys import METRICS
+from authsvc.http.errors import contract_error_response
 from authsvc.metrics import UNMATCHED_ROUTE
 from authsvc.requestid import HEADER, current_request_id, new_request_id, request_id_for
 
@@ -23,8 +25,13 @@ def route_of(request: web.Request) -> str:
 
 
 @web.middleware
-async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request its id for logs and response, and count and time it."""
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one middleware: the request's id for logs and response, the contract's error
+    body for every exception (the only catch-all in authsvc), and its metrics.
+
+    One middleware rather than one per concern: each costs a coroutine frame and a call
+    through aiohttp's middleware chain on every request (bench/: verify).
+    """
     request_id = request_id_for(request.headers.get(HEADER))
     request[REQUEST_ID] = request_id
     # Not reset on the way out: aiohttp runs each request in a task of its own, so the id
@@ -34,9 +41,13 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     started = time.perf_counter()
     try:
         response = await handler(request)
-    except web.HTTPException as exc:  # let through by error_middleware: not an error body
-        _count(request, exc.status, started)
-        raise
+    except Exception as exc:
+        error = contract_error_response(request, exc)
+        if error is None:  # a redirect, or an aiohttp error page without a contract body
+            assert isinstance(exc, web.HTTPException)
+            _count(request, exc.status, started)
+            raise
+        response = error
     # A request cancelled by a client that went away, or by the shutdown bound, is not
     # counted: it has no status.
     _count(request, response.status, started)
