@@ -85,12 +85,14 @@ class Metrics:
         )
         # Every outcome and reason is a series from the start, so that rate() and alerts
         # see a 0 rather than nothing before the first event.
-        for login_outcome in get_args(LoginOutcome):
-            self.logins.labels(login_outcome)
-        for refresh_outcome in get_args(RefreshOutcome):
-            self.refreshes.labels(refresh_outcome)
-        for reason in get_args(RevokeReason):
-            self.revocations.labels(reason)
+        # Kept, so that counting one is an increment: labels() validates and locks.
+        self._logins = {outcome: self.logins.labels(outcome) for outcome in get_args(LoginOutcome)}
+        self._refreshes = {
+            outcome: self.refreshes.labels(outcome) for outcome in get_args(RefreshOutcome)
+        }
+        self._revocations = {
+            reason: self.revocations.labels(reason) for reason in get_args(RevokeReason)
+        }
 
     def request_finished(self, route: str, method: str, status: int, seconds: float) -> None:
         if method not in KNOWN_METHODS:
@@ -106,14 +108,14 @@ class Metrics:
         series[1].observe(seconds)
 
     def login_finished(self, outcome: LoginOutcome) -> None:
-        self.logins.labels(outcome).inc()
+        self._logins[outcome].inc()
 
     def refresh_finished(self, outcome: RefreshOutcome) -> None:
-        self.refreshes.labels(outcome).inc()
+        self._refreshes[outcome].inc()
 
     def sessions_revoked(self, reason: RevokeReason, count: int = 1) -> None:
         if count > 0:
-            self.revocations.labels(reason).inc(count)
+            self._revocations[reason].inc(count)
 
     def store_error(self) -> None:
         self.store_errors.inc()
