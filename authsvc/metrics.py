@@ -16,6 +16,7 @@ from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -59,6 +60,13 @@ class Metrics:
             ["route"],
             buckets=DURATION_BUCKETS,
             registry=self.registry,
+        )
+        # A scrape counts itself. Summed over the live workers in multiprocess mode.
+        self.http_requests_in_flight = Gauge(
+            "authsvc_http_requests_in_flight",
+            "Requests received and not yet answered.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.logins = Counter(
             "authsvc_logins_total",

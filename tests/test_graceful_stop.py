@@ -1,12 +1,15 @@
-"""SIGTERM and SIGINT on real processes: no new connections, requests in flight finish, exit 0.
+"""SIGTERM and SIGINT on real processes: no new connections, requests in flight finish,
+exit 0.
 
-The test holds requests in flight without timing: it pauses the writes of the suite's
-Redis (CLIENT PAUSE WRITE), so every request that reaches the store waits there, and Redis
-counts them (blocked_clients). Once all 40 clients have a request waiting, the signal
-goes; once the port refuses connections, the pause ends and the requests go on. What the
-server did is then read back from Redis: every login it processed is a session, and every
-rotation it processed moved a chain on, so a request that was processed but whose response
-was cut would show there, whatever the client saw.
+The test holds requests in flight without timing: it pauses the writes of the suite's Redis
+(CLIENT PAUSE WRITE), so every request that reaches the store waits there, and the server
+counts them (authsvc_http_requests_in_flight: Redis's blocked_clients would not, as a
+worker sends the store calls of one loop turn as one pipeline, on one connection). Once all
+40 clients have a request waiting, the signal goes; once the port refuses connections, the
+pause ends and the requests go on. What the server did is then read back from Redis: every
+login it processed is a session, and every rotation it processed moved a chain on, so a
+request that was processed but whose response was cut would show there, whatever the client
+saw.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis.asyncio
+from prometheus_client.parser import text_string_to_metric_families
 from servers import STOP_TIMEOUT, Server
 from support import TEST_PASSWORD
 
@@ -69,6 +73,23 @@ async def wait_until_waiting_in_redis(client: redis.asyncio.Redis, count: int) -
     while (await client.info("clients"))["blocked_clients"] < count:
         assert time.monotonic() < deadline, f"fewer than {count} requests reached the store"
         await asyncio.sleep(0.01)
+
+
+async def wait_until_in_flight(server: Server, count: int) -> None:
+    """Poll /metrics until ``count`` requests are in flight, besides the scrape itself."""
+    deadline = time.monotonic() + STOP_TIMEOUT
+    async with aiohttp.ClientSession(server.base_url) as session:
+        while True:
+            async with session.get("/metrics") as response:
+                text = await response.text()
+            (family,) = (
+                f for f in text_string_to_metric_families(text)
+                if f.name == "authsvc_http_requests_in_flight"
+            )  # fmt: skip
+            if family.samples[0].value - 1 >= count:
+                return
+            assert time.monotonic() < deadline, f"fewer than {count} requests in flight"
+            await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -201,7 +222,7 @@ async def test_a_stop_under_load_cuts_no_request_in_flight(
 
     async with writes_paused(redis_client):
         # Every client's next request reaches the store and waits there: 40 in flight.
-        await wait_until_waiting_in_redis(redis_client, len(clients))
+        await wait_until_in_flight(server, len(clients))
         os.kill(server.pid, sig)
         await wait_until_refused(server)
         signalled_at = asyncio.get_running_loop().time()

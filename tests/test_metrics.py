@@ -78,6 +78,8 @@ async def test_requests_are_counted_by_route_template_method_and_status(client: 
     assert value(samples, duration, route=sessions_route) == 2
     assert value(samples, duration, route="/v1/auth/login") == 1
     assert value(samples, duration, route="unmatched") == 3
+    # Every request above was answered, errors included; the scrape is in flight itself.
+    assert value(samples, "authsvc_http_requests_in_flight") == 1
 
 
 async def test_logins_are_counted_by_outcome(make_client: Any) -> None:

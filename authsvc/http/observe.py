@@ -39,6 +39,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     # still carries it.
     current_request_id.set(request_id)
     started = time.perf_counter()
+    in_flight = request.app[METRICS].http_requests_in_flight
+    in_flight.inc()
     try:
         response = await handler(request)
     except Exception as exc:
@@ -48,6 +50,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             _count(request, exc.status, started)
             raise
         response = error
+    finally:
+        in_flight.dec()
     # A request cancelled by a client that went away, or by the shutdown bound, is not
     # counted: it has no status.
     _count(request, response.status, started)

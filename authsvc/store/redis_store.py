@@ -19,6 +19,7 @@ from redis.asyncio import RedisCluster
 
 from authsvc.errors import StoreUnavailable
 from authsvc.store import keyspace, scriptkeys
+from authsvc.store.batching import CommandBatcher
 from authsvc.store.connect import RedisClient
 from authsvc.store.errors import translate_errors
 from authsvc.store.records import (
@@ -81,7 +82,12 @@ class Store:
         # A Cluster keeps a client address's bucket in a slot of its own: there a throttled
         # refresh takes from it in a call before the rotation, elsewhere in the same one.
         self._bucket_in_rotation = not isinstance(redis, RedisCluster)
-        scripts = {name: Script(redis, name) for name in _SCRIPTS}
+        execute = (
+            redis.execute_command
+            if isinstance(redis, RedisCluster)
+            else CommandBatcher(redis).execute
+        )
+        scripts = {name: Script(redis, name, execute) for name in _SCRIPTS}
         self._scripts = tuple(scripts.values())
         self._login = scripts["login"]
         self._rotate = scripts["rotate"]

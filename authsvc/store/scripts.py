@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import NoScriptError
@@ -36,18 +37,25 @@ def source(name: str) -> str:
 
 
 class Script:
-    """One script on one client: ``await script(keys, args)``."""
+    """One script on one client: ``await script(keys, args)``.
 
-    __slots__ = ("_redis", "sha", "text")
+    ``execute`` sends a command: the client's own ``execute_command``, or a
+    ``CommandBatcher``'s, which sends it in a pipeline with others of its loop turn.
+    """
 
-    def __init__(self, redis: RedisClient, name: str) -> None:
+    __slots__ = ("_execute", "_redis", "sha", "text")
+
+    def __init__(
+        self, redis: RedisClient, name: str, execute: Callable[..., Awaitable[Any]]
+    ) -> None:
         self._redis = redis
+        self._execute = execute
         self.text = source(name)
         self.sha = hashlib.sha1(self.text.encode(), usedforsecurity=False).hexdigest()
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await self._redis.evalsha(self.sha, len(keys), *keys, *args)
+            return await self._execute("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
             await self._redis.script_load(self.text)
-            return await self._redis.evalsha(self.sha, len(keys), *keys, *args)
+            return await self._execute("EVALSHA", self.sha, len(keys), *keys, *args)
