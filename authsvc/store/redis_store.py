@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import RedisCluster
+from redis.asyncio import Redis, RedisCluster
 
 from authsvc.errors import StoreUnavailable
 from authsvc.store import keyspace, scriptkeys
@@ -83,9 +83,7 @@ class Store:
         # refresh takes from it in a call before the rotation, elsewhere in the same one.
         self._bucket_in_rotation = not isinstance(redis, RedisCluster)
         execute = (
-            redis.execute_command
-            if isinstance(redis, RedisCluster)
-            else CommandBatcher(redis).execute
+            CommandBatcher(redis).execute if isinstance(redis, Redis) else redis.execute_command
         )
         scripts = {name: Script(redis, name, execute) for name in _SCRIPTS}
         self._scripts = tuple(scripts.values())
