@@ -2,12 +2,19 @@
 
 Every line written while a request is handled carries its request id (``request_id``),
 taken from a context variable by a filter on the handler, so no caller passes it along.
+
+Lines go out through a ``LineWriter``: what one turn of the event loop logs leaves in one
+write, rather than a write (a system call) per line; the access log (``accesslog``) also
+writes its lines there directly, formatted as the handler's formatter would.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+import threading
+from typing import TextIO
 
 from pythonjsonlogger.msgspec import MsgspecFormatter
 
@@ -15,6 +22,66 @@ from authsvc.config import LogFormat
 from authsvc.requestid import current_request_id
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(request_id)s: %(message)s"
+# Characters per write at most: at most 4 bytes each in UTF-8, so every write fits in
+# PIPE_BUF (4096), which a pipe takes whole: the lines of several workers never interleave.
+BATCH_CHARS = 1024
+
+
+class LineWriter:
+    """Whole lines to a stream; those of one event-loop turn go out in one write."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lines: list[str] = []
+        self._size = 0
+        self._lock = threading.Lock()  # password hashing threads log too
+
+    def write(self, line: str) -> None:
+        with self._lock:
+            if self._size + len(line) > BATCH_CHARS:
+                self._write_out()
+            self._lines.append(line)
+            self._size += len(line)
+            if len(self._lines) > 1:
+                return  # a flush is due already
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop in this thread: nothing would flush it later
+                self._write_out()
+                return
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write_out()
+
+    def _write_out(self) -> None:
+        if self._lines:
+            text = "".join(self._lines)
+            self._lines.clear()
+            self._size = 0
+            self.stream.write(text)
+            self.stream.flush()
+
+
+class LineWriterHandler(logging.StreamHandler[TextIO]):
+    """A StreamHandler whose lines go through a ``LineWriter``."""
+
+    def __init__(self, writer: LineWriter, log_format: LogFormat) -> None:
+        super().__init__(writer.stream)
+        self.writer = writer
+        self.log_format = log_format
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.write(self.format(record) + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self.writer.flush()
 
 
 class RequestIdFilter(logging.Filter):
@@ -49,9 +116,24 @@ def configure_logging(level: str, log_format: LogFormat) -> None:
     logging.logThreads = False
     logging.logMultiprocessing = False
     logging._srcfile = None
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineWriterHandler(LineWriter(sys.stderr), log_format)
     handler.setFormatter(json_formatter() if log_format == "json" else text_formatter())
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def flush_logs() -> None:
+    """Write out what the handlers hold: before a process ends without logging.shutdown
+    (a worker started by multiprocessing ends with os._exit)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
+def root_line_writer() -> LineWriterHandler | None:
+    """The handler ``configure_logging`` installed, while it is the root's only one."""
+    handlers = logging.getLogger().handlers
+    if len(handlers) == 1 and isinstance(handlers[0], LineWriterHandler):
+        return handlers[0]
+    return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import multiprocessing
 import os
@@ -37,7 +38,7 @@ from authsvc.config import Settings, SettingsError
 from authsvc.http.appkeys import STORE
 from authsvc.http.parser_errors import JsonErrorAppRunner
 from authsvc.keys import KeyRing, KeyRingError, load_key_ring
-from authsvc.logs import configure_logging
+from authsvc.logs import configure_logging, flush_logs
 from authsvc.store import parse_store_url
 from authsvc.store.embedded import EmbeddedStoreError, EmbeddedValkey
 from authsvc.version import VERSION
@@ -87,6 +88,9 @@ async def _serve_until_stopped(app: web.Application, settings: Settings, reuse_p
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
         await site.start()
+        # Everything made so far (modules, the app, its clients) lives as long as the
+        # process: out of the collector's way, a full collection has less to walk.
+        gc.freeze()
         logger.info("listening on http://%s:%d", settings.host, settings.port)
         await stop.wait()
         logger.info(
@@ -109,7 +113,10 @@ def _run(
     app = create_app(settings, key_ring=key_ring, metrics_dir=metrics_dir)
     # After the store opened (cleanup_ctx runs first), and only for a server, not the CLI.
     app.on_startup.append(_warn_about_store_settings)
-    asyncio.run(_serve_until_stopped(app, settings, reuse_port))
+    try:
+        asyncio.run(_serve_until_stopped(app, settings, reuse_port))
+    finally:
+        flush_logs()  # a worker ends with os._exit: no logging.shutdown to do it
 
 
 def _worker(
