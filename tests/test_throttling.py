@@ -18,6 +18,7 @@ from support import refresh as refresh_request
 import authsvc.sessions
 from authsvc.config import RateLimit
 from authsvc.http.appkeys import HASHER
+from authsvc.store import keyspace
 from authsvc.tokens import AccessTokens
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -147,6 +148,50 @@ async def test_bad_refresh_token_costs_no_signature_sealing_or_store_call(
     # A good token is signed and sealed once, after its check.
     assert (await refresh_request(client, pair["refresh_token"])).status == 200
     assert signing_and_sealing == ["sign", "seal"]
+
+
+async def test_a_retry_on_the_worker_that_rotated_signs_and_seals_nothing(
+    client: Any, clock: FakeClock, signing_and_sealing: list[str]
+) -> None:
+    """The worker remembers what it rotated: a retry within the grace, or a replay after
+    it, is the store's to tell apart, with no successor signed and sealed for nothing."""
+    await register(client)
+    pair = await login(client)
+    first = await refresh_request(client, pair["refresh_token"])
+    assert first.status == 200
+    signing_and_sealing.clear()
+    clock.advance(5)
+    retry = await refresh_request(client, pair["refresh_token"])
+    assert retry.status == 200
+    issued, again = await first.json(), await retry.json()
+    for name in ("access_token", "refresh_token", "session_id"):  # the same TokenPair
+        assert again[name] == issued[name]
+    clock.advance(30)  # past the grace
+    replay = await refresh_request(client, pair["refresh_token"])
+    assert replay.status == 401
+    assert signing_and_sealing == []
+    successor = (await first.json())["refresh_token"]
+    assert (await refresh_request(client, successor)).status == 401  # the session ended
+
+
+async def test_a_rotation_that_redis_lost_is_done_again(
+    client: Any, redis_client: redis.asyncio.Redis, signing_and_sealing: list[str]
+) -> None:
+    """A failover can lose the last writes: the token this worker rotated is current
+    again. It rotates for real then, rather than being refused."""
+    await register(client)
+    pair = await login(client)
+    token = pair["refresh_token"]
+    user_id, session_id = token.split(".")[:2]
+    session_key = keyspace.session(user_id, session_id)
+    before = await redis_client.hgetall(session_key)
+    assert (await refresh_request(client, token)).status == 200
+    await redis_client.hset(session_key, mapping=before)  # as if that rotation never was
+    signing_and_sealing.clear()
+    again = await refresh_request(client, token)
+    assert again.status == 200
+    assert signing_and_sealing == ["sign", "seal"]
+    assert (await refresh_request(client, (await again.json())["refresh_token"])).status == 200
 
 
 # -- the hash queue ----------------------------------------------------------------------
