@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from authsvc.errors import (
@@ -103,7 +104,7 @@ class SessionService:
         self._sensitive_max_age = sensitive_max_age  # SENSITIVE_MAX_AGE
         self._events = events or NoEvents()
         # Hashes of the tokens this worker rotated last, oldest first: see refresh().
-        self._rotated_here: dict[bytes, None] = {}
+        self._rotated_here: OrderedDict[bytes, None] = OrderedDict()
 
     async def register(self, username: str, password: str, *, ip: str = "", now: int) -> User:
         """Create an account; the 64 MiB hash comes last, after every cheap check.
@@ -278,7 +279,9 @@ class SessionService:
     def _remember_rotated(self, token_hash: bytes) -> None:
         self._rotated_here[token_hash] = None
         if len(self._rotated_here) > ROTATED_HERE_SIZE:
-            del self._rotated_here[next(iter(self._rotated_here))]  # the oldest
+            # OrderedDict: a dict's first key is found by skipping every deleted slot
+            # before it, a walk that grows with each eviction until the dict resizes.
+            self._rotated_here.popitem(last=False)
 
     async def authenticate(self, access_token: str, *, now: int) -> Principal:
         """Verify an access token and that its session is still live.
