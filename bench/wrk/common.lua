@@ -43,6 +43,18 @@ function read_lines(path, nthreads)
   return lines
 end
 
+-- A function that returns the lines in turn, over and over; nil when there are none.
+function cycler(lines)
+  local n = 0
+  return function()
+    if #lines == 0 then
+      return nil
+    end
+    n = n % #lines + 1
+    return lines[n]
+  end
+end
+
 function done(summary, latency, requests)
   local refused, first = 0, ""
   for _, thread in ipairs(threads) do

@@ -2,16 +2,16 @@
 -- (cycling through the file): verify, verify_fresh, me. Without one: the ceiling.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
 
-local tokens, n = {}, 0
+local next_token
 
 function init(args)
-  tokens = read_lines(args[1], tonumber(args[2]))
+  next_token = cycler(read_lines(args[1], tonumber(args[2])))
 end
 
 function request()
-  if #tokens == 0 then
+  local token = next_token()
+  if token == nil then
     return wrk.format("GET")
   end
-  n = n % #tokens + 1
-  return wrk.format("GET", nil, {["Authorization"] = "Bearer " .. tokens[n]})
+  return wrk.format("GET", nil, {["Authorization"] = "Bearer " .. token})
 end

@@ -3,10 +3,10 @@
 -- file. A 200 that does not say "active":true is counted as bad.
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
 
-local tokens, n, headers = {}, 0, {}
+local next_token, headers
 
 function init(args)
-  tokens = read_lines(args[1], tonumber(args[2]))
+  next_token = cycler(read_lines(args[1], tonumber(args[2])))
   headers = {
     ["Authorization"] = "Basic " .. args[3],
     ["Content-Type"] = "application/x-www-form-urlencoded",
@@ -14,11 +14,7 @@ function init(args)
 end
 
 function request()
-  local token = "none"
-  if #tokens > 0 then
-    n = n % #tokens + 1
-    token = tokens[n]
-  end
+  local token = next_token() or "none"
   return wrk.format("POST", nil, headers, "token=" .. token .. "&token_type_hint=access_token")
 end
 
