@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from servers import Server, generate_keys
+from servers import Servers, generate_keys
 from support import FakeClock, RedisProcess, fast_settings
 from topologies import RedisClusterProcesses, SentinelProcesses
 
@@ -136,9 +136,9 @@ def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
-def servers() -> Iterator[list[Server]]:
+def servers() -> Iterator[Servers]:
     """Every server process a test starts; all killed at the end, whatever happened."""
-    started: list[Server] = []
+    started = Servers()
     try:
         yield started
     finally:

@@ -278,6 +278,17 @@ class Server:
         return self.request("POST", "/v1/auth/refresh", {"refresh_token": refresh_token})
 
 
+class Servers(list[Server]):
+    """The servers a test starts (the ``servers`` fixture kills them all at its end)."""
+
+    def start(self, log_path: Path, env: Mapping[str, str], *args: str, **options: Any) -> Server:
+        """A ``Server`` with these arguments, started, and killed with the others."""
+        server = Server(log_path, env, *args, **options)
+        self.append(server)
+        server.start()
+        return server
+
+
 def listening_sockets(port: int) -> int:
     """How many sockets listen on ``port`` (one per worker with SO_REUSEPORT), from /proc."""
     count = 0

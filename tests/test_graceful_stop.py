@@ -28,7 +28,7 @@ import aiohttp
 import pytest
 import redis.asyncio
 from prometheus_client.parser import text_string_to_metric_families
-from servers import STOP_TIMEOUT, Server
+from servers import STOP_TIMEOUT, Server, Servers
 from support import TEST_PASSWORD
 
 from authsvc.store import keyspace
@@ -107,21 +107,19 @@ def exit_status(server: Server) -> int:
 
 
 def start_server(
-    servers: list[Server], tmp_path: Path, redis_url: str, keys_dir: Path, workers: int, **env: str
+    servers: Servers, tmp_path: Path, redis_url: str, keys_dir: Path, workers: int, **env: str
 ) -> Server:
     args = ("--workers", str(workers)) if workers > 1 else ()
-    server = Server(
+    server = servers.start(
         tmp_path / "serve.log",
         {"AUTHSVC_REDIS_URL": redis_url, "AUTHSVC_KEYS_DIR": str(keys_dir), **LOAD_ENV, **env},
         *args,
     )
-    servers.append(server)
-    server.start()
     return server
 
 
 async def test_the_shutdown_timeout_bounds_the_wait_for_requests_in_flight(
-    servers: list[Server],
+    servers: Servers,
     tmp_path: Path,
     keys_dir: Path,
     redis_url: str,
@@ -198,7 +196,7 @@ def chain_position(refresh_token: str) -> int:
     ids=["sigterm", "sigint", "sigterm-2-workers"],
 )
 async def test_a_stop_under_load_cuts_no_request_in_flight(
-    servers: list[Server],
+    servers: Servers,
     tmp_path: Path,
     keys_dir: Path,
     redis_url: str,

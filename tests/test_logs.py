@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import Server
+from servers import Servers
 from support import TEST_PASSWORD
 
 WINDOW = 12
@@ -60,9 +60,9 @@ def parse_lines(log: str, log_format: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_log_lines_carry_request_ids_and_never_a_secret(
-    servers: list[Server], tmp_path: Path, keys_dir: Path, redis_url: str, log_format: str
+    servers: Servers, tmp_path: Path, keys_dir: Path, redis_url: str, log_format: str
 ) -> None:
-    server = Server(
+    server = servers.start(
         tmp_path / "serve.log",
         {
             "AUTHSVC_REDIS_URL": redis_url,
@@ -71,8 +71,6 @@ def test_log_lines_carry_request_ids_and_never_a_secret(
             "AUTHSVC_LOG_FORMAT": log_format,
         },
     )
-    servers.append(server)
-    server.start()
     sent: list[str] = []
     counter = itertools.count()
 

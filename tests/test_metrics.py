@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from servers import Server
+from servers import Servers
 from support import TEST_PASSWORD, FakeClock, bearer, free_port, login, refresh, register
 
 from authsvc.config import RateLimit
@@ -176,11 +176,11 @@ LOGINS = 40
 
 
 def test_one_scrape_sums_the_logins_of_every_worker(
-    servers: list[Server], tmp_path: Path, keys_dir: Path, redis_url: str, redis_client: Any
+    servers: Servers, tmp_path: Path, keys_dir: Path, redis_url: str, redis_client: Any
 ) -> None:
     """40 logins, each on a connection of its own, so that SO_REUSEPORT spreads them over
     both workers; any one scrape, whichever worker answers it, reads all 40."""
-    server = Server(
+    server = servers.start(
         tmp_path / "serve.log",
         {
             "AUTHSVC_REDIS_URL": redis_url,
@@ -191,8 +191,6 @@ def test_one_scrape_sums_the_logins_of_every_worker(
         "--workers",
         "2",
     )
-    servers.append(server)
-    server.start()
     assert server.register("alice").status == 201
     for _ in range(LOGINS):
         server.login("alice")

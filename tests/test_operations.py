@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from servers import Server
+from servers import Servers
 
 from authsvc.keys import KeyRing
 
@@ -26,10 +26,8 @@ def test_version_prints_the_installed_version() -> None:
     assert result.stdout.strip() == f"authsvc {metadata.version('authsvc')}"
 
 
-def start_and_stop(servers: list[Server], tmp_path: Path, env: dict[str, str], *args: str) -> str:
-    server = Server(tmp_path / "serve.log", {**INFO, **env}, *args)
-    servers.append(server)
-    server.start()
+def start_and_stop(servers: Servers, tmp_path: Path, env: dict[str, str], *args: str) -> str:
+    server = servers.start(tmp_path / "serve.log", {**INFO, **env}, *args)
     reply = server.request("GET", "/healthz")
     assert reply.headers["Server"] == "authsvc"  # no Python or aiohttp version for scanners
     assert server.terminate() == 0, server.log()
@@ -37,7 +35,7 @@ def start_and_stop(servers: list[Server], tmp_path: Path, env: dict[str, str], *
 
 
 def test_start_up_lines_name_the_version_store_workers_and_key_ids(
-    servers: list[Server], tmp_path: Path, keys_dir: Path, redis_url: str
+    servers: Servers, tmp_path: Path, keys_dir: Path, redis_url: str
 ) -> None:
     log = start_and_stop(
         servers, tmp_path, {"AUTHSVC_REDIS_URL": redis_url, "AUTHSVC_KEYS_DIR": str(keys_dir)}
@@ -51,7 +49,7 @@ def test_start_up_lines_name_the_version_store_workers_and_key_ids(
 
 
 def test_start_up_lines_name_the_embedded_store_and_the_workers(
-    servers: list[Server], tmp_path: Path
+    servers: Servers, tmp_path: Path
 ) -> None:
     log = start_and_stop(
         servers, tmp_path, {"AUTHSVC_DATA_DIR": str(tmp_path / "data")}, "--workers", "2"
@@ -63,7 +61,7 @@ def test_start_up_lines_name_the_embedded_store_and_the_workers(
 
 @pytest.mark.parametrize("topology", ["memory", "sentinel", "cluster"])
 def test_start_up_lines_name_every_store_topology(
-    servers: list[Server],
+    servers: Servers,
     tmp_path: Path,
     topology: str,
     request: pytest.FixtureRequest,

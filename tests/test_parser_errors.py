@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from servers import Server
+from servers import Servers
 from support import free_port
 
 from authsvc.app import create_app
@@ -81,14 +81,12 @@ async def test_a_good_request_on_the_same_server_is_served(port: int) -> None:
 
 
 async def test_the_served_process_answers_parser_errors_in_json(
-    servers: list[Server], tmp_path: Path, keys_dir: Path, redis_url: str
+    servers: Servers, tmp_path: Path, keys_dir: Path, redis_url: str
 ) -> None:
     """``authsvc serve`` runs the app with this runner, not aiohttp's default."""
-    server = Server(
+    server = servers.start(
         tmp_path / "serve.log", {"AUTHSVC_REDIS_URL": redis_url, "AUTHSVC_KEYS_DIR": str(keys_dir)}
     )
-    servers.append(server)
-    server.start()
     status, headers, body = await raw_request(
         server.port, BAD_REQUESTS["header line over the limit"]
     )

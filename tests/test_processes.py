@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import redis.asyncio
-from servers import STOP_TIMEOUT, Server, valkeys_on, workers_of
+from servers import STOP_TIMEOUT, Server, Servers, valkeys_on, workers_of
 
 
 async def test_two_instances_share_sessions_through_redis(
-    servers: list[Server],
+    servers: Servers,
     tmp_path: Path,
     keys_dir: Path,
     redis_url: str,
@@ -24,11 +24,8 @@ async def test_two_instances_share_sessions_through_redis(
         # The issuer defaults to http://HOST:PORT; instances of one service share one.
         "AUTHSVC_ISSUER": "http://auth.test",
     }
-    a = Server(tmp_path / "a.log", env)
-    b = Server(tmp_path / "b.log", env)
-    servers += [a, b]
-    a.start()
-    b.start()
+    a = servers.start(tmp_path / "a.log", env)
+    b = servers.start(tmp_path / "b.log", env)
 
     assert a.register("alice").status == 201
     assert b.register("Alice").status == 409  # one account table for both
@@ -54,20 +51,18 @@ async def test_two_instances_share_sessions_through_redis(
     assert a.refresh(on_b["refresh_token"]).status == 401
 
 
-def _start_twoworkers_of(servers: list[Server], tmp_path: Path, **env: str) -> tuple[Server, Path]:
+def _start_twoworkers_of(servers: Servers, tmp_path: Path, **env: str) -> tuple[Server, Path]:
     """Start ``serve --workers 2`` on the embedded store in ``tmp_path/data``."""
     data_dir = tmp_path / "data"
-    server = Server(
+    server = servers.start(
         tmp_path / "workers.log", {"AUTHSVC_DATA_DIR": str(data_dir), **env}, "--workers", "2"
     )
-    servers.append(server)
-    server.start()
     assert server.process is not None
     return server, data_dir
 
 
 def test_workers_on_the_embedded_store_serve_and_stop_cleanly(
-    servers: list[Server], tmp_path: Path, keys_dir: Path
+    servers: Servers, tmp_path: Path, keys_dir: Path
 ) -> None:
     server, data_dir = _start_twoworkers_of(servers, tmp_path, AUTHSVC_KEYS_DIR=str(keys_dir))
     assert len(valkeys_on(data_dir)) == 1
@@ -90,9 +85,7 @@ def test_workers_on_the_embedded_store_serve_and_stop_cleanly(
     assert "Traceback" not in server.log()
 
 
-def test_ctrl_c_stops_workers_and_their_store_cleanly(
-    servers: list[Server], tmp_path: Path
-) -> None:
+def test_ctrl_c_stops_workers_and_their_store_cleanly(servers: Servers, tmp_path: Path) -> None:
     """Ctrl-C signals the whole process group: workers stopping then is no failure."""
     server, data_dir = _start_twoworkers_of(servers, tmp_path)
     assert server.request("GET", "/readyz").status == 200
@@ -105,22 +98,18 @@ def test_ctrl_c_stops_workers_and_their_store_cleanly(
 
 
 def test_embedded_store_keeps_a_session_across_a_process_restart(
-    servers: list[Server], tmp_path: Path, keys_dir: Path
+    servers: Servers, tmp_path: Path, keys_dir: Path
 ) -> None:
     data_dir = tmp_path / "data"
     env = {"AUTHSVC_DATA_DIR": str(data_dir), "AUTHSVC_KEYS_DIR": str(keys_dir)}
-    first = Server(tmp_path / "first.log", env)
-    servers.append(first)
-    first.start()
+    first = servers.start(tmp_path / "first.log", env)
     assert first.register("alice").status == 201
     pair = first.login("alice")
     assert first.terminate() == 0, first.log()
     assert valkeys_on(data_dir) == []
 
     # Same address, so the same issuer: the old access token still verifies.
-    second = Server(tmp_path / "second.log", env, port=first.port)
-    servers.append(second)
-    second.start()
+    second = servers.start(tmp_path / "second.log", env, port=first.port)
     assert second.request("GET", "/v1/auth/me", token=pair["access_token"]).status == 200
     rotated = second.refresh(pair["refresh_token"])
     assert rotated.status == 200, rotated.body
@@ -131,7 +120,7 @@ def test_embedded_store_keeps_a_session_across_a_process_restart(
 
 
 def test_killed_server_leaves_no_valkey_and_the_next_one_takes_over(
-    servers: list[Server], tmp_path: Path, keys_dir: Path
+    servers: Servers, tmp_path: Path, keys_dir: Path
 ) -> None:
     """SIGKILL skips every cleanup; the parent-death signal still stops the store.
 
@@ -140,9 +129,7 @@ def test_killed_server_leaves_no_valkey_and_the_next_one_takes_over(
     """
     data_dir = tmp_path / "data"
     env = {"AUTHSVC_DATA_DIR": str(data_dir), "AUTHSVC_KEYS_DIR": str(keys_dir)}
-    first = Server(tmp_path / "first.log", env)
-    servers.append(first)
-    first.start()
+    first = servers.start(tmp_path / "first.log", env)
     assert first.register("alice").status == 201
     pair = first.login("alice")
     first.kill()
@@ -153,15 +140,13 @@ def test_killed_server_leaves_no_valkey_and_the_next_one_takes_over(
     assert valkeys_on(data_dir) == []
 
     # Same address, so the same issuer: the old access token still verifies.
-    second = Server(tmp_path / "second.log", env, port=first.port)
-    servers.append(second)
-    second.start()
+    second = servers.start(tmp_path / "second.log", env, port=first.port)
     assert second.refresh(pair["refresh_token"]).status == 200
     assert second.terminate() == 0, second.log()
 
 
 def test_a_worker_that_dies_stops_the_server_and_its_store(
-    servers: list[Server], tmp_path: Path
+    servers: Servers, tmp_path: Path
 ) -> None:
     """The parent does not serve on with half its workers: it stops all and exits 1."""
     server, data_dir = _start_twoworkers_of(servers, tmp_path)
@@ -177,14 +162,12 @@ def test_a_worker_that_dies_stops_the_server_and_its_store(
 
 
 def test_serve_warns_at_start_when_the_store_keeps_nothing_on_disk(
-    servers: list[Server], tmp_path: Path, keys_dir: Path, redis_url: str
+    servers: Servers, tmp_path: Path, keys_dir: Path, redis_url: str
 ) -> None:
     """The suite's Redis runs without AOF or snapshots: a restart of it would end sessions."""
-    server = Server(
+    server = servers.start(
         tmp_path / "serve.log", {"AUTHSVC_REDIS_URL": redis_url, "AUTHSVC_KEYS_DIR": str(keys_dir)}
     )
-    servers.append(server)
-    server.start()
     assert "persistence is off" in server.log()
     ready = server.request("GET", "/readyz")
     assert ready.status == 200
