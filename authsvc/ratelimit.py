@@ -7,7 +7,7 @@
   successful login clears: at most that many failures in any window.
 
 Each is counted before any password work, so a refused request costs one Redis call; a
-refresh's bucket is taken by the rotation's own call (``Store.rotate``).
+refresh's bucket is taken by ``Store.rotate``, in the rotation's own call but on Cluster.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ class Throttle:
             await self._take("registration-ip", ip, self._limits.registration, now=now)
 
     def refresh_bucket(self, ip: str) -> Bucket | None:
-        """The bucket a refresh from ``ip`` takes from: the store takes it in the same call
-        as the rotation, so a refresh costs one round trip, refused or not."""
+        """The bucket a refresh from ``ip`` takes from: ``Store.rotate`` takes it in the
+        rotation's own call (in a call just before it on Cluster, another slot)."""
         return _bucket("refresh-ip", ip, self._limits.refresh) if ip else None
 
 
