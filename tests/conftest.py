@@ -25,6 +25,16 @@ from authsvc.app import create_app
 from authsvc.config import Settings
 from authsvc.keys import KeyRing
 
+# Fixtures that start authsvc (or its CLI) as a real process: a test using one is marked
+# ``process``, so the run on the built wheel (scripts/test-installed) cannot miss it.
+PROCESS_FIXTURES = frozenset({"servers", "keys_dir"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.process)
+
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -44,6 +44,27 @@ FAST_ENV = {
 _PR_SET_PDEATHSIG = 1
 
 
+def authsvc_command() -> list[str]:
+    """The command that runs the authsvc under test.
+
+    ``AUTHSVC_TEST_AUTHSVC`` names an installed ``authsvc`` executable (CI's run on the built
+    wheel); without it, ``python -m authsvc`` of the interpreter running the tests.
+    """
+    installed = os.environ.get("AUTHSVC_TEST_AUTHSVC")
+    return [installed] if installed else [sys.executable, "-m", "authsvc"]
+
+
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a child that runs authsvc: off the source tree when testing an install.
+
+    ``python -m`` puts the working directory first on ``sys.path``; PYTHONSAFEPATH (3.11+)
+    keeps a checkout there from shadowing the installed package.
+    """
+    if os.environ.get("AUTHSVC_TEST_AUTHSVC"):
+        return {**env, "PYTHONSAFEPATH": "1"}
+    return dict(env)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
@@ -157,15 +178,17 @@ class Server:
         self.log_path = log_path
         self.args = args
         self.is_authsvc = command is None
-        self.command = list(command or [sys.executable, "-m", "authsvc", "serve"])
+        self.command = list(command or [*authsvc_command(), "serve"])
         self.die_with_parent = die_with_parent
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")},
-            **base_env,
-            "AUTHSVC_HOST": LOOPBACK,
-            "AUTHSVC_PORT": str(self.port),
-            **env,
-        }
+        self.env = child_env(
+            {
+                **{k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")},
+                **base_env,
+                "AUTHSVC_HOST": LOOPBACK,
+                "AUTHSVC_PORT": str(self.port),
+                **env,
+            }
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -305,9 +328,10 @@ def listening_sockets(port: int) -> int:
 def generate_keys(directory: Path) -> Path:
     """Write a signing key and the refresh-token secret with the CLI, as an operator does."""
     subprocess.run(
-        [sys.executable, "-m", "authsvc", "keys", "generate", "--dir", str(directory)],
+        [*authsvc_command(), "keys", "generate", "--dir", str(directory)],
         check=True,
         capture_output=True,
+        env=child_env(os.environ),
     )
     return directory
 

@@ -6,14 +6,16 @@ import os
 import socket
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import authsvc_command, child_env
 from support import TEST_PASSWORD, bearer, free_port, login
 
 from authsvc.keys import KeyRing
+
+pytestmark = pytest.mark.process
 
 TIMEOUT = 60  # seconds; only a hung process gets near it
 
@@ -35,12 +37,12 @@ def run_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "authsvc", *args],
+        [*authsvc_command(), *args],
         input=stdin,
         capture_output=True,
         text=True,
         cwd=cwd,
-        env=env if env is not None else cli_env(),
+        env=child_env(env if env is not None else cli_env()),
         timeout=TIMEOUT,
         check=False,
     )

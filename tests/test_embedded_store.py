@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+from servers import child_env
 from support import TEST_PASSWORD, FakeClock, bearer, fast_settings, login, register
 from support import refresh as refresh_request
 
@@ -36,6 +37,8 @@ from authsvc.store.embedded import (
     valkey_binary,
     wait_gone,
 )
+
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture
@@ -319,6 +322,7 @@ def test_valkey_stops_when_its_owner_is_killed(data_dir: Path) -> None:
             ),
         ],
         stdout=subprocess.PIPE,
+        env=child_env(os.environ),
     )
     try:
         assert owner.stdout is not None

@@ -33,6 +33,8 @@ from support import TEST_PASSWORD
 
 from authsvc.store import keyspace
 
+pytestmark = pytest.mark.process
+
 LOAD_ENV = {
     # Only for testing! Real argon2id, but cheap: a login takes a few milliseconds, one at
     # a time per worker, so that the logins let go at once queue up behind each other.

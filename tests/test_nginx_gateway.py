@@ -26,6 +26,8 @@ import pytest
 from aiohttp import web
 from support import bearer, free_port, login, register
 
+pytestmark = pytest.mark.process
+
 RECIPE = Path(__file__).resolve().parent.parent / "config" / "nginx" / "forward-auth.conf"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0

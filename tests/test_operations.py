@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
-from servers import Servers
+from servers import Servers, authsvc_command, child_env
 
 from authsvc.keys import KeyRing
+
+pytestmark = pytest.mark.process
 
 INFO = {"AUTHSVC_LOG_LEVEL": "INFO"}
 
 
 def test_version_prints_the_installed_version() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "authsvc", "--version"],
+        [*authsvc_command(), "--version"],
         capture_output=True,
         text=True,
         check=False,
+        env=child_env(os.environ),
     )
     assert result.returncode == 0
     assert result.stdout.strip() == f"authsvc {metadata.version('authsvc')}"

@@ -7,8 +7,11 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import redis.asyncio
 from servers import STOP_TIMEOUT, Server, Servers, valkeys_on, workers_of
+
+pytestmark = pytest.mark.process
 
 
 async def test_two_instances_share_sessions_through_redis(

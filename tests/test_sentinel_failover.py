@@ -18,6 +18,8 @@ from support import TEST_PASSWORD, bearer, fast_settings, login, register
 from support import refresh as refresh_request
 from topologies import SentinelProcesses
 
+pytestmark = pytest.mark.process
+
 RETRY_AFTER = 1
 
 
