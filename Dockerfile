@@ -7,6 +7,8 @@ RUN pip install --no-cache-dir -c constraints.txt . \
     && mkdir -p /keys /data && chown authsvc /keys /data
 # Never root: the keys volume and the embedded store's data are the authsvc user's.
 USER 10001
+# On 0.0.0.0 there is no default issuer: give AUTHSVC_ISSUER, the URL clients use
+# (docker run -e AUTHSVC_ISSUER=https://auth.example.com); without it authsvc will not start.
 ENV AUTHSVC_HOST=0.0.0.0 AUTHSVC_PORT=8080 AUTHSVC_KEYS_DIR=/keys AUTHSVC_DATA_DIR=/data
 EXPOSE 8080
 # Longer than AUTHSVC_SHUTDOWN_TIMEOUT (30 s): give `docker stop -t 40` or stop_grace_period.

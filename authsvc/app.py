@@ -71,7 +71,8 @@ def create_app(
 
 
 async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Follow rotations in keys_dir; the steps of a rotation fall due by time (ActiveKeys.at)."""
+    """Follow rotations in the keys directory; a rotation's steps fall due by time
+    (ActiveKeys.at)."""
     settings, clock = app[SETTINGS], app[CLOCK]
     policy = RotationPolicy.for_service(
         jwks_max_age=settings.jwks_max_age,
@@ -88,10 +89,11 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
             if ring is not None:
                 keys.replace(ring, clock())
 
-    if settings.keys_dir is None:
+    keys_dir = settings.signing_keys_dir
+    if keys_dir is None:
         yield  # a key made at start: nothing to follow; time alone moves nothing
         return
-    task = asyncio.create_task(follow(settings.keys_dir))
+    task = asyncio.create_task(follow(keys_dir))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

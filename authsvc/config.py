@@ -22,8 +22,14 @@ from authsvc.store.connect import StoreUrlError, parse_store_url
 logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "AUTHSVC_"
-# Read by authsvc's scripts and test suite, not by the server.
-_TOOL_VARIABLES = {"AUTHSVC_TEST_REDIS_URL", "AUTHSVC_VENV"}
+# Read by the scripts and the test suite, not by authsvc: no "misspelt?" warning for them.
+_TOOL_VARIABLES = {
+    "AUTHSVC_TEST_REDIS_URL",
+    "AUTHSVC_TEST_AUTHSVC",
+    "AUTHSVC_VENV",
+    "AUTHSVC_EXTRAS",
+    "AUTHSVC_INSTALL",
+}
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -119,6 +125,14 @@ class Settings:
     @property
     def effective_issuer(self) -> str:
         return self.issuer or f"http://{self.host}:{self.port}"
+
+    @property
+    def signing_keys_dir(self) -> Path | None:
+        """Where the signing keys live: ``keys_dir``, or the embedded store's data directory
+        (so a restart keeps access tokens valid, as the store keeps their sessions)."""
+        if self.keys_dir is not None:
+            return self.keys_dir
+        return self.data_dir if self.redis_url is None else None
 
     @property
     def effective_hash_concurrency(self) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import fcntl
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublic
 
 REFRESH_SECRET_NAME = "refresh-token.secret"
 REFRESH_SECRET_BYTES = 32
+SIGNING_KEY_LOCK_NAME = "signing-key.lock"
 
 
 class KeyRingError(ValueError):
@@ -58,10 +60,7 @@ def load_refresh_secret(directory: Path) -> bytes:
     path = directory / REFRESH_SECRET_NAME
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        text = read_or_create(
-            path,
-            lambda: base64.urlsafe_b64encode(secrets.token_bytes(REFRESH_SECRET_BYTES)).decode(),
-        )
+        text = read_or_create(path, _new_refresh_secret)
     except OSError as exc:
         raise KeyRingError(f"cannot read or create {path}: {exc.strerror or exc}") from None
     try:
@@ -178,7 +177,7 @@ def load_key_file(path: Path) -> SigningKey:
 
 def write_key_file(directory: Path, key: SigningKey) -> Path:
     """Write a key as ``<kid>.pem``, readable by its owner only."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / f"{key.kid}.pem"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -244,21 +243,43 @@ class KeyRing:
         return iter(self._keys.values())
 
 
+def ensure_signing_key(directory: Path, alg: SigningAlgorithm) -> None:
+    """Write a first signing key into ``directory`` (0700) unless it holds one already.
+
+    Made once: processes starting together take a lock, and the loser finds the winner's key.
+
+    Raises:
+        KeyRingError: the directory or the key cannot be written.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with (directory / SIGNING_KEY_LOCK_NAME).open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not any(directory.glob("*.pem")):
+                path = write_key_file(directory, SigningKey.create(generate_private_key(alg)))
+                logger.info("made signing key %s", path)
+    except OSError as exc:
+        raise KeyRingError(
+            f"cannot keep a signing key in {directory}: {exc.strerror or exc}"
+        ) from None
+
+
 def load_key_ring(settings: Settings) -> KeyRing:
     """Load the shared keys, or generate a signing key for this process with a warning.
 
-    Without a keys directory, the embedded store's data directory keeps the refresh-token
-    secret, so that its sessions survive a restart as its data does.
+    Without a keys directory, the embedded store's data directory keeps a signing key and
+    the refresh-token secret, so that tokens survive a restart as the sessions do.
     """
-    if settings.keys_dir is not None:
-        return KeyRing.from_directory(settings.keys_dir)
+    if settings.keys_dir is None and settings.redis_url is None:
+        ensure_signing_key(settings.data_dir, settings.signing_alg)
+    directory = settings.signing_keys_dir
+    if directory is not None:
+        return KeyRing.from_directory(directory)
     alg = settings.signing_alg
     logger.warning(
         "AUTHSVC_KEYS_DIR is not set: signing with a key generated at start; access tokens "
         "will not verify after a restart or on another instance"
     )
-    if settings.redis_url is None:
-        return KeyRing.generated(alg, load_refresh_secret(settings.data_dir))
     logger.warning(
         "AUTHSVC_KEYS_DIR is not set: refresh tokens will not work after a restart or on "
         "another instance either"

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import ipaddress
 import logging
 import multiprocessing
 import os
@@ -145,8 +146,25 @@ def _store_name(settings: Settings) -> str:
     return parse_store_url(settings.redis_url).topology
 
 
+def _check_issuer(settings: Settings) -> None:
+    """Raises SettingsError when the default issuer would name no reachable address."""
+    if settings.issuer is not None:
+        return
+    try:
+        wildcard = not settings.host or ipaddress.ip_address(settings.host).is_unspecified
+    except ValueError:
+        return  # a host name: http://NAME:PORT is a URL clients can use
+    if wildcard:
+        raise SettingsError(
+            f"AUTHSVC_ISSUER must be set when listening on {settings.host or 'every address'}: "
+            f"the default issuer {settings.effective_issuer} is no URL a client can reach; "
+            "set it to the public URL, e.g. AUTHSVC_ISSUER=http://localhost:8080"
+        )
+
+
 def serve(settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM; return the process exit code."""
+    _check_issuer(settings)
     key_ring = load_key_ring(settings)
     if settings.workers > 1:
         if _store_name(settings) == "memory":
@@ -171,7 +189,7 @@ def serve(settings: Settings) -> int:
         "signing with kid %s; JWKS kids: %s (keys from %s)",
         key_ring.current.kid,
         ", ".join(key.kid for key in key_ring),
-        settings.keys_dir or "a key generated at start",
+        settings.signing_keys_dir or "a key generated at start",
     )
     if settings.workers == 1:
         _run(settings, key_ring, reuse_port=False)

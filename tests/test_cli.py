@@ -134,6 +134,14 @@ def test_serve_with_invalid_setting_exits_with_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "authsvc-data").exists()  # no store was started
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_serve_on_every_address_needs_an_explicit_issuer(tmp_path: Path, host: str) -> None:
+    """The Dockerfile listens on 0.0.0.0: ``iss`` must never be http://0.0.0.0:8080."""
+    result = run_cli("serve", cwd=tmp_path, env=cli_env(AUTHSVC_HOST=host))
+    assert_one_line_error(result, "AUTHSVC_ISSUER")
+    assert not (tmp_path / "authsvc-data").exists()
+
+
 @pytest.mark.parametrize(
     ("name", "raw"),
     [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -120,6 +121,30 @@ def test_embedded_store_keeps_a_session_across_a_process_restart(
     assert second.login("alice")["session_id"] != pair["session_id"]
     assert second.terminate() == 0, second.log()
     assert valkeys_on(data_dir) == []
+
+
+def test_the_embedded_default_keeps_its_signing_key_across_a_restart(
+    servers: Servers, tmp_path: Path
+) -> None:
+    """``./scripts/serve`` restarted with no AUTHSVC_KEYS_DIR: nobody is logged out."""
+    data_dir = tmp_path / "data"
+    env = {"AUTHSVC_DATA_DIR": str(data_dir)}
+    first = servers.start(tmp_path / "first.log", env)
+    assert first.register("alice").status == 201
+    pair = first.login("alice")
+    assert first.terminate() == 0, first.log()
+    keys = list(data_dir.glob("*.pem"))
+    assert len(keys) == 1
+    assert stat.S_IMODE(keys[0].stat().st_mode) == 0o600
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+    second = servers.start(tmp_path / "second.log", env, port=first.port)
+    me = second.request("GET", "/v1/auth/me", token=pair["access_token"])
+    assert me.status == 200, me.body
+    assert second.refresh(pair["refresh_token"]).status == 200
+    assert second.terminate() == 0, second.log()
+    assert list(data_dir.glob("*.pem")) == keys  # made once, not once per start
+    assert "generated at start" not in first.log() + second.log()
 
 
 def test_killed_server_leaves_no_valkey_and_the_next_one_takes_over(
