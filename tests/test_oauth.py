@@ -232,7 +232,7 @@ async def test_basic_credentials_are_form_urldecoded_as_rfc_6749_says(make_clien
     client_id, secret = SPECIAL["introspection_clients"][0]
     for headers in (
         basic(client_id, secret),  # curl -u: nothing escaped
-        form_basic(client_id, secret),  # authlib: quote_plus leaves -_.~ as they are
+        form_basic(client_id, secret),  # quote_plus leaves -_.~ as they are
         basic(percent_all(client_id), percent_all(secret)),  # openid-client: all escaped
         basic(client_id, percent_all(secret)),
         {"Authorization": "basic " + basic(client_id, secret)["Authorization"][6:]},
@@ -352,3 +352,32 @@ async def test_authlib_oauth2_client_refreshes_and_revokes_unchanged(client: Any
         assert revoked.status_code == 200
     assert (await v1_refresh(client, token["refresh_token"])).status == 401
     assert (await client.get("/v1/auth/me", headers=bearer(token))).status == 401
+
+
+async def test_authlib_introspects_with_client_secret_basic_unchanged(make_client: Any) -> None:
+    """authlib sends the id and secret as they are (openid-client encodes them: see
+    tests/test_openid_client.py); with `-_.~` both are accepted."""
+    client = await make_client(**SPECIAL)
+    await register(client)
+    pair = await login(client)
+    base = str(client.make_url("")).rstrip("/")
+    client_id, secret = SPECIAL["introspection_clients"][0]
+    async with AsyncOAuth2Client(
+        client_id=client_id, client_secret=secret, token_endpoint_auth_method="client_secret_basic"
+    ) as oauth:
+        response = await oauth.introspect_token(
+            f"{base}/oauth/introspect", token=pair["access_token"]
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["active"] is True
+        assert response.json()["sid"] == pair["session_id"]
+    async with AsyncOAuth2Client(
+        client_id=client_id,
+        client_secret=secret + "x",
+        token_endpoint_auth_method="client_secret_basic",
+    ) as wrong:
+        refused = await wrong.introspect_token(
+            f"{base}/oauth/introspect", token=pair["access_token"]
+        )
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"] == 'Basic realm="authsvc"'

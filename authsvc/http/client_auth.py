@@ -5,7 +5,7 @@ encoding algorithm per Appendix B, and the encoded value is used as the username
 client password is encoded using the same algorithm and used as the password." So the id
 and the secret are form-urldecoded after Base64 (RFC 7617): `gw%2Dsecret` and `gw-secret`
 are the same secret, and a `+` is a space. A secret of letters, digits and `-._~` reads the
-same whether the client encoded it (openid-client, authlib) or not (`curl -u`).
+same whether the client encoded it (openid-client) or not (`curl -u`, authlib).
 
 The caller passes its own client list (introspection clients today, operator clients
 later); this module knows no setting.
