@@ -10,7 +10,9 @@ import base64
 import urllib.parse
 from typing import Any
 
+import pytest
 from authlib.integrations.httpx_client import AsyncOAuth2Client
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from support import FakeClock, bearer, login, register
 from support import refresh as v1_refresh
 
@@ -322,11 +324,39 @@ async def test_metadata_names_every_endpoint_under_the_issuer(make_client: Any) 
     assert body["introspection_endpoint"] == "https://auth.example.com/oauth/introspect"
     assert body["jwks_uri"] == "https://auth.example.com/.well-known/jwks.json"
     assert body["grant_types_supported"] == ["refresh_token"]
-    assert body["response_types_supported"] == []
+    assert body["response_types_supported"] == ["none"]
     assert body["token_endpoint_auth_methods_supported"] == ["none"]
     enabled = await make_client(password_grant=True)
     metadata = await (await enabled.get("/.well-known/oauth-authorization-server")).json()
     assert metadata["grant_types_supported"] == ["refresh_token", "password"]
+
+
+async def test_authlib_validates_the_metadata_of_an_https_issuer(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 8414 as authlib checks it, https strictly required (no insecure transport)."""
+    monkeypatch.delenv("AUTHLIB_INSECURE_TRANSPORT", raising=False)
+    for overrides in ({}, {"password_grant": True}):
+        client = await make_client(issuer="https://auth.example.com", **overrides)
+        body = await (await client.get("/.well-known/oauth-authorization-server")).json()
+        AuthorizationServerMetadata(body).validate()
+    # What it refuses: an http issuer off loopback, and the `[]` authsvc used to publish.
+    with pytest.raises(ValueError, match="https"):
+        AuthorizationServerMetadata(dict(body, issuer="http://auth.example.com")).validate()
+    with pytest.raises(ValueError, match="response_types_supported"):
+        AuthorizationServerMetadata(dict(body, response_types_supported=[])).validate()
+
+
+async def test_authlib_validates_the_metadata_of_the_default_loopback_issuer(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default issuer is http://HOST:PORT. RFC 8414 wants https; recent authlib lets
+    http through on loopback (RFC 8252 §7.3), older only with AUTHLIB_INSECURE_TRANSPORT,
+    which turns off the scheme checks alone: every other check stays."""
+    monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")
+    body = await (await client.get("/.well-known/oauth-authorization-server")).json()
+    assert body["issuer"].startswith("http://")
+    AuthorizationServerMetadata(body).validate()
 
 
 # A standard OAuth client, unchanged

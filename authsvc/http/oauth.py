@@ -74,8 +74,15 @@ async def metadata(request: web.Request) -> web.Response:
             "introspection_endpoint": f"{issuer}/oauth/introspect",
             "jwks_uri": f"{issuer}/.well-known/jwks.json",
             "grant_types_supported": grants,
-            # No authorization endpoint: first-party apps log in through /v1/auth/login.
-            "response_types_supported": [],
+            # RFC 8414 §2 makes this REQUIRED and §3.2 omits empty arrays, so neither `[]`
+            # nor leaving it out is an answer (authlib's validation refuses both). There
+            # is no authorization endpoint (first-party apps log in through
+            # /v1/auth/login), so nothing here issues a code or a token through one:
+            # "none" is the registered response type that issues neither (OAuth 2.0
+            # Multiple Response Type Encoding Practices §4), the value token-only
+            # servers commonly publish. "code" or "token" would promise flows that do
+            # not exist; with no authorization_endpoint, no client can start one anyway.
+            "response_types_supported": ["none"],
             "token_endpoint_auth_methods_supported": ["none"],
             "revocation_endpoint_auth_methods_supported": ["none"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
