@@ -7,9 +7,12 @@ unchanged standard client (authlib) refreshes and revokes against authsvc.
 from __future__ import annotations
 
 import base64
+import urllib.parse
 from typing import Any
 
+import pytest
 from authlib.integrations.httpx_client import AsyncOAuth2Client
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from support import FakeClock, bearer, login, register
 from support import refresh as v1_refresh
 
@@ -17,9 +20,24 @@ FORM = "application/x-www-form-urlencoded"
 INTROSPECTION = {"introspection_clients": (("gateway", "s3cret"), ("other", "pw"))}
 
 
+# Ids and secrets with every character that form-urlencoding may or may not escape.
+SPECIAL = {"introspection_clients": (("gw-client_1.x~y", "gw-secret_1.2~3"), ("sp", "a b+c/d"))}
+
+
 def basic(client_id: str, secret: str) -> dict[str, str]:
+    """Basic credentials as `curl -u` sends them: the id and secret as they are."""
     raw = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     return {"Authorization": f"Basic {raw}"}
+
+
+def percent_all(text: str) -> str:
+    """Every byte %-escaped, as openid-client sends `gw%2Dsecret` for `gw-secret`."""
+    return "".join(f"%{byte:02X}" for byte in text.encode())
+
+
+def form_basic(client_id: str, secret: str) -> dict[str, str]:
+    """Basic credentials as RFC 6749 §2.3.1 says: each form-urlencoded, then Base64."""
+    return basic(urllib.parse.quote_plus(client_id), urllib.parse.quote_plus(secret))
 
 
 async def token_request(client: Any, **form: str) -> Any:
@@ -205,9 +223,48 @@ async def test_introspection_needs_the_credentials_of_a_configured_client(
         response = await client.post("/oauth/introspect", data={"token": "x"}, headers=headers)
         body = await assert_oauth_error(response, 401, "invalid_client")
         assert body["error"] == "invalid_client"
-        assert response.headers["WWW-Authenticate"].startswith("Basic")
+        assert response.headers["WWW-Authenticate"] == 'Basic realm="authsvc"'
     ok = await client.post("/oauth/introspect", data={"token": "x"}, headers=basic("other", "pw"))
     assert ok.status == 200
+
+
+async def test_basic_credentials_are_form_urldecoded_as_rfc_6749_says(make_client: Any) -> None:
+    """§2.3.1: `gw%2Dsecret` is `gw-secret`; `-_.~` need no escape, so raw works too."""
+    client = await make_client(**SPECIAL)
+    client_id, secret = SPECIAL["introspection_clients"][0]
+    for headers in (
+        basic(client_id, secret),  # curl -u: nothing escaped
+        form_basic(client_id, secret),  # quote_plus leaves -_.~ as they are
+        basic(percent_all(client_id), percent_all(secret)),  # openid-client: all escaped
+        basic(client_id, percent_all(secret)),
+        {"Authorization": "basic " + basic(client_id, secret)["Authorization"][6:]},
+    ):
+        response = await client.post("/oauth/introspect", data={"token": "x"}, headers=headers)
+        assert response.status == 200, (headers, await response.text())
+    # A space is `+` or `%20` once encoded; `+` itself is `%2B`, `/` `%2F`.
+    for headers in (form_basic("sp", "a b+c/d"), basic("sp", "a%20b%2Bc%2Fd")):
+        response = await client.post("/oauth/introspect", data={"token": "x"}, headers=headers)
+        assert response.status == 200, (headers, await response.text())
+
+
+async def test_form_decoding_never_turns_a_wrong_secret_into_a_right_one(
+    make_client: Any,
+) -> None:
+    client = await make_client(**SPECIAL)
+    for headers in (
+        basic("sp", "a b+c/d"),  # a raw `+` is a space once decoded: "a b c/d"
+        basic(percent_all("gw-client_1.x~y"), percent_all("gw-secret_1.2~4")),
+        basic("gw-client_1.x~y", "gw%2Dsecret%5F1%2E2%7E"),  # a prefix of the secret
+        basic("gw-client_1.x~y", "gw-secret_1.2~3%"),
+        basic("gw-client_1.x~y", "%FF"),  # not UTF-8 once decoded
+        basic("sp", "gw-secret_1.2~3"),  # another client's secret
+        {"Authorization": "Bearer " + basic("sp", "a b+c/d")["Authorization"][6:]},
+        {"Authorization": "Basic " + base64.b64encode(b"no colon").decode()},
+        {"Authorization": "Basic " + base64.b64encode(b"sp:\xff").decode()},
+    ):
+        response = await client.post("/oauth/introspect", data={"token": "x"}, headers=headers)
+        await assert_oauth_error(response, 401, "invalid_client")
+        assert response.headers["WWW-Authenticate"] == 'Basic realm="authsvc"'
 
 
 async def test_introspection_refuses_everyone_when_no_client_is_configured(client: Any) -> None:
@@ -267,11 +324,39 @@ async def test_metadata_names_every_endpoint_under_the_issuer(make_client: Any) 
     assert body["introspection_endpoint"] == "https://auth.example.com/oauth/introspect"
     assert body["jwks_uri"] == "https://auth.example.com/.well-known/jwks.json"
     assert body["grant_types_supported"] == ["refresh_token"]
-    assert body["response_types_supported"] == []
+    assert body["response_types_supported"] == ["none"]
     assert body["token_endpoint_auth_methods_supported"] == ["none"]
     enabled = await make_client(password_grant=True)
     metadata = await (await enabled.get("/.well-known/oauth-authorization-server")).json()
     assert metadata["grant_types_supported"] == ["refresh_token", "password"]
+
+
+async def test_authlib_validates_the_metadata_of_an_https_issuer(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 8414 as authlib checks it, https strictly required (no insecure transport)."""
+    monkeypatch.delenv("AUTHLIB_INSECURE_TRANSPORT", raising=False)
+    for overrides in ({}, {"password_grant": True}):
+        client = await make_client(issuer="https://auth.example.com", **overrides)
+        body = await (await client.get("/.well-known/oauth-authorization-server")).json()
+        AuthorizationServerMetadata(body).validate()
+    # What it refuses: an http issuer off loopback, and the `[]` authsvc used to publish.
+    with pytest.raises(ValueError, match="https"):
+        AuthorizationServerMetadata(dict(body, issuer="http://auth.example.com")).validate()
+    with pytest.raises(ValueError, match="response_types_supported"):
+        AuthorizationServerMetadata(dict(body, response_types_supported=[])).validate()
+
+
+async def test_authlib_validates_the_metadata_of_the_default_loopback_issuer(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default issuer is http://HOST:PORT. RFC 8414 wants https; recent authlib lets
+    http through on loopback (RFC 8252 §7.3), older only with AUTHLIB_INSECURE_TRANSPORT,
+    which turns off the scheme checks alone: every other check stays."""
+    monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "1")
+    body = await (await client.get("/.well-known/oauth-authorization-server")).json()
+    assert body["issuer"].startswith("http://")
+    AuthorizationServerMetadata(body).validate()
 
 
 # A standard OAuth client, unchanged
@@ -297,3 +382,32 @@ async def test_authlib_oauth2_client_refreshes_and_revokes_unchanged(client: Any
         assert revoked.status_code == 200
     assert (await v1_refresh(client, token["refresh_token"])).status == 401
     assert (await client.get("/v1/auth/me", headers=bearer(token))).status == 401
+
+
+async def test_authlib_introspects_with_client_secret_basic_unchanged(make_client: Any) -> None:
+    """authlib sends the id and secret as they are (openid-client encodes them: see
+    tests/test_openid_client.py); with `-_.~` both are accepted."""
+    client = await make_client(**SPECIAL)
+    await register(client)
+    pair = await login(client)
+    base = str(client.make_url("")).rstrip("/")
+    client_id, secret = SPECIAL["introspection_clients"][0]
+    async with AsyncOAuth2Client(
+        client_id=client_id, client_secret=secret, token_endpoint_auth_method="client_secret_basic"
+    ) as oauth:
+        response = await oauth.introspect_token(
+            f"{base}/oauth/introspect", token=pair["access_token"]
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["active"] is True
+        assert response.json()["sid"] == pair["session_id"]
+    async with AsyncOAuth2Client(
+        client_id=client_id,
+        client_secret=secret + "x",
+        token_endpoint_auth_method="client_secret_basic",
+    ) as wrong:
+        refused = await wrong.introspect_token(
+            f"{base}/oauth/introspect", token=pair["access_token"]
+        )
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"] == 'Basic realm="authsvc"'

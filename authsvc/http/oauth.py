@@ -9,14 +9,12 @@ with their OAuth status.
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 import msgspec
-from aiohttp import BasicAuth, hdrs, web
+from aiohttp import hdrs, web
 
 from authsvc.errors import (
-    InvalidClient,
     InvalidCredentials,
     InvalidGrant,
     InvalidRequest,
@@ -24,6 +22,7 @@ from authsvc.errors import (
 )
 from authsvc.http.appkeys import ACTIVE_KEYS, CLOCK, SESSIONS, SETTINGS
 from authsvc.http.bodies import read_form
+from authsvc.http.client_auth import authenticate_client
 from authsvc.http.io import NO_STORE, client_ip, client_user_agent, json_response, token_response
 from authsvc.sessions import ClientInfo
 
@@ -75,8 +74,15 @@ async def metadata(request: web.Request) -> web.Response:
             "introspection_endpoint": f"{issuer}/oauth/introspect",
             "jwks_uri": f"{issuer}/.well-known/jwks.json",
             "grant_types_supported": grants,
-            # No authorization endpoint: first-party apps log in through /v1/auth/login.
-            "response_types_supported": [],
+            # RFC 8414 §2 makes this REQUIRED and §3.2 omits empty arrays, so neither `[]`
+            # nor leaving it out is an answer (authlib's validation refuses both). There
+            # is no authorization endpoint (first-party apps log in through
+            # /v1/auth/login), so nothing here issues a code or a token through one:
+            # "none" is the registered response type that issues neither (OAuth 2.0
+            # Multiple Response Type Encoding Practices §4), the value token-only
+            # servers commonly publish. "code" or "token" would promise flows that do
+            # not exist; with no authorization_endpoint, no client can start one anyway.
+            "response_types_supported": ["none"],
             "token_endpoint_auth_methods_supported": ["none"],
             "revocation_endpoint_auth_methods_supported": ["none"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
@@ -121,32 +127,11 @@ async def revoke(request: web.Request) -> web.Response:
     return web.Response(status=200, headers=NO_STORE)
 
 
-def _authenticate_client(request: web.Request) -> None:
-    """RFC 7662 §2.1: the caller must be a configured introspection client (HTTP Basic).
-
-    Raises:
-        InvalidClient: no Basic credentials, or none that match.
-    """
-    header = request.headers.get(hdrs.AUTHORIZATION, "")
-    try:
-        credentials = BasicAuth.decode(header)
-    except ValueError:
-        raise InvalidClient() from None
-    presented_id, presented_secret = credentials.login.encode(), credentials.password.encode()
-    matched = False
-    # Every client is compared, in constant time, so timing tells nothing about ids.
-    for client_id, secret in request.app[SETTINGS].introspection_clients:
-        id_ok = hmac.compare_digest(presented_id, client_id.encode())
-        secret_ok = hmac.compare_digest(presented_secret, secret.encode())
-        matched |= id_ok & secret_ok
-    if not matched:
-        raise InvalidClient()
-
-
 @routes.post("/oauth/introspect")
 async def introspect(request: web.Request) -> web.Response:
     """RFC 7662: whether an access token is active now, revocation included."""
-    _authenticate_client(request)
+    # §2.1: the caller must be a configured introspection client (HTTP Basic).
+    authenticate_client(request, request.app[SETTINGS].introspection_clients)
     form = await read_form(request, TokenHintForm)
     principal = await request.app[SESSIONS].introspect(form.token, now=request.app[CLOCK]())
     if principal is None:
