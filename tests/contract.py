@@ -49,13 +49,16 @@ def _follow(pointer: str) -> str:
     return pointer
 
 
-def _validate(instance: Any, schema_pointer: str, what: str) -> None:
-    validator = jsonschema.Draft202012Validator(
+def _validator(schema_pointer: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(
         {"$ref": f"{_URI}#{schema_pointer}"},
         registry=_REGISTRY,
         format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
     )
-    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+
+
+def _validate(instance: Any, schema_pointer: str, what: str) -> None:
+    error = jsonschema.exceptions.best_match(_validator(schema_pointer).iter_errors(instance))
     if error is not None:
         raise AssertionError(
             f"{what} does not match {schema_pointer}: {error.message}"
@@ -102,6 +105,14 @@ def operation_pointer(method: str, path_template: str) -> str:
     assert item is not None, f"{path_template} is not a path of the document"
     assert method.lower() in item, f"{method} {path_template} is not in the document"
     return f"/paths/{_escape(path_template)}/{method.lower()}"
+
+
+def request_body_allowed(method: str, path_template: str, body: Any) -> bool:
+    """Whether the request-body schema of a documented operation (one media type) allows
+    ``body``, a JSON value or a form as a dict of its parameters."""
+    content = f"{operation_pointer(method, path_template)}/requestBody/content"
+    (media_type,) = _node(content)
+    return bool(_validator(f"{content}/{_escape(media_type)}/schema").is_valid(body))
 
 
 def assert_matches_document(method: str, path_template: str, response: Any, body: bytes) -> None:
