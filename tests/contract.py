@@ -148,16 +148,29 @@ async def assert_documented(response: Any, method: str, path_template: str, stat
 
 
 def media_examples() -> list[tuple[str, Any, str]]:
-    """(where, example, schema pointer) of every example the document gives a response."""
+    """(where, example, schema pointer) of every example the document gives a request body
+    or a response."""
     found = []
-    response_pointers = [
-        f"/paths/{_escape(path)}/{method}/responses/{status}"
+    operations = [
+        (f"/paths/{_escape(path)}/{method}", operation)
         for path, item in DOCUMENT["paths"].items()
         for method, operation in item.items()
         if method in HTTP_METHODS
-        for status in operation["responses"]
-    ] + [f"/components/responses/{name}" for name in DOCUMENT["components"]["responses"]]
-    for pointer in response_pointers:
+    ]
+    pointers = (
+        [
+            f"{pointer}/requestBody"
+            for pointer, operation in operations
+            if "requestBody" in operation
+        ]
+        + [
+            f"{pointer}/responses/{status}"
+            for pointer, operation in operations
+            for status in operation["responses"]
+        ]
+        + [f"/components/responses/{name}" for name in DOCUMENT["components"]["responses"]]
+    )
+    for pointer in pointers:
         if "$ref" in _node(pointer):
             continue
         for media_type, media in _node(pointer).get("content", {}).items():
