@@ -49,13 +49,16 @@ def _follow(pointer: str) -> str:
     return pointer
 
 
-def _validate(instance: Any, schema_pointer: str, what: str) -> None:
-    validator = jsonschema.Draft202012Validator(
+def _validator(schema_pointer: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(
         {"$ref": f"{_URI}#{schema_pointer}"},
         registry=_REGISTRY,
         format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
     )
-    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+
+
+def _validate(instance: Any, schema_pointer: str, what: str) -> None:
+    error = jsonschema.exceptions.best_match(_validator(schema_pointer).iter_errors(instance))
     if error is not None:
         raise AssertionError(
             f"{what} does not match {schema_pointer}: {error.message}"
@@ -104,6 +107,14 @@ def operation_pointer(method: str, path_template: str) -> str:
     return f"/paths/{_escape(path_template)}/{method.lower()}"
 
 
+def request_body_allowed(method: str, path_template: str, body: Any) -> bool:
+    """Whether the request-body schema of a documented operation (one media type) allows
+    ``body``, a JSON value or a form as a dict of its parameters."""
+    content = f"{operation_pointer(method, path_template)}/requestBody/content"
+    (media_type,) = _node(content)
+    return bool(_validator(f"{content}/{_escape(media_type)}/schema").is_valid(body))
+
+
 def assert_matches_document(method: str, path_template: str, response: Any, body: bytes) -> None:
     """Assert that a response of ``method path_template`` is one the document describes.
 
@@ -137,16 +148,29 @@ async def assert_documented(response: Any, method: str, path_template: str, stat
 
 
 def media_examples() -> list[tuple[str, Any, str]]:
-    """(where, example, schema pointer) of every example the document gives a response."""
+    """(where, example, schema pointer) of every example the document gives a request body
+    or a response."""
     found = []
-    response_pointers = [
-        f"/paths/{_escape(path)}/{method}/responses/{status}"
+    operations = [
+        (f"/paths/{_escape(path)}/{method}", operation)
         for path, item in DOCUMENT["paths"].items()
         for method, operation in item.items()
         if method in HTTP_METHODS
-        for status in operation["responses"]
-    ] + [f"/components/responses/{name}" for name in DOCUMENT["components"]["responses"]]
-    for pointer in response_pointers:
+    ]
+    pointers = (
+        [
+            f"{pointer}/requestBody"
+            for pointer, operation in operations
+            if "requestBody" in operation
+        ]
+        + [
+            f"{pointer}/responses/{status}"
+            for pointer, operation in operations
+            for status in operation["responses"]
+        ]
+        + [f"/components/responses/{name}" for name in DOCUMENT["components"]["responses"]]
+    )
+    for pointer in pointers:
         if "$ref" in _node(pointer):
             continue
         for media_type, media in _node(pointer).get("content", {}).items():

@@ -22,6 +22,7 @@ from contract import (
     assert_matches_document,
     assert_valid,
     media_examples,
+    request_body_allowed,
 )
 from multidict import CIMultiDict
 from openapi_spec_validator import validate
@@ -549,6 +550,82 @@ async def test_oauth_introspect_answers_as_documented(make_client: Any) -> None:
     await assert_documented(
         await post(data={"token": "x" * 20_000}, headers=auth), "POST", "/oauth/introspect", 413
     )
+
+
+# Request bodies: the document allows exactly what the server takes. tests/test_schemathesis.py
+# checks the same with generated bodies; these are the cases it found, and their neighbours.
+
+TAKES = True
+REFUSES = False
+REQUEST_BODIES = {
+    # RFC 6749 §3.1: a parameter sent without a value counts as omitted.
+    "revoke: empty token": ("/oauth/revoke", {"token": ""}, REFUSES),
+    "revoke: longest token": ("/oauth/revoke", {"token": "t" * 4096}, TAKES),
+    "revoke: token too long": ("/oauth/revoke", {"token": "t" * 4097}, REFUSES),
+    "revoke: empty hint": ("/oauth/revoke", {"token": "t", "token_type_hint": ""}, TAKES),
+    "introspect: empty token": ("/oauth/introspect", {"token": ""}, REFUSES),
+    "token: empty refresh_token": (
+        "/oauth/token", {"grant_type": "refresh_token", "refresh_token": ""}, REFUSES
+    ),
+    "token: empty password": (
+        "/oauth/token", {"grant_type": "password", "username": "alice", "password": ""}, REFUSES
+    ),
+    "token: empty username": (
+        "/oauth/token", {"grant_type": "password", "username": "", "password": "p"}, REFUSES
+    ),
+    "token: longest username": (
+        "/oauth/token", {"grant_type": "password", "username": "u" * 256, "password": "p"}, TAKES
+    ),
+    "token: username too long": (
+        "/oauth/token", {"grant_type": "password", "username": "u" * 257, "password": "p"}, REFUSES
+    ),
+    # §3.2: unknown parameters are ignored, and so are those of the other grant type.
+    "revoke: unknown parameters": (
+        "/oauth/revoke", {"token": "t", "client_id": "app", "scope": "a b"}, TAKES
+    ),
+    "introspect: unknown parameters": ("/oauth/introspect", {"token": "t", "x": "y"}, TAKES),
+    "token: unknown and other-grant parameters": (
+        "/oauth/token",
+        {"grant_type": "password", "username": "alice", "password": "p", "scope": "a",
+         "refresh_token": "r" * 600},
+        TAKES,
+    ),
+    # Usernames: 1 to 64 characters as sent (and after normalisation) to register; a login
+    # takes up to 256, and one no account can have fails like a wrong password.
+    "register: longest username": (
+        "/v1/users", {"username": "b" * 64, "password": TEST_PASSWORD}, TAKES
+    ),
+    "register: username too long": (
+        "/v1/users", {"username": "c" * 65, "password": TEST_PASSWORD}, REFUSES
+    ),
+    "register: padded username too long as sent": (
+        "/v1/users", {"username": " " * 60 + "carol", "password": TEST_PASSWORD}, REFUSES
+    ),
+    "register: empty username": ("/v1/users", {"username": "", "password": TEST_PASSWORD}, REFUSES),
+    "login: longest username": (
+        "/v1/auth/login", {"username": "u" * 256, "password": TEST_PASSWORD}, TAKES
+    ),
+    "login: username too long": (
+        "/v1/auth/login", {"username": "u" * 257, "password": TEST_PASSWORD}, REFUSES
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "takes"), REQUEST_BODIES.values(), ids=REQUEST_BODIES.keys()
+)
+async def test_the_document_allows_the_request_bodies_the_server_takes(
+    make_client: Any, path: str, body: dict[str, str], takes: bool
+) -> None:
+    assert request_body_allowed("POST", path, body) is takes
+    client = await make_client(password_grant=True, introspection_clients=(INTROSPECTION_CLIENT,))
+    if path.startswith("/oauth/"):
+        response = await client.post(path, data=body, headers=basic(*INTROSPECTION_CLIENT))
+    else:
+        response = await client.post(path, json=body)
+    await assert_documented(response, "POST", path, response.status)
+    refused = response.status == 400 and (await response.json())["error"] == "invalid_request"
+    assert refused is not takes, await response.text()
 
 
 async def test_oauth_endpoints_during_a_store_outage_answer_as_documented(

@@ -2,15 +2,17 @@
 
 Both go through the same steps, in the same order: the content type (and a charset, if
 given, of UTF-8), the size (AUTHSVC_MAX_BODY_SIZE, enforced by aiohttp), strict UTF-8,
-then msgspec, which checks types, lengths and unknown fields against a Struct. Every
-failure is a contract 4xx: 415 for the wrong type or charset, 413 for the size, 400
-invalid_request for the rest, naming what is wrong.
+then msgspec, which checks types and lengths against a Struct, and unknown fields: refused
+in JSON, ignored in forms (RFC 6749 §3.2), where a parameter sent without a value counts as
+omitted (§3.1). Every failure is a contract 4xx: 415 for the wrong type or charset, 413 for
+the size, 400 invalid_request for the rest, naming what is wrong.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -22,6 +24,10 @@ T = TypeVar("T", bound=msgspec.Struct)
 JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
 _UTF8 = ("utf-8", "utf8")
+
+# A refresh token, on /v1/auth/refresh and /oauth/token alike: those authsvc issues are
+# about 130 characters.
+RefreshTokenText = Annotated[str, msgspec.Meta(max_length=512)]
 
 
 @functools.cache
@@ -68,16 +74,15 @@ async def read_json(request: web.Request, body_type: type[T]) -> T:
     return body
 
 
-async def read_form(request: web.Request, body_type: type[T]) -> T:
-    """Decode and validate a form body into ``body_type`` (a msgspec Struct).
+async def read_form_values(request: web.Request) -> dict[str, str]:
+    """Return a form body's parameters, those sent without a value left out.
 
-    RFC 6749 §3.1: parameters sent without a value are treated as omitted, and none may
-    appear twice.
+    RFC 6749 §3.1: "Parameters sent without a value MUST be treated as if they were
+    omitted from the request", and none may appear twice.
 
     Raises:
         UnsupportedMediaType, PayloadTooLarge: see ``_read_text``.
-        InvalidRequest: a repeated parameter, or a field missing, of the wrong type or out
-            of its bounds.
+        InvalidRequest: not UTF-8, a repeated parameter, or one that is not text.
     """
     await _read_text(request, FORM_TYPE)
     form = await request.post()
@@ -91,7 +96,28 @@ async def read_form(request: web.Request, body_type: type[T]) -> T:
             raise InvalidRequest(f"the parameter {name!r} is not text")
         if value:
             values[name] = value
+    return values
+
+
+def form_as(values: Mapping[str, str], body_type: type[T]) -> T:
+    """Validate form parameters (from ``read_form_values``) into ``body_type``.
+
+    Parameters that ``body_type`` does not name are ignored (RFC 6749 §3.2).
+
+    Raises:
+        InvalidRequest: a field missing, of the wrong type or out of its bounds.
+    """
     try:
         return msgspec.convert(values, body_type)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(str(exc)) from None
+
+
+async def read_form(request: web.Request, body_type: type[T]) -> T:
+    """Decode and validate a form body into ``body_type`` (a msgspec Struct).
+
+    Raises:
+        UnsupportedMediaType, PayloadTooLarge: see ``_read_text``.
+        InvalidRequest: see ``read_form_values`` and ``form_as``.
+    """
+    return form_as(await read_form_values(request), body_type)

@@ -17,11 +17,10 @@ from aiohttp import hdrs, web
 from authsvc.errors import (
     InvalidCredentials,
     InvalidGrant,
-    InvalidRequest,
     UnsupportedGrantType,
 )
 from authsvc.http.appkeys import ACTIVE_KEYS, CLOCK, SESSIONS, SETTINGS
-from authsvc.http.bodies import read_form
+from authsvc.http.bodies import RefreshTokenText, form_as, read_form, read_form_values
 from authsvc.http.client_auth import authenticate_client
 from authsvc.http.io import NO_STORE, client_ip, client_user_agent, json_response, token_response
 from authsvc.sessions import ClientInfo
@@ -32,12 +31,25 @@ Token = Annotated[str, msgspec.Meta(max_length=4096)]
 Text = Annotated[str, msgspec.Meta(max_length=256)]
 
 
-class TokenForm(msgspec.Struct):
-    # RFC 6749 §3.2: unknown parameters (client_id, scope, ...) are ignored.
+# RFC 6749 §3.2: parameters a form does not name (client_id, scope, ...) are ignored, and
+# so are those of another grant type. §3.1: one sent without a value counts as omitted,
+# so an empty required one is missing (invalid_request).
+
+
+class GrantForm(msgspec.Struct):
     grant_type: Text
-    refresh_token: Token | None = None
-    username: Text | None = None
-    password: Text | None = None
+
+
+class RefreshGrantForm(msgspec.Struct):
+    # §6: "refresh_token REQUIRED. The refresh token issued to the client."
+    refresh_token: RefreshTokenText
+
+
+class PasswordGrantForm(msgspec.Struct):
+    # §4.3.2: "username REQUIRED ... password REQUIRED". Bounded like /v1/auth/login: a
+    # name no account can have fails like a wrong password.
+    username: Text
+    password: str
 
 
 class TokenHintForm(msgspec.Struct):
@@ -94,26 +106,23 @@ async def metadata(request: web.Request) -> web.Response:
 @routes.post("/oauth/token")
 async def token(request: web.Request) -> web.Response:
     """RFC 6749 §6 (refresh_token grant) and §4.3 (password grant, off by default)."""
-    form = await read_form(request, TokenForm)
+    values = await read_form_values(request)
+    grant_type = form_as(values, GrantForm).grant_type
     sessions, now = request.app[SESSIONS], request.app[CLOCK]()
-    if form.grant_type == "refresh_token":
-        # §6: "refresh_token REQUIRED. The refresh token issued to the client."
-        if form.refresh_token is None:
-            raise InvalidRequest("refresh_token is required")
-        return token_response(await sessions.refresh(form.refresh_token, now=now))
-    if form.grant_type == "password" and request.app[SETTINGS].password_grant:
-        # §4.3.2: "username REQUIRED ... password REQUIRED".
-        if form.username is None or form.password is None:
-            raise InvalidRequest("username and password are required")
+    if grant_type == "refresh_token":
+        refresh = form_as(values, RefreshGrantForm)
+        return token_response(await sessions.refresh(refresh.refresh_token, now=now))
+    if grant_type == "password" and request.app[SETTINGS].password_grant:
+        owner = form_as(values, PasswordGrantForm)
         client = ClientInfo(user_agent=client_user_agent(request), ip=client_ip(request))
         try:
-            pair = await sessions.login(form.username, form.password, client, now=now)
+            pair = await sessions.login(owner.username, owner.password, client, now=now)
         except InvalidCredentials:
             # §5.2: wrong resource owner credentials are an invalid_grant.
             raise InvalidGrant("invalid username or password") from None
         return token_response(pair)
     # §5.2: "The authorization grant type is not supported by the authorization server."
-    raise UnsupportedGrantType(f"grant_type {form.grant_type!r} is not supported")
+    raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
 
 
 @routes.post("/oauth/revoke")

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from authsvc.errors import RegistrationClosed
 from authsvc.http.appkeys import CLOCK, SESSIONS, SETTINGS
-from authsvc.http.bodies import read_json
+from authsvc.http.bodies import RefreshTokenText, read_json
 from authsvc.http.io import (
     bearer_token,
     client_ip,
@@ -17,25 +17,28 @@ from authsvc.http.io import (
     json_response,
     token_response,
 )
+from authsvc.passwords import USERNAME_MAX_LENGTH
 from authsvc.sessions import ClientInfo, Principal
 
 routes = web.RouteTableDef()
 
-# Bounds on raw input, before normalisation: they keep storage cheap; the real rules
-# (1-64 username characters) apply after. Passwords are bounded by the policy
-# (weak_password) and by AUTHSVC_MAX_BODY_SIZE.
-Username = Annotated[str, msgspec.Meta(max_length=256)]
+# A new username is 1 to 64 characters as sent, and again after normalisation
+# (normalize_username: NFKC, trimming, case folding), which also refuses control and
+# unassigned characters. A login takes any name up to 256 characters: one no account can
+# have fails like a wrong password. Passwords are bounded by the policy (weak_password)
+# and by AUTHSVC_MAX_BODY_SIZE.
+NewUsername = Annotated[str, msgspec.Meta(min_length=1, max_length=USERNAME_MAX_LENGTH)]
+LoginUsername = Annotated[str, msgspec.Meta(max_length=256)]
 Device = Annotated[str, msgspec.Meta(max_length=128)]
-RefreshTokenText = Annotated[str, msgspec.Meta(max_length=512)]
 
 
 class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
-    username: Username
+    username: NewUsername
     password: str
 
 
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
-    username: Username
+    username: LoginUsername
     password: str
     device: Device | None = None
 
