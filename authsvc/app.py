@@ -164,6 +164,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
                 login_failures=settings.login_failure_limit,
                 registration=settings.registration_rate_limit,
                 refresh=settings.refresh_rate_limit,
+                ipv6_prefix=settings.rate_limit_ipv6_prefix,
             ),
         ),
         reuse_grace=settings.refresh_reuse_grace,
