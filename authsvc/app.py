@@ -16,6 +16,7 @@ from authsvc.http import oauth, ops, v1
 from authsvc.http.appkeys import (
     ACTIVE_KEYS,
     CLOCK,
+    EMBEDDED_STORE_STATE,
     HASHER,
     KEY_RING,
     METRICS,
@@ -34,6 +35,7 @@ from authsvc.ratelimit import Limits, Throttle
 from authsvc.sessions import SessionService
 from authsvc.store import SessionLimits, Store, open_redis
 from authsvc.store.embedded import EmbeddedValkey
+from authsvc.store.supervision import StoreState
 from authsvc.tokens import AccessTokens, RefreshTokens
 
 logger = logging.getLogger(__name__)
@@ -45,11 +47,13 @@ def create_app(
     clock: Clock = system_clock,
     key_ring: KeyRing | None = None,
     metrics_dir: Path | None = None,
+    embedded_store_state: StoreState | None = None,
 ) -> web.Application:
     """Build the application; nothing is opened until it starts.
 
-    ``metrics_dir`` is the directory of prometheus-client's multiprocess mode, when this
-    app is one of several workers (see ``serve``).
+    ``metrics_dir`` is the directory of prometheus-client's multiprocess mode, and
+    ``embedded_store_state`` the state of the embedded store the parent supervises, when
+    this app is one of several workers (see ``serve``).
     """
     app = web.Application(
         client_max_size=settings.max_body_size,
@@ -60,6 +64,8 @@ def create_app(
     app[KEY_RING] = key_ring or load_key_ring(settings)
     app[UNTRUSTED_FORWARDING_WARNED] = Once()
     app[METRICS] = Metrics(multiprocess_dir=metrics_dir)
+    if embedded_store_state is not None:
+        app[EMBEDDED_STORE_STATE] = embedded_store_state
     app.on_response_prepare.append(set_response_headers)
     app.add_routes(v1.routes)
     app.add_routes(oauth.routes)
@@ -109,6 +115,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         # On the loop's own thread, not in a pool: the child's parent-death signal fires
         # when the thread that forked it ends. Nothing is served yet, so blocking is fine.
         url = embedded.start()
+        # Restarted when it dies (from a thread of its own); /healthz fails meanwhile.
+        app[EMBEDDED_STORE_STATE] = StoreState()
+        embedded.supervise(app[EMBEDDED_STORE_STATE])
     limits = SessionLimits(
         idle_ttl=settings.refresh_token_ttl,
         max_age=settings.session_max_age,
@@ -164,6 +173,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
                 login_failures=settings.login_failure_limit,
                 registration=settings.registration_rate_limit,
                 refresh=settings.refresh_rate_limit,
+                ipv6_prefix=settings.rate_limit_ipv6_prefix,
             ),
         ),
         reuse_grace=settings.refresh_reuse_grace,

@@ -98,6 +98,9 @@ class Settings:
     # refresh costs a signature. An office behind one NAT still fits in both.
     registration_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(20, 3600))
     refresh_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(600, 60))
+    # The address limits count per IPv4 address and per IPv6 network of this many bits:
+    # a host given a /64 may use any address in it.
+    rate_limit_ipv6_prefix: int = 64
     # logout-all, listing sessions and ending another session take only access tokens
     # issued (by a login or a refresh) this recently.
     sensitive_max_age: int = 300
@@ -182,7 +185,7 @@ _POSITIVE = {
     "port", "workers", "access_token_ttl", "refresh_token_ttl", "session_max_age",
     "password_min_length", "password_max_length", "argon2_time_cost", "argon2_memory_cost",
     "argon2_parallelism", "store_retry_after", "max_body_size", "max_sessions_per_user",
-    "sensitive_max_age",
+    "sensitive_max_age", "rate_limit_ipv6_prefix",
 }  # fmt: skip
 _NON_NEGATIVE = {"refresh_reuse_grace", "hash_concurrency", "hash_queue_limit", "jwks_max_age"}
 
@@ -230,6 +233,8 @@ def _validate(settings: Settings) -> None:
             raise SettingsError(f"invalid setting {_env_name(name)}: must not be negative")
     if settings.port > 65_535:
         raise SettingsError("invalid setting AUTHSVC_PORT: must be at most 65535")
+    if settings.rate_limit_ipv6_prefix > 128:
+        raise SettingsError("invalid setting AUTHSVC_RATE_LIMIT_IPV6_PREFIX: must be at most 128")
     if settings.password_min_length > settings.password_max_length:
         raise SettingsError(
             "invalid setting AUTHSVC_PASSWORD_MIN_LENGTH: exceeds AUTHSVC_PASSWORD_MAX_LENGTH"

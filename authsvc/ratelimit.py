@@ -1,8 +1,10 @@
 """Throttles on what costs us, kept in the store so every instance shares them.
 
-- Token buckets per client address for registration and refresh, and per username and
-  per address for login (AUTHSVC_*_RATE_LIMIT): a burst of ATTEMPTS, then ATTEMPTS per
-  WINDOW, never twice the burst at a window's edge.
+- Token buckets per client for registration and refresh, and per username and per client
+  for login (AUTHSVC_*_RATE_LIMIT): a burst of ATTEMPTS, then ATTEMPTS per WINDOW, never
+  twice the burst at a window's edge. A client is an IPv4 address or an IPv6 network of
+  AUTHSVC_RATE_LIMIT_IPV6_PREFIX bits (``authsvc.addresses.client_network``): one host
+  holds a whole /64, and would hold as many buckets as addresses.
 - A sliding window of failed logins per account (AUTHSVC_LOGIN_FAILURE_LIMIT) that a
   successful login clears: at most that many failures in any window.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from authsvc.addresses import DEFAULT_IPV6_PREFIX, client_network
 from authsvc.config import RateLimit
 from authsvc.errors import RateLimited
 from authsvc.store import Bucket, Store
@@ -26,6 +29,7 @@ class Limits:
     login_failures: RateLimit
     registration: RateLimit
     refresh: RateLimit
+    ipv6_prefix: int = DEFAULT_IPV6_PREFIX
 
 
 class Throttle:
@@ -51,7 +55,7 @@ class Throttle:
         if username:
             await self._take("login-user", username, self._limits.login, now=now)
         if ip:
-            await self._take("login-ip", ip, self._limits.login, now=now)
+            await self._take("login-ip", self._client(ip), self._limits.login, now=now)
         if username:
             # Also for names no account has: an unknown user and a wrong password must
             # look the same, refusals included.
@@ -74,14 +78,18 @@ class Throttle:
         await self._store.clear_failures(username)
 
     async def registration(self, ip: str, *, now: int) -> None:
-        """Raises: RateLimited when this address registered too often."""
+        """Raises: RateLimited when this client registered too often."""
         if ip:
-            await self._take("registration-ip", ip, self._limits.registration, now=now)
+            client = self._client(ip)
+            await self._take("registration-ip", client, self._limits.registration, now=now)
 
     def refresh_bucket(self, ip: str) -> Bucket | None:
         """The bucket a refresh from ``ip`` takes from: ``Store.rotate`` takes it in the
         rotation's own call (in a call just before it on Cluster, another slot)."""
-        return _bucket("refresh-ip", ip, self._limits.refresh) if ip else None
+        return _bucket("refresh-ip", self._client(ip), self._limits.refresh) if ip else None
+
+    def _client(self, ip: str) -> str:
+        return client_network(ip, self._limits.ipv6_prefix)
 
 
 def _bucket(scope: str, value: str, limit: RateLimit) -> Bucket:

@@ -2,8 +2,10 @@
 
 Workers share the listening port with SO_REUSEPORT and get the same key ring from the
 parent, so a token signed by one verifies on all. With the embedded store the parent owns
-the Valkey process and the workers connect to it; for metrics the parent makes a directory
-where every worker keeps its figures, so that one scrape sums them all.
+the Valkey process and starts it again when it dies; the workers connect to it, and read
+whether it is known to be dead (for /healthz) from memory the parent shares. For metrics
+the parent makes a directory where every worker keeps its figures, so that one scrape
+sums them all.
 
 SIGTERM or SIGINT stops a server gracefully: it closes its listening socket, lets the
 requests in flight finish (for at most AUTHSVC_SHUTDOWN_TIMEOUT seconds), closes its store
@@ -42,6 +44,7 @@ from authsvc.keys import KeyRing, KeyRingError, load_key_ring
 from authsvc.logs import configure_logging, flush_logs
 from authsvc.store import parse_store_url
 from authsvc.store.embedded import EmbeddedStoreError, EmbeddedValkey
+from authsvc.store.supervision import StoreState
 from authsvc.version import VERSION
 
 logger = logging.getLogger(__name__)
@@ -108,10 +111,20 @@ async def _serve_until_stopped(app: web.Application, settings: Settings, reuse_p
 
 
 def _run(
-    settings: Settings, key_ring: KeyRing, *, reuse_port: bool, metrics_dir: Path | None = None
+    settings: Settings,
+    key_ring: KeyRing,
+    *,
+    reuse_port: bool,
+    metrics_dir: Path | None = None,
+    embedded_store_state: StoreState | None = None,
 ) -> None:
     _use_uvloop()
-    app = create_app(settings, key_ring=key_ring, metrics_dir=metrics_dir)
+    app = create_app(
+        settings,
+        key_ring=key_ring,
+        metrics_dir=metrics_dir,
+        embedded_store_state=embedded_store_state,
+    )
     # After the store opened (cleanup_ctx runs first), and only for a server, not the CLI.
     app.on_startup.append(_warn_about_store_settings)
     try:
@@ -125,6 +138,7 @@ def _worker(
     pems: list[tuple[str, bytes]],
     refresh_secret: bytes,
     metrics_dir: Path,
+    embedded_store_state: StoreState | None,
 ) -> None:
     configure_logging(settings.log_level, settings.log_format)
     try:
@@ -133,6 +147,7 @@ def _worker(
             KeyRing.from_pems(pems, refresh_secret),
             reuse_port=True,
             metrics_dir=metrics_dir,
+            embedded_store_state=embedded_store_state,
         )
     except (KeyRingError, EmbeddedStoreError, OSError) as exc:
         # One line, as the parent would say it; the parent then stops the others.
@@ -211,9 +226,14 @@ def _check_port_is_free(settings: Settings) -> None:
 
 def _supervise(settings: Settings, key_ring: KeyRing) -> int:
     embedded: EmbeddedValkey | None = None
+    state: StoreState | None = None
     if settings.redis_url is None:
         embedded = EmbeddedValkey(settings.data_dir)
         settings = dataclasses.replace(settings, redis_url=embedded.start())
+        # This process restarts the store when it dies; the workers only read the state
+        # (shared memory) for their /healthz, and reconnect by themselves.
+        state = StoreState()
+        embedded.supervise(state)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
     # A fresh directory each start: files left by an earlier run would be summed too.
@@ -224,7 +244,7 @@ def _supervise(settings: Settings, key_ring: KeyRing) -> int:
     workers = [
         context.Process(
             target=_worker,
-            args=(settings, key_ring.to_pems(), key_ring.refresh_secret, metrics_dir),
+            args=(settings, key_ring.to_pems(), key_ring.refresh_secret, metrics_dir, state),
             name=f"worker-{i}",
         )
         for i in range(settings.workers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from servers import child_env
+from servers import child_env, valkeys_on
 from support import TEST_PASSWORD, FakeClock, bearer, fast_settings, login, register
 from support import refresh as refresh_request
 
@@ -37,6 +38,7 @@ from authsvc.store.embedded import (
     valkey_binary,
     wait_gone,
 )
+from authsvc.store.supervision import Backoff, StoreState
 
 pytestmark = pytest.mark.process
 
@@ -354,6 +356,134 @@ def test_a_valkey_that_cannot_start_raises_and_releases_the_directory(data_dir: 
     # The lock went with the failure: another owner is not refused as "in use".
     with pytest.raises(EmbeddedStoreError, match="exited"):
         EmbeddedValkey(data_dir, start_timeout=10).start()
+
+
+# -- supervision: a store that dies is started again ------------------------------------
+
+
+def _wait_for(predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _supervised_pid_changed(store: EmbeddedValkey, state: StoreState, old: int) -> bool:
+    return store.pid != old and not state.gone and store.pid in valkeys_on(store.data_dir)
+
+
+def test_backoff_doubles_to_its_cap_and_starts_over_after_a_healthy_run() -> None:
+    backoff = Backoff(first=0.1, cap=1.0, healthy_after=30.0)
+    # Died at once, then every try failed: doubling, up to the cap.
+    assert backoff.after_exit(uptime=2.0) == 0.1
+    assert [backoff.after_failure() for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+    # Came back, died again soon: the wait keeps growing.
+    assert backoff.after_exit(uptime=5.0) == 1.0
+    # Came back and served for a healthy while: from the start again.
+    assert backoff.after_exit(uptime=30.0) == 0.1
+    assert backoff.after_failure() == 0.2
+    assert Backoff().after_exit(0.0) == 0.1  # the defaults: 0.1 s ...
+    assert Backoff().cap == 5.0  # ... to 5 s
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_a_store_killed_under_supervision_comes_back_with_its_data_at_its_url(
+    tmp_path: Path, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The OOM killer's SIGKILL: the same command again, so the same socket or port,
+    password and AOF; a client of the old URL reconnects by itself."""
+    data_dir = tmp_path / "data" if transport == "unix" else tmp_path / ("d" * 60) / ("e" * 60)
+    store = EmbeddedValkey(data_dir)
+    state = StoreState()
+    try:
+        url = store.start()
+        store.supervise(state)
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        client.set("written before", "kept")
+        old = store.pid
+        assert old is not None
+        with caplog.at_level(logging.WARNING, logger="authsvc.store.embedded"):
+            os.kill(old, signal.SIGKILL)
+            _wait_for(lambda: _supervised_pid_changed(store, state, old))
+        assert client.get("written before") == b"kept"
+        assert valkeys_on(data_dir) == [store.pid]
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert any(f"(pid {old}) died: killed by SIGKILL" in e for e in errors), errors
+        assert any("started again" in r.getMessage() for r in caplog.records)
+        client.close()
+    finally:
+        store.stop()
+    assert valkeys_on(data_dir) == []
+
+
+def test_restarts_that_fail_back_off_and_the_state_says_gone_meanwhile(
+    store: EmbeddedValkey, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.start()
+    state = StoreState()
+    spawn = store._spawn
+    seen_gone: list[bool] = []
+
+    def failing_twice() -> Any:
+        seen_gone.append(state.gone)
+        if len(seen_gone) <= 2:
+            raise EmbeddedStoreError("the test's failure")
+        return spawn()
+
+    store._spawn = failing_twice  # type: ignore[method-assign]
+    store.supervise(state, Backoff(first=0.05, cap=0.2))
+    old = store.pid
+    assert old is not None
+    with caplog.at_level(logging.WARNING, logger="authsvc.store.embedded"):
+        os.kill(old, signal.SIGKILL)
+        _wait_for(lambda: _supervised_pid_changed(store, state, old))
+    assert seen_gone == [True, True, True]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "starting it again in 0.05s" in errors[0]
+    assert errors[1:] == [
+        "embedded store did not start again: the test's failure; next try in 0.1s",
+        "embedded store did not start again: the test's failure; next try in 0.2s",
+    ]
+
+
+def test_a_stopped_store_is_not_started_again(
+    store: EmbeddedValkey, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.start()
+    state = StoreState()
+    store.supervise(state)
+    with caplog.at_level(logging.WARNING, logger="authsvc.store.embedded"):
+        store.stop()
+        time.sleep(0.3)
+    assert valkeys_on(store.data_dir) == []
+    assert not state.gone
+    assert not caplog.records
+    # Started again by hand, and supervised again.
+    store.start()
+    store.supervise(state)
+    assert valkeys_on(store.data_dir) == [store.pid]
+
+
+def test_stop_during_the_wait_before_a_restart_stops_at_once(store: EmbeddedValkey) -> None:
+    store.start()
+    state = StoreState()
+    store.supervise(state, Backoff(first=60.0))
+    assert store.pid is not None
+    os.kill(store.pid, signal.SIGKILL)
+    _wait_for(lambda: state.gone)
+    started = time.monotonic()
+    store.stop()
+    assert time.monotonic() - started < 5
+    assert valkeys_on(store.data_dir) == []
+
+
+def test_supervising_needs_a_started_store(store: EmbeddedValkey) -> None:
+    with pytest.raises(EmbeddedStoreError, match="not started"):
+        store.supervise(StoreState())
+    store.start()
+    store.supervise(StoreState())
+    with pytest.raises(EmbeddedStoreError, match="already supervised"):
+        store.supervise(StoreState())
 
 
 # -- through HTTP ------------------------------------------------------------------------

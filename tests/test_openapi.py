@@ -33,6 +33,7 @@ from support import TEST_PASSWORD, bearer, fast_settings, free_port, login, regi
 from authsvc.app import create_app
 from authsvc.config import RateLimit, Settings
 from authsvc.keys import KeyRing, SigningKey, generate_private_key
+from authsvc.store.supervision import StoreState
 
 INTROSPECTION_CLIENT = ("gateway", "gateway secret")
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -397,6 +398,22 @@ async def test_jwks_not_modified_answers_as_documented(client: Any) -> None:
 async def test_health_and_readiness_answer_as_documented(client: Any) -> None:
     await assert_documented(await client.get("/healthz"), "GET", "/healthz", 200)
     await assert_documented(await client.get("/readyz"), "GET", "/readyz", 200)
+
+
+async def test_healthz_while_the_embedded_store_is_dead_answers_as_documented(
+    aiohttp_client: Any, settings: Settings, key_ring: KeyRing
+) -> None:
+    """The embedded store's supervisor says its process is dead: liveness fails."""
+    state = StoreState()
+    app = await aiohttp_client(create_app(settings, key_ring=key_ring, embedded_store_state=state))
+    await assert_documented(await app.get("/healthz"), "GET", "/healthz", 200)
+    state.set_gone(True)
+    response = await app.get("/healthz")
+    body = await assert_documented(response, "GET", "/healthz", 503)
+    assert json.loads(body)["error"] == "store_unavailable"
+    assert response.headers["Retry-After"] == str(settings.store_retry_after)
+    state.set_gone(False)
+    await assert_documented(await app.get("/healthz"), "GET", "/healthz", 200)
 
 
 async def test_metrics_answer_as_documented(client: Any) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio
-from servers import STOP_TIMEOUT, Server, Servers, valkeys_on, workers_of
+from servers import STOP_TIMEOUT, Reply, Server, Servers, valkeys_on, workers_of
 
 pytestmark = pytest.mark.process
 
@@ -187,6 +187,91 @@ def test_a_worker_that_dies_stops_the_server_and_its_store(
     assert "a worker exited unexpectedly" in server.log()
     assert valkeys_on(data_dir) == []
     assert not Path(f"/proc/{workers[1]}/cmdline").exists()
+
+
+def _wait_for_status(server: Server, path: str, status: int, timeout: float = 20.0) -> Reply:
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = server.request("GET", path)
+        if reply.status == status:
+            return reply
+        assert time.monotonic() < deadline, f"{path} still answers {reply.status}: {server.log()}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_killed_embedded_store_comes_back_and_healthz_fails_until_it_does(
+    servers: Servers, tmp_path: Path, keys_dir: Path, workers: int
+) -> None:
+    """kill -9 of the Valkey child, as the OOM killer does: the process that owns it (the
+    parent, with workers) starts it again on the same data, and until it is back every
+    /healthz answers 503. A corrupt AOF manifest keeps the first tries failing, so the
+    outage lasts until the test mends it, as a disk problem would."""
+    data_dir = tmp_path / "data"
+    env = {"AUTHSVC_DATA_DIR": str(data_dir), "AUTHSVC_KEYS_DIR": str(keys_dir)}
+    server = servers.start(tmp_path / "serve.log", env, "--workers", str(workers))
+    assert server.register("alice").status == 201
+    pair = server.login("alice")
+    (old,) = valkeys_on(data_dir)
+    manifest = data_dir / "appendonlydir" / "appendonly.aof.manifest"
+    kept = manifest.read_bytes()
+    manifest.write_text("garbage\n")
+
+    os.kill(old, signal.SIGKILL)
+
+    down = _wait_for_status(server, "/healthz", 503)
+    assert down.body["error"] == "store_unavailable", down.body
+    assert down.headers["Retry-After"] == "1"
+    # Each request a new connection, spread over the workers by SO_REUSEPORT: all know.
+    assert [server.request("GET", "/healthz").status for _ in range(20)] == [503] * 20
+    refused = server.refresh(pair["refresh_token"])
+    assert refused.status == 503, refused.body
+    assert refused.body["error"] == "store_unavailable"
+    assert server.request("GET", "/readyz").status == 503
+    deadline = time.monotonic() + 20
+    while "embedded store did not start again" not in server.log():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    assert server.request("GET", "/healthz").status == 503
+
+    manifest.write_bytes(kept)
+
+    _wait_for_status(server, "/healthz", 200)
+    assert [server.request("GET", "/healthz").status for _ in range(10)] == [200] * 10
+    # The session written before the crash is back, and its client was never told.
+    rotated = server.refresh(pair["refresh_token"])
+    assert rotated.status == 200, rotated.body
+    assert rotated.body["session_id"] == pair["session_id"]
+    (new,) = valkeys_on(data_dir)
+    assert new != old
+    log = server.log()
+    assert f"ERROR authsvc.store.embedded[{server.pid}] -: embedded store (pid {old}) died: " in log
+    assert "killed by SIGKILL" in log
+    assert f"embedded store started again (pid {new})" in log
+    assert server.terminate() == 0, server.log()
+    assert valkeys_on(data_dir) == []
+    assert "Traceback" not in server.log()
+
+
+def test_healthz_stays_200_while_the_embedded_store_is_only_slow(
+    servers: Servers, tmp_path: Path
+) -> None:
+    """A Valkey that does not answer (stopped, swapping) is not known dead: /readyz says
+    so, liveness does not, and nothing restarts it."""
+    data_dir = tmp_path / "data"
+    server = servers.start(
+        tmp_path / "serve.log", {"AUTHSVC_DATA_DIR": str(data_dir), "AUTHSVC_STORE_TIMEOUT": "0.5"}
+    )
+    (pid,) = valkeys_on(data_dir)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert server.request("GET", "/readyz").status == 503
+        assert server.request("GET", "/healthz").status == 200
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    _wait_for_status(server, "/readyz", 200)
+    assert valkeys_on(data_dir) == [pid]
+    assert "died" not in server.log()
 
 
 def test_serve_warns_at_start_when_the_store_keeps_nothing_on_disk(

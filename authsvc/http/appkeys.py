@@ -12,6 +12,7 @@ from authsvc.metrics import Metrics
 from authsvc.passwords import Hasher
 from authsvc.sessions import SessionService
 from authsvc.store import Store
+from authsvc.store.supervision import StoreState
 
 
 class Once:
@@ -30,3 +31,5 @@ SESSIONS = web.AppKey("sessions", SessionService)
 HASHER = web.AppKey("hasher", Hasher)
 UNTRUSTED_FORWARDING_WARNED = web.AppKey("untrusted_forwarding_warned", Once)
 METRICS = web.AppKey("metrics", Metrics)
+# Only with the embedded store: whether its process is known to be dead (see /healthz).
+EMBEDDED_STORE_STATE = web.AppKey("embedded_store_state", StoreState)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 
 import msgspec
 from aiohttp import web
 
+from authsvc.addresses import IPAddress, normalized_address, parse_address
 from authsvc.config import Network
 from authsvc.errors import (
     InvalidToken,
@@ -51,21 +51,27 @@ def client_user_agent(request: web.Request) -> str:
 
 def client_ip(request: web.Request) -> str:
     """The client's address: the peer, or behind trusted proxies the X-Forwarded-For hop
-    nearest to them that they did not add themselves."""
-    peer = request.remote or ""
+    nearest to them that they did not add themselves.
+
+    Written without a port, and an IPv4-mapped IPv6 address as the IPv4 address it maps
+    (``authsvc.addresses``): the full address, as sessions record it; rate limits group
+    it further (``client_network``).
+    """
+    peer = normalized_address(request.remote or "")
     trusted = request.app[SETTINGS].trusted_proxies
     if not trusted:
         if "X-Forwarded-For" in request.headers:
             _warn_untrusted_forwarding(request.app)
         return peer
-    if not _is_trusted(peer, trusted):
+    if not _is_trusted(parse_address(peer), trusted):
         return peer
     hops = [
         hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
     ]
     for hop in reversed([hop for hop in hops if hop]):
-        if not _is_trusted(hop, trusted):
-            return hop if _is_address(hop) else peer
+        ip = parse_address(hop)
+        if not _is_trusted(ip, trusted):
+            return peer if ip is None else str(ip)
     return peer
 
 
@@ -82,20 +88,8 @@ def _warn_untrusted_forwarding(app: web.Application) -> None:
     )
 
 
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in trusted)
+def _is_trusted(ip: IPAddress | None, trusted: tuple[Network, ...]) -> bool:
+    return ip is not None and any(ip in network for network in trusted)
 
 
 def json_response(

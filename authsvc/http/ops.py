@@ -9,7 +9,7 @@ import importlib.resources
 from aiohttp import web
 
 from authsvc.errors import StoreUnavailable
-from authsvc.http.appkeys import METRICS, SETTINGS, STORE
+from authsvc.http.appkeys import EMBEDDED_STORE_STATE, METRICS, SETTINGS, STORE
 from authsvc.http.io import json_response
 from authsvc.metrics import CONTENT_TYPE
 
@@ -22,7 +22,17 @@ OPENAPI_DOCUMENT = importlib.resources.files("authsvc.http").joinpath("openapi.j
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness: 200 while the process serves, whatever the store does."""
+    """Liveness: 200 while the process serves, whatever the store does, but for one case:
+    the embedded store's process is known to be dead (it is being started again; see
+    ``EmbeddedValkey.supervise``). A store that is slow, or a Redis URL's that is down,
+    is for /readyz to report: restarting authsvc would not bring it back.
+    """
+    state = request.app.get(EMBEDDED_STORE_STATE)
+    if state is not None and state.gone:
+        raise StoreUnavailable(
+            "the embedded store's process has died; it is being started again",
+            retry_after=request.app[SETTINGS].store_retry_after,
+        )
     return json_response({"status": "ok"})
 
 

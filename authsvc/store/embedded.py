@@ -10,6 +10,12 @@ stops with authsvc: on a clean stop by SIGTERM (Valkey flushes its AOF), and if 
 dies, by the parent-death signal the kernel sends it. A lock file keeps two authsvc
 processes off one data directory; a Valkey left running by a crashed authsvc is stopped
 before a new one starts.
+
+``supervise`` watches the child from a thread of its own and starts it again when it
+dies (the OOM killer, a crash), with the same command: the same directory, AOF, password,
+socket or port, so what it had written is back and clients reconnect to the same URL. The
+waits between tries are ``supervision.Backoff``'s; while the child is known to be dead,
+``supervision.StoreState`` says so (``/healthz`` answers 503).
 """
 
 from __future__ import annotations
@@ -25,12 +31,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote
 
 from authsvc.secretfile import read_or_create
+from authsvc.store.supervision import Backoff, StoreState
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +71,24 @@ def valkey_binary() -> Path:
     return path
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel to SIGTERM the child when the thread that forked it
+    ends (on Linux; None elsewhere).
+
+    prctl is looked up here, before the fork: a restart forks from a process with other
+    threads, and a child should then do as little as it can before exec (no dlopen).
+    """
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return die_with_parent
 
 
 def _free_port() -> int:
@@ -168,6 +192,15 @@ def _is_valkey_on(pid: int, data_dir: Path) -> bool:
     return b"valkey-server" in cmdline and cwd == str(data_dir)
 
 
+def describe_exit(code: int) -> str:
+    """``Popen.returncode`` in words: a signal (SIGKILL is the OOM killer's) or a code."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 def is_gone(pid: int) -> bool:
     """True once ``pid`` has exited, a zombie waiting for its parent included."""
     try:
@@ -198,6 +231,16 @@ class EmbeddedValkey:
         self._lock: IO[str] | None = None
         self._secret = ""
         self.url = ""
+        # What every start of this object's child runs and answers on: a restart runs the
+        # same command, so the same socket or port, AOF and password.
+        self._command: list[str] = []
+        self._address: str | tuple[str, int] = ""
+        self._started_at = 0.0
+        # stop() sets it: no restart begins after it, and one under way gives up.
+        self._stopping = threading.Event()
+        # Held while a child is forked and recorded, so stop() sees every child started.
+        self._spawning = threading.Lock()
+        self._watcher: threading.Thread | None = None
 
     @property
     def pid(self) -> int | None:
@@ -221,43 +264,51 @@ class EmbeddedValkey:
                 f"cannot make the data directory {self.data_dir} private: {exc.strerror or exc}"
             ) from None
         self._take_lock()
+        self._stopping.clear()
         try:
             self._stop_leftover()
             self._secret = load_store_secret(self.data_dir)
             config = _write_config(self.data_dir, self._secret)
-            address, args = self._listen_args()
-            log = (self.data_dir / LOG_NAME).open("ab")
-            try:
-                self._process = subprocess.Popen(
-                    # The config file comes first: valkey-server's own rule.
-                    [str(valkey_binary()), str(config), *args],
-                    cwd=self.data_dir,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    # Its own session, so a Ctrl-C meant for authsvc does not stop the
-                    # store under it; authsvc stops it after closing its connections.
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-                )
-            finally:
-                log.close()
-            self._wait_ready(address)
+            self._address, args = self._listen_args()
+            # The config file comes first: valkey-server's own rule.
+            self._command = [str(valkey_binary()), str(config), *args]
+            process = self._spawn()
         except BaseException:
             self.stop()
             raise
         password = quote(self._secret, safe="")
+        address = self._address
         self.url = (
             f"unix://:{password}@{address}"
             if isinstance(address, str)
             else f"redis://:{password}@{address[0]}:{address[1]}"
         )
-        logger.info("embedded store started (pid %d) in %s", self._process.pid, self.data_dir)
+        logger.info("embedded store started (pid %d) in %s", process.pid, self.data_dir)
         return self.url
 
+    def supervise(self, state: StoreState, backoff: Backoff | None = None) -> None:
+        """Start the child again whenever it dies, until ``stop``; ``state`` says while
+        it is gone. Call it after ``start``; ``backoff`` is ``Backoff()`` unless given."""
+        if self._process is None:
+            raise EmbeddedStoreError("the embedded store is not started")
+        if self._watcher is not None:
+            raise EmbeddedStoreError("the embedded store is already supervised")
+        # Children of restarts are forked by this thread: their parent-death signal
+        # fires when it ends, which is at stop(), or with the whole process.
+        self._watcher = threading.Thread(
+            target=self._watch,
+            args=(state, backoff or Backoff()),
+            name="embedded-store-supervisor",
+            daemon=True,
+        )
+        self._watcher.start()
+
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop Valkey gracefully (it flushes the AOF), killing it after ``timeout``."""
-        process, self._process = self._process, None
+        """Stop Valkey gracefully (it flushes the AOF), killing it after ``timeout``; a
+        supervised one is not started again."""
+        self._stopping.set()
+        with self._spawning:
+            process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.terminate()
             try:
@@ -268,6 +319,9 @@ class EmbeddedValkey:
                 process.wait()
         if process is not None:
             logger.info("embedded store stopped")
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.join()
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -322,16 +376,103 @@ class EmbeddedValkey:
         port = _free_port()
         return ("127.0.0.1", port), ["--port", str(port), "--bind", "127.0.0.1", *common]
 
-    def _wait_ready(self, address: str | tuple[str, int]) -> None:
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Run the child's command and wait until it answers; kill it if it does not.
+
+        Raises:
+            EmbeddedStoreError: when it exits or does not answer in time, or ``stop``
+                was called.
+        """
+        log = (self.data_dir / LOG_NAME).open("ab")
+        try:
+            with self._spawning:
+                if self._stopping.is_set():
+                    raise EmbeddedStoreError("the embedded store is stopping")
+                process = subprocess.Popen(
+                    self._command,
+                    cwd=self.data_dir,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    # Its own session, so a Ctrl-C meant for authsvc does not stop the
+                    # store under it; authsvc stops it after closing its connections.
+                    start_new_session=True,
+                    preexec_fn=_parent_death_signal(),
+                )
+                self._process = process
+        finally:
+            log.close()
+        try:
+            self._wait_ready(process, self._address)
+        except EmbeddedStoreError:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            raise
+        self._started_at = time.monotonic()
+        return process
+
+    def _watch(self, state: StoreState, backoff: Backoff) -> None:
+        """The supervisor thread's life."""
+        try:
+            self._restart_when_dead(state, backoff)
+        except Exception:
+            # A bug here would end supervision unseen: fail liveness instead, so that
+            # whoever restarts authsvc (an orchestrator) does.
+            logger.exception("supervision of the embedded store failed; it is no longer restarted")
+            state.set_gone(True)
+
+    def _restart_when_dead(self, state: StoreState, backoff: Backoff) -> None:
+        """Wait for the child to die, then start it again; until ``stop``."""
+        while True:
+            with self._spawning:
+                process = self._process
+            if process is None:
+                return
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            state.set_gone(True)
+            down_since = time.monotonic()
+            delay = backoff.after_exit(down_since - self._started_at)
+            logger.error(
+                "embedded store (pid %d) died: %s; starting it again in %.3gs (see %s)",
+                process.pid,
+                describe_exit(code),
+                delay,
+                self.data_dir / LOG_NAME,
+            )
+            while True:
+                if self._stopping.wait(delay):
+                    return
+                try:
+                    process = self._spawn()
+                    break
+                except (EmbeddedStoreError, OSError) as exc:
+                    if self._stopping.is_set():
+                        return
+                    delay = backoff.after_failure()
+                    logger.error(
+                        "embedded store did not start again: %s; next try in %.3gs", exc, delay
+                    )
+            state.set_gone(False)
+            logger.warning(
+                "embedded store started again (pid %d) after %.1fs down",
+                process.pid,
+                time.monotonic() - down_since,
+            )
+
+    def _wait_ready(self, process: subprocess.Popen[bytes], address: str | tuple[str, int]) -> None:
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
+            if self._stopping.is_set():
+                raise EmbeddedStoreError("the embedded store is stopping")
+            if process.poll() is not None:
                 raise EmbeddedStoreError(
-                    f"the embedded store exited with code {self._process.returncode}; "
+                    f"the embedded store exited with code {process.returncode}; "
                     f"see {self.data_dir / LOG_NAME}"
                 )
-            if isinstance(address, tuple) and not _listens_on(self._process.pid, address[1]):
+            if isinstance(address, tuple) and not _listens_on(process.pid, address[1]):
                 # Not bound yet, or another process holds the port: then our Valkey
                 # exits (address in use), and the password is never sent to the other.
                 time.sleep(0.05)
