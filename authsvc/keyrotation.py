@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +122,8 @@ class ActiveKeys:
         self.policy = policy or RotationPolicy()
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
         self.signer = ring.current
-        self._verifiers: dict[str, SigningKey] = {}
+        # kid -> the published key of it; replaced whole, never changed in place.
+        self.verifiers: Mapping[str, SigningKey] = {}
         self.published: tuple[SigningKey, ...] = ()  # newest first
         self._next_change = math.inf
         self.jwks_json = b""
@@ -140,7 +142,7 @@ class ActiveKeys:
 
     def verifier(self, kid: str) -> SigningKey | None:
         """The published key of this kid: the only one a token naming it is checked with."""
-        return self._verifiers.get(kid)
+        return self.verifiers.get(kid)
 
     def update(self, now: float) -> None:
         """Work out which key signs and which are published at ``now``."""
@@ -188,7 +190,7 @@ class ActiveKeys:
             default=math.inf,
         )
         self.signer = signer
-        self._verifiers = {key.kid: key for key in published}
+        self.verifiers = {key.kid: key for key in published}
         self.published = tuple(reversed(published))
         jwks_json = json.dumps(
             {"keys": [key.jwk() for key in published]}, separators=(",", ":")

@@ -11,7 +11,8 @@ import jwt
 import pytest
 
 from authsvc.errors import InvalidGrant, InvalidToken
-from authsvc.keys import KeyRing
+from authsvc.keyrotation import ActiveKeys
+from authsvc.keys import KeyRing, SigningKey, generate_private_key
 from authsvc.tokens import (
     AccessTokens,
     RefreshTokens,
@@ -21,7 +22,7 @@ from authsvc.tokens import (
 )
 
 
-def _tokens(ring: KeyRing, **overrides: object) -> AccessTokens:
+def _tokens(ring: KeyRing | ActiveKeys, **overrides: object) -> AccessTokens:
     options: dict[str, object] = {
         "issuer": "http://authsvc.test",
         "audience": "authsvc",
@@ -61,6 +62,39 @@ def test_verify_accepts_a_cached_token_until_it_expires(monkeypatch: pytest.Monk
     monkeypatch.setattr(time, "time", lambda: expires_at + 2.0)
     with pytest.raises(InvalidToken):
         tokens.verify(token)
+
+
+def test_a_cached_token_is_refused_once_its_key_is_removed() -> None:
+    """The cache answers for a token only while the key that verified it is published."""
+    old, current = (
+        SigningKey.create(generate_private_key("EdDSA"), created_at=time.time() - age)
+        for age in (86_400, 600)
+    )
+    keys = ActiveKeys(KeyRing([old, current]))
+    tokens = _tokens(keys)
+    now = int(time.time())
+    token, _ = _tokens(KeyRing([old])).sign(user_id="u", session_id="s", now=now)
+    assert tokens.verify(token).session_id == "s"
+    assert tokens.verify(token).session_id == "s"  # from the cache
+    keys.replace(KeyRing([current]), now)  # old.pem deleted
+    with pytest.raises(InvalidToken):
+        tokens.verify(token)
+    with pytest.raises(InvalidToken):
+        tokens.verify(token)  # and not cached again
+
+
+def test_a_cached_token_stays_cached_when_another_key_is_added() -> None:
+    """A reload rebuilds the ring; the keys that did not change keep verifying what they
+    verified, without a signature check."""
+    keys = ActiveKeys(KeyRing([SigningKey.create(generate_private_key("EdDSA"))]))
+    tokens = _tokens(keys)
+    now = int(time.time())
+    token, _ = tokens.sign(user_id="u", session_id="s", now=now)
+    tokens.verify(token)
+    reloaded = KeyRing([*keys.ring, SigningKey.create(generate_private_key("EdDSA"))])
+    keys.replace(KeyRing.from_pems(reloaded.to_pems(), reloaded.refresh_secret), now)
+    tokens._verifier = None  # type: ignore[assignment]  # a signature check would fail
+    assert tokens.verify(token).session_id == "s"
 
 
 def test_verify_rejects_a_tampered_copy_of_a_cached_token() -> None:
