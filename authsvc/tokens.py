@@ -232,7 +232,8 @@ class AccessTokens:
     def verify(
         self, token: str, *, allow_expired: bool = False, now: float | None = None
     ) -> AccessClaims:
-        """Check signature, type, issuer, audience and expiry; not whether the session lives.
+        """Check signature, type, issuer, audience, lifetime (``exp - iat`` at most the
+        TTL, plus the leeway) and expiry; not whether the session lives.
 
         ``allow_expired`` skips the expiry check only, for revoking the session of a
         token that has just expired. ``now``, the service clock's time, brings the key
@@ -279,9 +280,12 @@ class AccessTokens:
         except (jwt.InvalidTokenError, msgspec.DecodeError):
             raise InvalidToken() from None
         # The payload is signed by a key of ours from here on; what it must still show is
-        # that it is for this issuer and audience, and not yet expired.
+        # that it is for this issuer and audience, lives no longer than the tokens we
+        # issue (a stolen key's ten-year token does not), and has not yet expired.
         audience = claims.aud if isinstance(claims.aud, list) else [claims.aud]
         if claims.iss != self._issuer or self._audience not in audience:
+            raise InvalidToken()
+        if claims.exp - claims.iat > self.ttl + EXP_LEEWAY:
             raise InvalidToken()
         now = time.time()
         if verify_exp and claims.exp <= now - EXP_LEEWAY:

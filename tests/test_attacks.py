@@ -281,6 +281,24 @@ async def test_tampered_payload_is_refused(client: Any) -> None:
 # -- a stolen signing key ---------------------------------------------------------------
 
 
+async def test_a_token_lasting_longer_than_the_access_ttl_is_refused(
+    client: Any, key_ring: KeyRing, settings: Settings
+) -> None:
+    """A stolen key signs whatever exp its thief likes: ten years is not one of ours."""
+    _, claims = await _session(client)
+    iat = claims["iat"]
+    for lifetime in [10 * 365 * 86_400, settings.access_token_ttl + 2]:
+        token = _signed({**claims, "exp": iat + lifetime}, key_ring)
+        for method, path in BEARER_ROUTES:
+            response = await client.request(
+                method, path, headers={"Authorization": f"Bearer {token}"}
+            )
+            await _assert_invalid_token(response)
+    # One second of leeway, as on exp.
+    lasting = _signed({**claims, "exp": iat + settings.access_token_ttl + 1}, key_ring)
+    assert (await _me(client, lasting)).status == 200
+
+
 async def test_a_token_of_a_deleted_key_is_refused_though_it_verified_before(
     aiohttp_client: Any, settings: Settings, clock: FakeClock, tmp_path: Path
 ) -> None:

@@ -97,6 +97,21 @@ def test_a_cached_token_stays_cached_when_another_key_is_added() -> None:
     assert tokens.verify(token).session_id == "s"
 
 
+def test_a_token_lasting_longer_than_the_ttl_is_refused_with_a_second_of_leeway() -> None:
+    ring = KeyRing.generated("EdDSA")
+    now = int(time.time())
+    for lifetime, accepted in [(60, True), (61, True), (62, False), (10 * 365 * 86_400, False)]:
+        token = jwt.encode(
+            {**_claims(now), "exp": now + lifetime}, ring.current.private_key,
+            algorithm="EdDSA", headers={"kid": ring.current.kid, "typ": "at+jwt"},
+        )  # fmt: skip
+        if accepted:
+            assert _tokens(ring, ttl=60).verify(token).expires_at == now + lifetime
+        else:
+            with pytest.raises(InvalidToken):
+                _tokens(ring, ttl=60).verify(token)
+
+
 def test_verify_rejects_a_tampered_copy_of_a_cached_token() -> None:
     tokens = _tokens(KeyRing.generated("EdDSA"))
     token, _ = tokens.sign(user_id="u1", session_id="s1", now=int(time.time()))
