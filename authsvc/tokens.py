@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from authsvc.errors import InvalidGrant, InvalidToken
 from authsvc.jws import JwsSigner, JwsVerifier
-from authsvc.keyrotation import ActiveKeys
+from authsvc.keyrotation import CLOCK_SKEW, ActiveKeys
 from authsvc.keys import KeyRing, SigningKey
 
 ACCESS_TOKEN_TYPE = "at+jwt"
@@ -154,9 +154,10 @@ def open_successor(presented: RefreshToken, sealed: bytes) -> Successor:
 class _SignedClaims(msgspec.Struct):
     """An access token's payload: every claim authsvc issues is required, typed strictly.
 
-    iat must be present but is not compared with this host's clock: docs/api.md allows
-    leeway on exp only, and an instance whose clock runs a second behind another's must
-    not refuse the tokens that one just issued.
+    iat bounds the token's lifetime (exp - iat, at most the TTL) and is compared with the
+    service clock only to refuse one issued more than CLOCK_SKEW ahead of it: docs/api.md
+    allows leeway on exp only, and an instance whose clock runs a second behind another's
+    must not refuse the tokens that one just issued.
     """
 
     iss: str
@@ -233,11 +234,13 @@ class AccessTokens:
         self, token: str, *, allow_expired: bool = False, now: float | None = None
     ) -> AccessClaims:
         """Check signature, type, issuer, audience, lifetime (``exp - iat`` at most the
-        TTL, plus the leeway) and expiry; not whether the session lives.
+        TTL, plus the leeway; iat not more than CLOCK_SKEW ahead) and expiry; not whether
+        the session lives.
 
         ``allow_expired`` skips the expiry check only, for revoking the session of a
-        token that has just expired. ``now``, the service clock's time, brings the key
-        schedule up to date first: a key that has just been retired verifies nothing.
+        token that has just expired. ``now``, the service clock's time (the wall clock
+        without one), brings the key schedule up to date first, so that a key that has
+        just been retired verifies nothing, and is what iat is compared with.
 
         Raises:
             InvalidToken: for any token that is not a valid access token of this issuer.
@@ -246,7 +249,7 @@ class AccessTokens:
         if now is not None:
             keys.at(now)
         if allow_expired:
-            return self._verify_signed(token, verify_exp=False)[0]
+            return self._verify_signed(token, verify_exp=False, now=now)[0]
         entry = self._verified.get(token)
         if entry is not None:
             claims, key = entry
@@ -262,14 +265,14 @@ class AccessTokens:
                 raise InvalidToken()
             self._verified.move_to_end(token)
             return claims
-        claims, key = self._verify_signed(token)
+        claims, key = self._verify_signed(token, now=now)
         self._verified[token] = claims, key
         if len(self._verified) > self._cache_size:
             self._verified.popitem(last=False)
         return claims
 
     def _verify_signed(
-        self, token: str, *, verify_exp: bool = True
+        self, token: str, *, verify_exp: bool = True, now: float | None = None
     ) -> tuple[AccessClaims, SigningKey]:
         # RFC 8725 §2.1: the key named by the kid decides the algorithm, never the token's
         # header (alg "none", HS256 keyed with a public key, or another algorithm of a
@@ -281,11 +284,13 @@ class AccessTokens:
             raise InvalidToken() from None
         # The payload is signed by a key of ours from here on; what it must still show is
         # that it is for this issuer and audience, lives no longer than the tokens we
-        # issue (a stolen key's ten-year token does not), and has not yet expired.
+        # issue (a stolen key's ten-year token does not, nor one issued years ahead), and
+        # has not yet expired.
         audience = claims.aud if isinstance(claims.aud, list) else [claims.aud]
         if claims.iss != self._issuer or self._audience not in audience:
             raise InvalidToken()
-        if claims.exp - claims.iat > self.ttl + EXP_LEEWAY:
+        issued_by = time.time() if now is None else now  # iat is the service clock's
+        if claims.exp - claims.iat > self.ttl + EXP_LEEWAY or claims.iat > issued_by + CLOCK_SKEW:
             raise InvalidToken()
         now = time.time()
         if verify_exp and claims.exp <= now - EXP_LEEWAY:

@@ -112,6 +112,22 @@ def test_a_token_lasting_longer_than_the_ttl_is_refused_with_a_second_of_leeway(
                 _tokens(ring, ttl=60).verify(token)
 
 
+def test_a_token_issued_more_than_a_minute_ahead_is_refused() -> None:
+    """Else a stolen key's thief would put iat years ahead and keep exp - iat short."""
+    ring = KeyRing.generated("EdDSA")
+    now = int(time.time())
+    for ahead, accepted in [(30, True), (10 * 365 * 86_400, False)]:
+        token = jwt.encode(
+            {**_claims(now + ahead), "exp": now + ahead + 60}, ring.current.private_key,
+            algorithm="EdDSA", headers={"kid": ring.current.kid, "typ": "at+jwt"},
+        )  # fmt: skip
+        if accepted:  # another instance's clock may run ahead of this one's
+            assert _tokens(ring, ttl=60).verify(token).issued_at == now + ahead
+        else:
+            with pytest.raises(InvalidToken):
+                _tokens(ring, ttl=60).verify(token)
+
+
 def test_verify_rejects_a_tampered_copy_of_a_cached_token() -> None:
     tokens = _tokens(KeyRing.generated("EdDSA"))
     token, _ = tokens.sign(user_id="u1", session_id="s1", now=int(time.time()))
