@@ -25,6 +25,7 @@ from authsvc.config import Settings
 from authsvc.keyrotation import ActiveKeys, RotationPolicy
 from authsvc.keys import (
     KeyRing,
+    KeyRingError,
     SigningKey,
     generate_private_key,
     load_refresh_secret,
@@ -363,3 +364,16 @@ async def test_a_serve_process_signs_with_a_key_copied_in_only_after_max_age(
     assert server.request("GET", "/v1/auth/me", token=early["access_token"]).status == 200
     assert server.request("GET", "/v1/auth/me", token=pair["access_token"]).status == 200
     assert f"new signing key {made_ahead.kid}: it has no schedule file" in server.log()
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"published_at": "soon"}', '{"published_at": NaN}'])
+def test_a_schedule_file_that_says_no_time_stops_the_load(tmp_path: Path, text: str) -> None:
+    """At start that is a one-line error; a running instance keeps its keys and looks
+    again (``load_if_changed``)."""
+    key = _key(time.time())
+    write_key_file(tmp_path, key)
+    (tmp_path / f"{key.kid}.json").write_text(text)
+    with pytest.raises(KeyRingError, match=f"{key.kid}.json"):
+        KeyRing.from_directory(tmp_path)
+    keys = ActiveKeys(KeyRing([_key(time.time() - DAY)]), POLICY)
+    assert keys.load_if_changed(tmp_path) is None
