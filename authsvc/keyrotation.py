@@ -151,13 +151,7 @@ class ActiveKeys:
     def _schedule(self, now: float, *, observed: bool) -> None:
         keys = list(self.ring)  # by published time, oldest first
         policy = self.policy
-        starts = [
-            max(
-                key.published + policy.publish_before_signing,
-                self._earliest.get(key.kid, -math.inf),
-            )
-            for key in keys
-        ]
+        starts = [self.start_of(key) for key in keys]
         # The newest key whose time has come signs; when none's has (a first key made
         # just now), the one whose time comes first: there is no cache to respect yet.
         usable = [index for index, start in enumerate(starts) if start <= now]
