@@ -80,12 +80,9 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
     """Follow rotations in the keys directory; a rotation's steps fall due by time
     (ActiveKeys.at)."""
     settings, clock = app[SETTINGS], app[CLOCK]
-    policy = RotationPolicy.for_service(
-        jwks_max_age=settings.jwks_max_age,
-        access_token_ttl=settings.access_token_ttl,
-        poll_interval=settings.keys_poll_interval,
-    )
-    keys = ActiveKeys(app[KEY_RING], policy, now=clock())
+    now = clock()
+    keys = ActiveKeys(app[KEY_RING], RotationPolicy.of(settings), now=now)
+    keys.warn_about_clocks(now)
     app[ACTIVE_KEYS] = keys
 
     async def follow(keys_dir: Path) -> None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from authsvc.keys import (
     generate_private_key,
     load_refresh_secret,
     write_key_file,
+    write_schedule_file,
 )
 from authsvc.logs import configure_logging
 from authsvc.serve import serve
@@ -99,7 +101,12 @@ def _write_key(directory: Path, command: str, alg: SigningAlgorithm | None) -> s
     if command == "rotate":
         current = KeyRing.from_directory(directory).current
         alg = alg or current.alg
-    key = SigningKey.create(generate_private_key(alg or "EdDSA"))
+    published_at = time.time()
+    key = SigningKey.create(generate_private_key(alg or "EdDSA"), created_at=published_at)
+    if command == "rotate":
+        # Before the key itself: no instance finds the key without the time it was
+        # published, which every instance schedules it by, whatever its kid says.
+        write_schedule_file(directory, key.kid, published_at)
     path = write_key_file(directory, key)
     # Refresh tokens are MACed with a secret of the same directory: made once.
     load_refresh_secret(directory)

@@ -59,8 +59,8 @@ class JwsVerifier:
         self._jws = jwt.PyJWS()
         self._segments: dict[str, str] = {}  # kid -> its header segment
 
-    def payload(self, token: str, keys: ActiveKeys) -> bytes:
-        """Return the payload of ``token`` once its signature verifies.
+    def verified(self, token: str, keys: ActiveKeys) -> tuple[SigningKey, bytes]:
+        """Return the key that signed ``token`` and its payload, once the signature verifies.
 
         Raises:
             jwt.InvalidTokenError: malformed, an unknown or unpublished kid, another typ,
@@ -68,7 +68,7 @@ class JwsVerifier:
         """
         key = self._key_of(token, keys)
         decoded = self._jws.decode_complete(token, key.public_key, algorithms=[key.alg])
-        return decoded["payload"]  # type: ignore[no-any-return]
+        return key, decoded["payload"]
 
     def _key_of(self, token: str, keys: ActiveKeys) -> SigningKey:
         for key in keys.published:

@@ -1,8 +1,12 @@
 """KeyRing: the signing keys, which one signs now (kid), and the JWKS document.
 
-A keys directory holds one PEM private key per file, named ``<kid>.pem``. kids begin with
-the key's creation time (``20261124T183000.123456Z-<thumbprint>``), so the newest file sorts last
-and is the one that signs; the older ones stay in the JWKS so tokens they signed verify.
+A keys directory holds one PEM private key per file, named ``<kid>.pem``, and beside a key
+added by ``authsvc keys rotate`` its schedule file ``<kid>.json``, ``{"published_at": T}``:
+the Unix time the key was added, the same for every instance that reads the directory.
+A key's published time is that, or else the time its kid begins with (the kids authsvc
+makes read ``20261124T183000.123456Z-<thumbprint>``; 0 for a kid of another form). The
+ring orders its keys by it; which key signs and which are published at a moment is for
+``authsvc.keyrotation`` to say.
 
 Beside them, ``refresh-token.secret`` holds the secret that refresh tokens are MACed with
 (see ``tokens``): shared by every instance like the signing keys, and never written to
@@ -17,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -41,6 +46,10 @@ PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublic
 REFRESH_SECRET_NAME = "refresh-token.secret"
 REFRESH_SECRET_BYTES = 32
 SIGNING_KEY_LOCK_NAME = "signing-key.lock"
+SCHEDULE_SUFFIX = ".json"  # <kid>.json beside <kid>.pem
+
+
+KeyRecord = tuple[str, bytes, float | None]  # kid, PEM, published_at: a key between processes
 
 
 class KeyRingError(ValueError):
@@ -121,6 +130,8 @@ class SigningKey:
     kid: str
     alg: SigningAlgorithm
     private_key: PrivateKey
+    # From the key's schedule file; None without one.
+    published_at: float | None = field(default=None, compare=False)
     # Derived once: cryptography derives it again on every public_key() call.
     public_key: PublicKey = field(init=False, repr=False, compare=False)
 
@@ -145,6 +156,11 @@ class SigningKey:
         except ValueError:
             return 0.0
         return parsed.replace(tzinfo=datetime.UTC).timestamp()
+
+    @property
+    def published(self) -> float:
+        """When the key was published: its schedule file says, or else its kid."""
+        return self.created_at if self.published_at is None else self.published_at
 
     def jwk(self) -> dict[str, Any]:
         return {
@@ -172,7 +188,46 @@ def load_key_file(path: Path) -> SigningKey:
         key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     ):
         raise KeyRingError(f"unsupported key type in {path}")
-    return SigningKey(kid=path.stem, alg=algorithm_of(key), private_key=key)
+    return SigningKey(
+        kid=path.stem,
+        alg=algorithm_of(key),
+        private_key=key,
+        published_at=read_schedule_file(path.with_suffix(SCHEDULE_SUFFIX)),
+    )
+
+
+def read_schedule_file(path: Path) -> float | None:
+    """The ``published_at`` of a key's schedule file; None when there is no such file.
+
+    Raises:
+        KeyRingError: when the file cannot be read or does not hold a finite Unix time.
+    """
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise KeyRingError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        value = json.loads(text)["published_at"]
+    except (ValueError, KeyError, TypeError):
+        value = None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise KeyRingError(f'{path} does not hold {{"published_at": <Unix time>}}')
+    return float(value)
+
+
+def write_schedule_file(directory: Path, kid: str, published_at: float) -> Path:
+    """Write ``<kid>.json`` saying the key was published at ``published_at``; atomically,
+    so no instance ever reads half of it."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / f"{kid}{SCHEDULE_SUFFIX}"
+    partial = directory / f".{kid}{SCHEDULE_SUFFIX}.partial"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps({"published_at": round(published_at, 6)}) + "\n")
+    os.replace(partial, path)
+    return path
 
 
 def write_key_file(directory: Path, key: SigningKey) -> Path:
@@ -188,15 +243,16 @@ def write_key_file(directory: Path, key: SigningKey) -> Path:
 class KeyRing:
     """The signing keys of a directory (or made at start) and the refresh-token secret.
 
-    ``current`` is the newest key; which key signs *now*, and which are published, also
-    depends on time during a rotation: see ``authsvc.keyrotation``.
+    Keys are ordered by their published time; ``current`` is the last. Which key signs
+    *now*, and which are published, also depends on time during a rotation and on when
+    this instance saw each key: see ``authsvc.keyrotation``.
     """
 
     def __init__(self, keys: list[SigningKey], refresh_secret: bytes | None = None) -> None:
         if not keys:
             raise KeyRingError("a key ring needs at least one key")
         self.refresh_secret = refresh_secret or secrets.token_bytes(REFRESH_SECRET_BYTES)
-        keys = sorted(keys, key=lambda key: (key.created_at, key.kid))
+        keys = sorted(keys, key=lambda key: (key.published, key.kid))
         self._keys = {key.kid: key for key in keys}
         self.current = keys[-1]
         self.jwks = {"keys": [key.jwk() for key in keys]}
@@ -222,19 +278,19 @@ class KeyRing:
         return cls([SigningKey.create(generate_private_key(alg))], refresh_secret)
 
     @classmethod
-    def from_pems(cls, pems: list[tuple[str, bytes]], refresh_secret: bytes) -> KeyRing:
-        """Rebuild a ring from (kid, PEM) pairs, as a parent process hands it to workers."""
+    def from_pems(cls, pems: list[KeyRecord], refresh_secret: bytes) -> KeyRing:
+        """Rebuild a ring from (kid, PEM, published_at), as a parent hands it to workers."""
         keys = []
-        for kid, pem in pems:
+        for kid, pem, published_at in pems:
             key = serialization.load_pem_private_key(pem, password=None)
             assert isinstance(
                 key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
             )
-            keys.append(SigningKey(kid=kid, alg=algorithm_of(key), private_key=key))
+            keys.append(SigningKey(kid, algorithm_of(key), key, published_at))
         return cls(keys, refresh_secret)
 
-    def to_pems(self) -> list[tuple[str, bytes]]:
-        return [(key.kid, key.private_pem()) for key in self._keys.values()]
+    def to_pems(self) -> list[KeyRecord]:
+        return [(key.kid, key.private_pem(), key.published_at) for key in self._keys.values()]
 
     def get(self, kid: str) -> SigningKey | None:
         return self._keys.get(kid)

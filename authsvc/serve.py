@@ -40,7 +40,8 @@ from authsvc.app import create_app
 from authsvc.config import Settings, SettingsError
 from authsvc.http.appkeys import STORE
 from authsvc.http.parser_errors import JsonErrorAppRunner
-from authsvc.keys import KeyRing, KeyRingError, load_key_ring
+from authsvc.keyrotation import ActiveKeys, RotationPolicy
+from authsvc.keys import KeyRecord, KeyRing, KeyRingError, load_key_ring
 from authsvc.logs import configure_logging, flush_logs
 from authsvc.store import parse_store_url
 from authsvc.store.embedded import EmbeddedStoreError, EmbeddedValkey
@@ -135,7 +136,7 @@ def _run(
 
 def _worker(
     settings: Settings,
-    pems: list[tuple[str, bytes]],
+    pems: list[KeyRecord],
     refresh_secret: bytes,
     metrics_dir: Path,
     embedded_store_state: StoreState | None,
@@ -200,10 +201,11 @@ def serve(settings: Settings) -> int:
         "" if settings.workers == 1 else "s",
         _store_name(settings),
     )
+    keys = ActiveKeys(key_ring, RotationPolicy.of(settings))
     logger.info(
         "signing with kid %s; JWKS kids: %s (keys from %s)",
-        key_ring.current.kid,
-        ", ".join(key.kid for key in key_ring),
+        keys.signer.kid,
+        ", ".join(key.kid for key in reversed(keys.published)),
         settings.signing_keys_dir or "a key generated at start",
     )
     if settings.workers == 1:

@@ -290,7 +290,7 @@ class SessionService:
             InvalidToken: bad signature, wrong issuer/audience/type, expired, or the session
                 has ended.
         """
-        claims = self._access.verify(access_token)
+        claims = self._access.verify(access_token, now=now)
         username = await self._store.session_live(claims.user_id, claims.session_id, now=now)
         if username is None:
             raise InvalidToken("the session of this access token has ended")
@@ -308,7 +308,7 @@ class SessionService:
             user_id, session_id = session.user_id, session.session_id
         except InvalidGrant:
             try:
-                claims = self._access.verify(token, allow_expired=True)
+                claims = self._access.verify(token, allow_expired=True, now=now)
             except InvalidToken:
                 return  # RFC 7009 §2.2: an invalid token is no error
             user_id, session_id = claims.user_id, claims.session_id

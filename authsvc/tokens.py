@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from authsvc.errors import InvalidGrant, InvalidToken
 from authsvc.jws import JwsSigner, JwsVerifier
-from authsvc.keyrotation import ActiveKeys
-from authsvc.keys import KeyRing
+from authsvc.keyrotation import CLOCK_SKEW, ActiveKeys
+from authsvc.keys import KeyRing, SigningKey
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 EXP_LEEWAY = 1  # docs/api.md: "at most one second of leeway"
@@ -154,9 +154,10 @@ def open_successor(presented: RefreshToken, sealed: bytes) -> Successor:
 class _SignedClaims(msgspec.Struct):
     """An access token's payload: every claim authsvc issues is required, typed strictly.
 
-    iat must be present but is not compared with this host's clock: docs/api.md allows
-    leeway on exp only, and an instance whose clock runs a second behind another's must
-    not refuse the tokens that one just issued.
+    iat bounds the token's lifetime (exp - iat, at most the TTL) and is compared with the
+    service clock only to refuse one issued more than CLOCK_SKEW ahead of it: docs/api.md
+    allows leeway on exp only, and an instance whose clock runs a second behind another's
+    must not refuse the tokens that one just issued.
     """
 
     iss: str
@@ -205,8 +206,9 @@ class AccessTokens:
         self._verifier = JwsVerifier(ACCESS_TOKEN_TYPE)
         # A gateway presents one access token many times during its life; a signature
         # check costs ~100 µs of CPU, a dict lookup of the exact token string nothing.
-        # Only signature-verified tokens enter; expiry is checked again on every hit.
-        self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
+        # Only signature-verified tokens enter, with the key that verified them; expiry,
+        # and that the key is still one the ring accepts, are checked again on every hit.
+        self._verified: OrderedDict[str, tuple[AccessClaims, SigningKey]] = OrderedDict()
         self._cache_size = verified_cache_size
 
     def sign(self, *, user_id: str, session_id: str, now: int) -> tuple[str, int]:
@@ -228,50 +230,74 @@ class AccessTokens:
             signer = self._signer = JwsSigner(key, ACCESS_TOKEN_TYPE)
         return signer.sign(claims), expires_at
 
-    def verify(self, token: str, *, allow_expired: bool = False) -> AccessClaims:
-        """Check signature, type, issuer, audience and expiry; not whether the session lives.
+    def verify(
+        self, token: str, *, allow_expired: bool = False, now: float | None = None
+    ) -> AccessClaims:
+        """Check signature, type, issuer, audience, lifetime (``exp - iat`` at most the
+        TTL, plus the leeway; iat not more than CLOCK_SKEW ahead) and expiry; not whether
+        the session lives.
 
         ``allow_expired`` skips the expiry check only, for revoking the session of a
-        token that has just expired.
+        token that has just expired. ``now``, the service clock's time (the wall clock
+        without one), brings the key schedule up to date first, so that a key that has
+        just been retired verifies nothing, and is what iat is compared with.
 
         Raises:
             InvalidToken: for any token that is not a valid access token of this issuer.
         """
+        keys = self._keys
+        if now is not None:
+            keys.at(now)
         if allow_expired:
-            return self._verify_signed(token, verify_exp=False)
-        claims = self._verified.get(token)
-        if claims is not None:
-            # A fresh check compares exp with the wall clock; so does a cache hit.
-            if claims.expires_at <= time.time() - EXP_LEEWAY:
+            return self._verify_signed(token, verify_exp=False, now=now)[0]
+        entry = self._verified.get(token)
+        if entry is not None:
+            claims, key = entry
+            # A fresh check compares exp with the wall clock; so does a cache hit. And
+            # it finds the key among those published: so must a hit (one dict lookup), or
+            # a key deleted from the directory, or retired, would live on in every token
+            # it verified.
+            if (
+                claims.expires_at <= time.time() - EXP_LEEWAY
+                or keys.verifiers.get(key.kid) is not key
+            ):
                 del self._verified[token]
                 raise InvalidToken()
             self._verified.move_to_end(token)
             return claims
-        claims = self._verify_signed(token)
-        self._verified[token] = claims
+        claims, key = self._verify_signed(token, now=now)
+        self._verified[token] = claims, key
         if len(self._verified) > self._cache_size:
             self._verified.popitem(last=False)
         return claims
 
-    def _verify_signed(self, token: str, *, verify_exp: bool = True) -> AccessClaims:
+    def _verify_signed(
+        self, token: str, *, verify_exp: bool = True, now: float | None = None
+    ) -> tuple[AccessClaims, SigningKey]:
         # RFC 8725 §2.1: the key named by the kid decides the algorithm, never the token's
         # header (alg "none", HS256 keyed with a public key, or another algorithm of a
         # mixed ring all fail in the verifier).
         try:
-            claims = _decode_claims(self._verifier.payload(token, self._keys))
+            key, payload = self._verifier.verified(token, self._keys)
+            claims = _decode_claims(payload)
         except (jwt.InvalidTokenError, msgspec.DecodeError):
             raise InvalidToken() from None
-        # The payload is ours from here on (the signature verified); what it must still
-        # show is that it is for this issuer and audience, and not yet expired.
+        # The payload is signed by a key of ours from here on; what it must still show is
+        # that it is for this issuer and audience, lives no longer than the tokens we
+        # issue (a stolen key's ten-year token does not, nor one issued years ahead), and
+        # has not yet expired.
         audience = claims.aud if isinstance(claims.aud, list) else [claims.aud]
         if claims.iss != self._issuer or self._audience not in audience:
+            raise InvalidToken()
+        issued_by = time.time() if now is None else now  # iat is the service clock's
+        if claims.exp - claims.iat > self.ttl + EXP_LEEWAY or claims.iat > issued_by + CLOCK_SKEW:
             raise InvalidToken()
         now = time.time()
         if verify_exp and claims.exp <= now - EXP_LEEWAY:
             raise InvalidToken()
         if claims.nbf is not None and claims.nbf > now + EXP_LEEWAY:
             raise InvalidToken()
-        return AccessClaims(
+        access_claims = AccessClaims(
             user_id=claims.sub,
             session_id=claims.sid,
             client_id=claims.client_id,
@@ -279,3 +305,4 @@ class AccessTokens:
             expires_at=claims.exp,
             jti=claims.jti,
         )
+        return access_claims, key

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import hypothesis
@@ -38,7 +40,7 @@ from support import refresh as refresh_request
 
 from authsvc.app import create_app
 from authsvc.config import Settings
-from authsvc.keys import KeyRing, SigningKey, generate_private_key
+from authsvc.keys import KeyRing, SigningKey, generate_private_key, write_key_file
 
 T = TypeVar("T")
 
@@ -274,6 +276,79 @@ async def test_tampered_payload_is_refused(client: Any) -> None:
     await _assert_invalid_token(
         await _me(client, f"{header}.{pair['access_token'].split('.')[1]}.{flipped}")
     )
+
+
+# -- a stolen signing key ---------------------------------------------------------------
+
+
+async def test_a_token_lasting_longer_than_the_access_ttl_is_refused(
+    client: Any, key_ring: KeyRing, settings: Settings
+) -> None:
+    """A stolen key signs whatever exp its thief likes: ten years is not one of ours."""
+    _, claims = await _session(client)
+    iat = claims["iat"]
+    for lifetime in [10 * 365 * 86_400, settings.access_token_ttl + 2]:
+        token = _signed({**claims, "exp": iat + lifetime}, key_ring)
+        for method, path in BEARER_ROUTES:
+            response = await client.request(
+                method, path, headers={"Authorization": f"Bearer {token}"}
+            )
+            await _assert_invalid_token(response)
+    # One second of leeway, as on exp.
+    lasting = _signed({**claims, "exp": iat + settings.access_token_ttl + 1}, key_ring)
+    assert (await _me(client, lasting)).status == 200
+
+
+async def test_a_token_of_a_deleted_key_is_refused_though_it_verified_before(
+    aiohttp_client: Any, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Deleting a stolen key's file ends its tokens on every route, also those the
+    instance already verified and holds in its cache of verified tokens."""
+    keys_dir = tmp_path / "keys"
+    stolen = SigningKey.create(generate_private_key("EdDSA"), created_at=clock.now - 86_400)
+    current = SigningKey.create(generate_private_key("EdDSA"), created_at=clock.now - 600)
+    for key in (stolen, current):
+        write_key_file(keys_dir, key)
+    settings = dataclasses.replace(settings, keys_dir=keys_dir, keys_poll_interval=0.05)
+    ring = KeyRing.from_directory(keys_dir)
+    client = await aiohttp_client(create_app(settings, clock=clock, key_ring=ring))
+    _, claims = await _session(client)
+    forged = jwt.encode(
+        claims, stolen.private_key, algorithm="EdDSA", headers={"kid": stolen.kid, "typ": "at+jwt"}
+    )
+    assert (await _me(client, forged)).status == 200  # still published: it signed recently
+    (keys_dir / f"{stolen.kid}.pem").unlink()
+    for _ in range(200):
+        jwks = await (await client.get("/.well-known/jwks.json")).json()
+        if stolen.kid not in {key["kid"] for key in jwks["keys"]}:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the deleted key stayed published")
+    for method, path in BEARER_ROUTES:
+        response = await client.request(method, path, headers={"Authorization": f"Bearer {forged}"})
+        await _assert_invalid_token(response)
+
+
+async def test_a_token_of_a_retired_key_is_refused_though_it_verified_before(
+    aiohttp_client: Any, settings: Settings, clock: FakeClock
+) -> None:
+    """A key retired by the rotation schedule stops verifying when it retires, cached
+    tokens included, whether or not anything was signed or fetched meanwhile."""
+    old = SigningKey.create(generate_private_key("EdDSA"), created_at=clock.now - 86_400)
+    current = SigningKey.create(generate_private_key("EdDSA"), created_at=clock.now - 600)
+    client = await aiohttp_client(
+        create_app(settings, clock=clock, key_ring=KeyRing([old, current]))
+    )
+    _, claims = await _session(client)
+    token = jwt.encode(
+        claims, old.private_key, algorithm="EdDSA", headers={"kid": old.kid, "typ": "at+jwt"}
+    )
+    assert (await _me(client, token)).status == 200
+    # current signs since 600 - (JWKS_MAX_AGE + poll) s ago; old stays published for the
+    # access-token lifetime plus margins after that.
+    clock.advance(settings.access_token_ttl)
+    await _assert_invalid_token(await _me(client, token))
 
 
 # -- one kind of token where the other belongs -------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ import pytest
 from servers import authsvc_command, child_env
 from support import TEST_PASSWORD, bearer, free_port, login
 
-from authsvc.keys import KeyRing
+from authsvc.keyrotation import ActiveKeys, RotationPolicy
+from authsvc.keys import KeyRing, SigningKey, generate_private_key, write_key_file
 
 pytestmark = pytest.mark.process
 
@@ -116,6 +119,31 @@ def test_keys_rotate_adds_the_next_key_of_the_same_algorithm(tmp_path: Path) -> 
     switched = run_cli("keys", "rotate", "--dir", str(tmp_path), "--alg", "RS256", cwd=tmp_path)
     assert switched.returncode == 0
     assert KeyRing.from_directory(tmp_path).current.alg == "RS256"
+
+
+def test_keys_rotate_writes_when_it_published_the_key_whatever_its_kid_says(
+    tmp_path: Path,
+) -> None:
+    """The schedule file is what every instance schedules the key by: it signs
+    publish_before_signing after that time, not after the time in its kid."""
+    current = SigningKey.create(generate_private_key("EdDSA"), created_at=time.time() - 86_400)
+    write_key_file(tmp_path, current)
+    before = time.time()
+    rotated = run_cli("keys", "rotate", "--dir", str(tmp_path), cwd=tmp_path)
+    after = time.time()
+    assert rotated.returncode == 0, rotated.stderr
+    ring = KeyRing.from_directory(tmp_path)
+    new = ring.current
+    assert new.kid != current.kid
+    schedule = json.loads((tmp_path / f"{new.kid}.json").read_text())
+    assert before <= schedule["published_at"] <= after
+    assert new.published_at == schedule["published_at"]
+    # A rotation's first key has no schedule file: it was there from the start.
+    assert ring.get(current.kid).published_at is None  # type: ignore[union-attr]
+    policy = RotationPolicy(publish_before_signing=300, keep_after_signing=900)
+    keys = ActiveKeys(ring, policy, now=after)
+    assert keys.signer.kid == current.kid
+    assert keys.at(schedule["published_at"] + 300).signer.kid == new.kid
 
 
 def test_keys_rotate_needs_a_first_key(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ import jwt
 import pytest
 
 from authsvc.errors import InvalidGrant, InvalidToken
-from authsvc.keys import KeyRing
+from authsvc.keyrotation import ActiveKeys
+from authsvc.keys import KeyRing, SigningKey, generate_private_key
 from authsvc.tokens import (
     AccessTokens,
     RefreshTokens,
@@ -21,7 +22,7 @@ from authsvc.tokens import (
 )
 
 
-def _tokens(ring: KeyRing, **overrides: object) -> AccessTokens:
+def _tokens(ring: KeyRing | ActiveKeys, **overrides: object) -> AccessTokens:
     options: dict[str, object] = {
         "issuer": "http://authsvc.test",
         "audience": "authsvc",
@@ -61,6 +62,70 @@ def test_verify_accepts_a_cached_token_until_it_expires(monkeypatch: pytest.Monk
     monkeypatch.setattr(time, "time", lambda: expires_at + 2.0)
     with pytest.raises(InvalidToken):
         tokens.verify(token)
+
+
+def test_a_cached_token_is_refused_once_its_key_is_removed() -> None:
+    """The cache answers for a token only while the key that verified it is published."""
+    old, current = (
+        SigningKey.create(generate_private_key("EdDSA"), created_at=time.time() - age)
+        for age in (86_400, 600)
+    )
+    keys = ActiveKeys(KeyRing([old, current]))
+    tokens = _tokens(keys)
+    now = int(time.time())
+    token, _ = _tokens(KeyRing([old])).sign(user_id="u", session_id="s", now=now)
+    assert tokens.verify(token).session_id == "s"
+    assert tokens.verify(token).session_id == "s"  # from the cache
+    keys.replace(KeyRing([current]), now)  # old.pem deleted
+    with pytest.raises(InvalidToken):
+        tokens.verify(token)
+    with pytest.raises(InvalidToken):
+        tokens.verify(token)  # and not cached again
+
+
+def test_a_cached_token_stays_cached_when_another_key_is_added() -> None:
+    """A reload rebuilds the ring; the keys that did not change keep verifying what they
+    verified, without a signature check."""
+    keys = ActiveKeys(KeyRing([SigningKey.create(generate_private_key("EdDSA"))]))
+    tokens = _tokens(keys)
+    now = int(time.time())
+    token, _ = tokens.sign(user_id="u", session_id="s", now=now)
+    tokens.verify(token)
+    reloaded = KeyRing([*keys.ring, SigningKey.create(generate_private_key("EdDSA"))])
+    keys.replace(KeyRing.from_pems(reloaded.to_pems(), reloaded.refresh_secret), now)
+    tokens._verifier = None  # type: ignore[assignment]  # a signature check would fail
+    assert tokens.verify(token).session_id == "s"
+
+
+def test_a_token_lasting_longer_than_the_ttl_is_refused_with_a_second_of_leeway() -> None:
+    ring = KeyRing.generated("EdDSA")
+    now = int(time.time())
+    for lifetime, accepted in [(60, True), (61, True), (62, False), (10 * 365 * 86_400, False)]:
+        token = jwt.encode(
+            {**_claims(now), "exp": now + lifetime}, ring.current.private_key,
+            algorithm="EdDSA", headers={"kid": ring.current.kid, "typ": "at+jwt"},
+        )  # fmt: skip
+        if accepted:
+            assert _tokens(ring, ttl=60).verify(token).expires_at == now + lifetime
+        else:
+            with pytest.raises(InvalidToken):
+                _tokens(ring, ttl=60).verify(token)
+
+
+def test_a_token_issued_more_than_a_minute_ahead_is_refused() -> None:
+    """Else a stolen key's thief would put iat years ahead and keep exp - iat short."""
+    ring = KeyRing.generated("EdDSA")
+    now = int(time.time())
+    for ahead, accepted in [(30, True), (10 * 365 * 86_400, False)]:
+        token = jwt.encode(
+            {**_claims(now + ahead), "exp": now + ahead + 60}, ring.current.private_key,
+            algorithm="EdDSA", headers={"kid": ring.current.kid, "typ": "at+jwt"},
+        )  # fmt: skip
+        if accepted:  # another instance's clock may run ahead of this one's
+            assert _tokens(ring, ttl=60).verify(token).issued_at == now + ahead
+        else:
+            with pytest.raises(InvalidToken):
+                _tokens(ring, ttl=60).verify(token)
 
 
 def test_verify_rejects_a_tampered_copy_of_a_cached_token() -> None:
