@@ -145,16 +145,16 @@ async def test_bad_refresh_token_costs_no_signature_sealing_or_store_call(
         assert (await response.json())["error"] == "invalid_grant"
     assert await _commands_run(redis_client) == before
     assert signing_and_sealing == []
-    # A good token is signed and sealed once, after its check.
+    # A good token's successor is sealed for the store call, and signed for after it.
     assert (await refresh_request(client, pair["refresh_token"])).status == 200
-    assert signing_and_sealing == ["sign", "seal"]
+    assert signing_and_sealing == ["seal", "sign"]
 
 
-async def test_a_retry_on_the_worker_that_rotated_signs_and_seals_nothing(
+async def test_a_grace_retry_signs_its_rotation_s_claims_and_a_replay_signs_nothing(
     client: Any, clock: FakeClock, signing_and_sealing: list[str]
 ) -> None:
-    """The worker remembers what it rotated: a retry within the grace, or a replay after
-    it, is the store's to tell apart, with no successor signed and sealed for nothing."""
+    """Whichever worker a retry lands on, it pays for one signature: of the claims its
+    rotation sealed, so the same TokenPair comes back. A replay is refused unsigned."""
     await register(client)
     pair = await login(client)
     first = await refresh_request(client, pair["refresh_token"])
@@ -163,22 +163,23 @@ async def test_a_retry_on_the_worker_that_rotated_signs_and_seals_nothing(
     clock.advance(5)
     retry = await refresh_request(client, pair["refresh_token"])
     assert retry.status == 200
+    assert signing_and_sealing == ["seal", "sign"]  # a successor the store did not keep
     issued, again = await first.json(), await retry.json()
     for name in ("access_token", "refresh_token", "session_id"):  # the same TokenPair
         assert again[name] == issued[name]
+    signing_and_sealing.clear()
     clock.advance(30)  # past the grace
     replay = await refresh_request(client, pair["refresh_token"])
     assert replay.status == 401
-    assert signing_and_sealing == []
-    successor = (await first.json())["refresh_token"]
-    assert (await refresh_request(client, successor)).status == 401  # the session ended
+    assert "sign" not in signing_and_sealing
+    assert (await refresh_request(client, issued["refresh_token"])).status == 401  # ended
 
 
 async def test_a_rotation_that_redis_lost_is_done_again(
     client: Any, redis_client: redis.asyncio.Redis, signing_and_sealing: list[str]
 ) -> None:
-    """A failover can lose the last writes: the token this worker rotated is current
-    again. It rotates for real then, rather than being refused."""
+    """A failover can lose the last writes: the token rotated last is current again. It
+    rotates then like any current token, rather than being refused."""
     await register(client)
     pair = await login(client)
     token = pair["refresh_token"]
@@ -190,7 +191,7 @@ async def test_a_rotation_that_redis_lost_is_done_again(
     signing_and_sealing.clear()
     again = await refresh_request(client, token)
     assert again.status == 200
-    assert signing_and_sealing == ["sign", "seal"]
+    assert signing_and_sealing == ["seal", "sign"]
     assert (await refresh_request(client, (await again.json())["refresh_token"])).status == 200
 
 
