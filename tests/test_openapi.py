@@ -551,6 +551,21 @@ async def test_oauth_introspect_answers_as_documented(make_client: Any) -> None:
     )
 
 
+async def test_oauth_rate_limits_answer_as_documented(make_client: Any) -> None:
+    client = await make_client(
+        refresh_rate_limit=RateLimit(1, 60),
+    )
+    await register(client)
+    token = (await login(client))["refresh_token"]
+    grant = {"grant_type": "refresh_token", "refresh_token": token}
+    await assert_documented(
+        await client.post("/oauth/token", data=grant), "POST", "/oauth/token", 200
+    )
+    await assert_documented(
+        await client.post("/oauth/token", data=grant), "POST", "/oauth/token", 429
+    )
+
+
 async def test_oauth_endpoints_during_a_store_outage_answer_as_documented(
     client: Any, client_for: Any, settings: Settings
 ) -> None:

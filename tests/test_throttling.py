@@ -94,6 +94,45 @@ async def test_refresh_is_rate_limited_per_address(make_client: Any, clock: Fake
     assert (await refresh_request(client, token)).status == 200
 
 
+async def _oauth_refresh(client: Any, token: str) -> Any:
+    data = {"grant_type": "refresh_token", "refresh_token": token}
+    return await client.post("/oauth/token", data=data)
+
+
+async def test_oauth_token_answers_429_once_v1_used_the_address_s_bucket_up(
+    make_client: Any, clock: FakeClock
+) -> None:
+    """One bucket per address for both surfaces: 3 refreshes on /v1, then /oauth/token is
+    refused with an RFC 6749 §5.2-shaped body and Retry-After, and nothing rotates."""
+    client = await make_client(refresh_rate_limit=RateLimit(3, 600))
+    await register(client)
+    token = (await login(client))["refresh_token"]
+    for _ in range(3):
+        response = await refresh_request(client, token)
+        assert response.status == 200
+        token = (await response.json())["refresh_token"]
+    refused = await _oauth_refresh(client, token)
+    await _assert_rate_limited(refused, 200)
+    assert refused.content_type == "application/json"
+    assert isinstance((await refused.json())["error_description"], str)
+    clock.advance(200)
+    assert (await _oauth_refresh(client, token)).status == 200  # not used up by the 429
+
+
+async def test_refreshes_on_oauth_token_take_from_the_bucket_v1_takes_from(
+    make_client: Any,
+) -> None:
+    client = await make_client(refresh_rate_limit=RateLimit(2, 600))
+    await register(client)
+    token = (await login(client))["refresh_token"]
+    for _ in range(2):
+        response = await _oauth_refresh(client, token)
+        assert response.status == 200
+        token = (await response.json())["refresh_token"]
+    await _assert_rate_limited(await refresh_request(client, token), 300)
+    await _assert_rate_limited(await _oauth_refresh(client, token), 300)
+
+
 async def test_a_limit_too_large_to_matter_never_errors(make_client: Any) -> None:
     """A bucket that refills faster than a millisecond (a limit set high to lift it)."""
     client = await make_client(refresh_rate_limit=RateLimit(10**9, 1))
@@ -148,6 +187,23 @@ async def test_bad_refresh_token_costs_no_signature_sealing_or_store_call(
     # A good token's successor is sealed for the store call, and signed for after it.
     assert (await refresh_request(client, pair["refresh_token"])).status == 200
     assert signing_and_sealing == ["seal", "sign"]
+
+
+async def test_a_refused_refresh_costs_no_signature_on_either_surface(
+    make_client: Any, signing_and_sealing: list[str]
+) -> None:
+    """The limit exists because a refresh costs a signature: a refused one signs nothing."""
+    client = await make_client(refresh_rate_limit=RateLimit(1, 600))
+    await register(client)
+    pair = await login(client)
+    first = await refresh_request(client, pair["refresh_token"])
+    assert first.status == 200
+    token = (await first.json())["refresh_token"]
+    signing_and_sealing.clear()
+    await _assert_rate_limited(await refresh_request(client, token), 600)
+    await _assert_rate_limited(await _oauth_refresh(client, token), 600)
+    await _assert_rate_limited(await refresh_request(client, pair["refresh_token"]), 600)
+    assert "sign" not in signing_and_sealing
 
 
 async def test_a_grace_retry_signs_its_rotation_s_claims_and_a_replay_signs_nothing(

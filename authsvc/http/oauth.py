@@ -100,7 +100,9 @@ async def token(request: web.Request) -> web.Response:
         # §6: "refresh_token REQUIRED. The refresh token issued to the client."
         if form.refresh_token is None:
             raise InvalidRequest("refresh_token is required")
-        return token_response(await sessions.refresh(form.refresh_token, now=now))
+        # The address's refresh bucket, shared with /v1/auth/refresh, before any signing.
+        pair = await sessions.refresh(form.refresh_token, ip=client_ip(request), now=now)
+        return token_response(pair)
     if form.grant_type == "password" and request.app[SETTINGS].password_grant:
         # §4.3.2: "username REQUIRED ... password REQUIRED".
         if form.username is None or form.password is None:
