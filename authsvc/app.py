@@ -22,6 +22,7 @@ from authsvc.http.appkeys import (
     SESSIONS,
     SETTINGS,
     STORE,
+    THROTTLE,
     UNTRUSTED_FORWARDING_WARNED,
     Once,
 )
@@ -140,6 +141,16 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         queue_limit=settings.hash_queue_limit,
     )
     app[HASHER] = hasher
+    app[THROTTLE] = throttle = Throttle(
+        app[STORE],
+        Limits(
+            login=settings.login_rate_limit,
+            login_failures=settings.login_failure_limit,
+            registration=settings.registration_rate_limit,
+            refresh=settings.refresh_rate_limit,
+            client_auth_failures=settings.client_auth_failure_limit,
+        ),
+    )
     access_tokens = AccessTokens(
         app[ACTIVE_KEYS],
         issuer=settings.effective_issuer,
@@ -157,15 +168,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             settings.password_max_length,
             service_names=("authsvc", settings.audience, settings.client_id),
         ),
-        Throttle(
-            app[STORE],
-            Limits(
-                login=settings.login_rate_limit,
-                login_failures=settings.login_failure_limit,
-                registration=settings.registration_rate_limit,
-                refresh=settings.refresh_rate_limit,
-            ),
-        ),
+        throttle,
         reuse_grace=settings.refresh_reuse_grace,
         sensitive_max_age=settings.sensitive_max_age,
         events=app[METRICS],

@@ -98,6 +98,9 @@ class Settings:
     # refresh costs a signature. An office behind one NAT still fits in both.
     registration_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(20, 3600))
     refresh_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(600, 60))
+    # Per client address, failures only: introspection clients are services with fixed
+    # secrets, so a run of failures is a misconfiguration or a scan; 20, then one every 30 s.
+    client_auth_failure_limit: RateLimit = field(default_factory=lambda: RateLimit(20, 600))
     # logout-all, listing sessions and ending another session take only access tokens
     # issued (by a login or a refresh) this recently.
     sensitive_max_age: int = 300

@@ -2,12 +2,16 @@
 
 - Token buckets per client address for registration and refresh, and per username and
   per address for login (AUTHSVC_*_RATE_LIMIT): a burst of ATTEMPTS, then ATTEMPTS per
-  WINDOW, never twice the burst at a window's edge.
+  WINDOW, never twice the burst at a window's edge. One refresh bucket per address, for
+  /v1/auth/refresh and /oauth/token alike.
+- A token bucket per client address of failed client authentications
+  (AUTHSVC_CLIENT_AUTH_FAILURE_LIMIT), taken from by failures only.
 - A sliding window of failed logins per account (AUTHSVC_LOGIN_FAILURE_LIMIT) that a
   successful login clears: at most that many failures in any window.
 
-Each is counted before any password work, so a refused request costs one Redis call; a
-refresh's bucket is taken by ``Store.rotate``, in the rotation's own call but on Cluster.
+Each is counted before any password work or signature, so a refused request costs one
+Redis call; a refresh's bucket is taken by ``Store.rotate``, in the rotation's own call
+but on Cluster.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class Limits:
     login_failures: RateLimit
     registration: RateLimit
     refresh: RateLimit
+    client_auth_failures: RateLimit
 
 
 class Throttle:
@@ -77,6 +82,15 @@ class Throttle:
         """Raises: RateLimited when this address registered too often."""
         if ip:
             await self._take("registration-ip", ip, self._limits.registration, now=now)
+
+    async def client_auth_failed(self, ip: str, *, now: int) -> None:
+        """Count a failed client authentication against its address.
+
+        Raises:
+            RateLimited: the address failed more often than the limit allows.
+        """
+        if ip:
+            await self._take("client-auth-ip", ip, self._limits.client_auth_failures, now=now)
 
     def refresh_bucket(self, ip: str) -> Bucket | None:
         """The bucket a refresh from ``ip`` takes from: ``Store.rotate`` takes it in the

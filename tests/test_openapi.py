@@ -553,7 +553,9 @@ async def test_oauth_introspect_answers_as_documented(make_client: Any) -> None:
 
 async def test_oauth_rate_limits_answer_as_documented(make_client: Any) -> None:
     client = await make_client(
+        introspection_clients=(INTROSPECTION_CLIENT,),
         refresh_rate_limit=RateLimit(1, 60),
+        client_auth_failure_limit=RateLimit(1, 60),
     )
     await register(client)
     token = (await login(client))["refresh_token"]
@@ -563,6 +565,13 @@ async def test_oauth_rate_limits_answer_as_documented(make_client: Any) -> None:
     )
     await assert_documented(
         await client.post("/oauth/token", data=grant), "POST", "/oauth/token", 429
+    )
+    wrong = {"data": {"token": "x"}, "headers": basic(INTROSPECTION_CLIENT[0], "not it")}
+    await assert_documented(
+        await client.post("/oauth/introspect", **wrong), "POST", "/oauth/introspect", 401
+    )
+    await assert_documented(
+        await client.post("/oauth/introspect", **wrong), "POST", "/oauth/introspect", 429
     )
 
 

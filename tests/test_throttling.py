@@ -4,6 +4,7 @@ bad refresh tokens that are refused before any signature, sealing or store call.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import threading
 from collections.abc import Iterator
@@ -249,6 +250,41 @@ async def test_a_rotation_that_redis_lost_is_done_again(
     assert again.status == 200
     assert signing_and_sealing == ["seal", "sign"]
     assert (await refresh_request(client, (await again.json())["refresh_token"])).status == 200
+
+
+# -- introspection client authentication -------------------------------------------------
+
+
+async def _introspect(client: Any, secret: str, forwarded: str | None = None) -> Any:
+    raw = base64.b64encode(f"gateway:{secret}".encode()).decode()
+    headers = {"Authorization": f"Basic {raw}"}
+    if forwarded:
+        headers["X-Forwarded-For"] = forwarded
+    return await client.post("/oauth/introspect", data={"token": "x"}, headers=headers)
+
+
+async def test_failed_introspection_client_authentication_is_throttled_per_address(
+    make_client: Any, redis_client: redis.asyncio.Redis, clock: FakeClock
+) -> None:
+    """Only failures take from the address's bucket; the configured client never waits."""
+    client = await make_client(
+        introspection_clients=(("gateway", "s3cret"),),
+        client_auth_failure_limit=RateLimit(3, 600),
+        trusted_proxies=LOOPBACK,
+    )
+    for _ in range(10):
+        assert (await _introspect(client, "s3cret", "203.0.113.9")).status == 200
+    assert await redis_client.keys("authsvc:ratelimit:*") == []  # successes cost no call
+    for _ in range(3):
+        assert (await _introspect(client, "guess", "203.0.113.9")).status == 401
+    refused = await _introspect(client, "guess", "203.0.113.9")
+    await _assert_rate_limited(refused, 200)
+    assert refused.content_type == "application/json"
+    # The right secret still answers, from there too; another address has its own bucket.
+    assert (await _introspect(client, "s3cret", "203.0.113.9")).status == 200
+    assert (await _introspect(client, "guess", "198.51.100.7")).status == 401
+    clock.advance(200)
+    assert (await _introspect(client, "guess", "203.0.113.9")).status == 401
 
 
 # -- the hash queue ----------------------------------------------------------------------

@@ -16,7 +16,8 @@ several of them run on Redis Cluster too (all their keys hash to one slot):
                                   str   normalised username -> user id
     authsvc:ratelimit:<scope>:<sha256(value)>
                                   str   a token bucket: when it is full again (ms); scopes
-                                        login-user, login-ip, registration-ip, refresh-ip
+                                        login-user, login-ip, registration-ip, refresh-ip,
+                                        client-auth-ip
     authsvc:ratelimit:login-failures:<sha256(name)>
                                   zset  attempt id -> time: an account's login attempts
                                         since its last success, within the failure window
