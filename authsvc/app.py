@@ -23,6 +23,7 @@ from authsvc.http.appkeys import (
     SESSIONS,
     SETTINGS,
     STORE,
+    THROTTLE,
     UNTRUSTED_FORWARDING_WARNED,
     Once,
 )
@@ -146,6 +147,17 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         queue_limit=settings.hash_queue_limit,
     )
     app[HASHER] = hasher
+    app[THROTTLE] = throttle = Throttle(
+        app[STORE],
+        Limits(
+            login=settings.login_rate_limit,
+            login_failures=settings.login_failure_limit,
+            registration=settings.registration_rate_limit,
+            refresh=settings.refresh_rate_limit,
+            client_auth_failures=settings.client_auth_failure_limit,
+            ipv6_prefix=settings.rate_limit_ipv6_prefix,
+        ),
+    )
     access_tokens = AccessTokens(
         app[ACTIVE_KEYS],
         issuer=settings.effective_issuer,
@@ -163,16 +175,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
             settings.password_max_length,
             service_names=("authsvc", settings.audience, settings.client_id),
         ),
-        Throttle(
-            app[STORE],
-            Limits(
-                login=settings.login_rate_limit,
-                login_failures=settings.login_failure_limit,
-                registration=settings.registration_rate_limit,
-                refresh=settings.refresh_rate_limit,
-                ipv6_prefix=settings.rate_limit_ipv6_prefix,
-            ),
-        ),
+        throttle,
         reuse_grace=settings.refresh_reuse_grace,
         sensitive_max_age=settings.sensitive_max_age,
         events=app[METRICS],

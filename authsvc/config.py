@@ -101,6 +101,9 @@ class Settings:
     # The address limits count per IPv4 address and per IPv6 network of this many bits:
     # a host given a /64 may use any address in it.
     rate_limit_ipv6_prefix: int = 64
+    # Per client address, failures only: introspection clients are services with fixed
+    # secrets, so a run of failures is a misconfiguration or a scan; 20, then one every 30 s.
+    client_auth_failure_limit: RateLimit = field(default_factory=lambda: RateLimit(20, 600))
     # logout-all, listing sessions and ending another session take only access tokens
     # issued (by a login or a refresh) this recently.
     sensitive_max_age: int = 300

@@ -4,12 +4,16 @@
   for login (AUTHSVC_*_RATE_LIMIT): a burst of ATTEMPTS, then ATTEMPTS per WINDOW, never
   twice the burst at a window's edge. A client is an IPv4 address or an IPv6 network of
   AUTHSVC_RATE_LIMIT_IPV6_PREFIX bits (``authsvc.addresses.client_network``): one host
-  holds a whole /64, and would hold as many buckets as addresses.
+  holds a whole /64, and would hold as many buckets as addresses. One refresh bucket per
+  client, for /v1/auth/refresh and /oauth/token alike.
+- A token bucket per client of failed client authentications
+  (AUTHSVC_CLIENT_AUTH_FAILURE_LIMIT), taken from by failures only.
 - A sliding window of failed logins per account (AUTHSVC_LOGIN_FAILURE_LIMIT) that a
   successful login clears: at most that many failures in any window.
 
-Each is counted before any password work, so a refused request costs one Redis call; a
-refresh's bucket is taken by ``Store.rotate``, in the rotation's own call but on Cluster.
+Each is counted before any password work or signature, so a refused request costs one
+Redis call; a refresh's bucket is taken by ``Store.rotate``, in the rotation's own call
+but on Cluster.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class Limits:
     login_failures: RateLimit
     registration: RateLimit
     refresh: RateLimit
+    client_auth_failures: RateLimit
     ipv6_prefix: int = DEFAULT_IPV6_PREFIX
 
 
@@ -82,6 +87,16 @@ class Throttle:
         if ip:
             client = self._client(ip)
             await self._take("registration-ip", client, self._limits.registration, now=now)
+
+    async def client_auth_failed(self, ip: str, *, now: int) -> None:
+        """Count a failed client authentication against its client.
+
+        Raises:
+            RateLimited: the client failed more often than the limit allows.
+        """
+        if ip:
+            limit = self._limits.client_auth_failures
+            await self._take("client-auth-ip", self._client(ip), limit, now=now)
 
     def refresh_bucket(self, ip: str) -> Bucket | None:
         """The bucket a refresh from ``ip`` takes from: ``Store.rotate`` takes it in the

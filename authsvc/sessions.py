@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from authsvc.errors import (
@@ -23,14 +22,14 @@ from authsvc.errors import (
 from authsvc.events import NoEvents, SessionEvents
 from authsvc.passwords import Hasher, PasswordPolicy, normalize_username
 from authsvc.ratelimit import Throttle
-from authsvc.store import LoginOutcome, Rotation, RotationOutcome, SessionRecord, Store
+from authsvc.store import LoginOutcome, RotationOutcome, SessionRecord, Store
 from authsvc.tokens import (
     AccessClaims,
     AccessTokens,
-    RefreshToken,
     RefreshTokens,
     Successor,
     is_session_id,
+    new_jti,
     new_session_id,
     new_user_id,
     open_successor,
@@ -38,10 +37,6 @@ from authsvc.tokens import (
 )
 
 logger = logging.getLogger(__name__)
-
-# Tokens a worker remembers having rotated, so that a retry (or a replay) of one skips
-# signing and sealing a successor the store would throw away: 16-byte hashes, ~2 MB.
-ROTATED_HERE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +98,6 @@ class SessionService:
         self._reuse_grace = reuse_grace  # REFRESH_REUSE_GRACE
         self._sensitive_max_age = sensitive_max_age  # SENSITIVE_MAX_AGE
         self._events = events or NoEvents()
-        # Hashes of the tokens this worker rotated last, oldest first: see refresh().
-        self._rotated_here: OrderedDict[bytes, None] = OrderedDict()
 
     async def register(self, username: str, password: str, *, ip: str = "", now: int) -> User:
         """Create an account; the 64 MiB hash comes last, after every cheap check.
@@ -208,40 +201,29 @@ class SessionService:
             InvalidGrant: the token is malformed, unknown, expired, revoked or replayed.
             RateLimited: too many refreshes from this client address.
         """
-        # Check first, sign after: a token that is not ours (bad MAC) stops here, with no
-        # store call, no signature and no sealing. A token of ours is signed for before its
-        # address's bucket is asked, in the rotation's own store call: one round trip.
+        # Nothing costly before the store has decided. A token that is not ours (bad MAC)
+        # stops here, with no store call. A token of ours gets a successor (random bits, a
+        # MAC, a seal: microseconds) for the one store call that takes the address's
+        # bucket and rotates; only a rotation or a grace retry is signed for, after it.
         try:
             presented = self._refresh.parse(refresh_token)
         except InvalidGrant:
             self._events.refresh_finished("invalid")
             raise
         user_id, session_id = presented.user_id, presented.session_id
-        presented_hash = presented.hash
-        bucket = self._throttle.refresh_bucket(ip)
-        rotation: Rotation | None = None
-        if presented_hash in self._rotated_here:
-            # This worker rotated this token already: this is a retry or a replay, which
-            # the store tells apart, and there is no successor to sign and seal for it.
-            rotation = await self._store.rotate(
-                user_id, session_id, presented.position, presented_hash, b"", b"",
-                now=now, grace=self._reuse_grace, bucket=bucket,
-            )  # fmt: skip
-            if rotation.outcome is RotationOutcome.CURRENT:
-                rotation, bucket = None, None  # Redis lost that rotation (a failover)
-        issued: Successor | None = None
-        if rotation is None:
-            issued, successor_hash, sealed = self._successor_of(presented, now=now)
-            rotation = await self._store.rotate(
-                user_id, session_id, presented.position, presented_hash, successor_hash,
-                sealed, now=now, grace=self._reuse_grace, bucket=bucket,
-            )  # fmt: skip
+        minted = self._refresh.successor(presented)
+        successor = Successor(minted.value, issued_at=now, jti=new_jti())
+        rotation = await self._store.rotate(
+            user_id, session_id, presented.position, presented.hash, minted.hash,
+            seal_successor(presented, successor),
+            now=now, grace=self._reuse_grace, bucket=self._throttle.refresh_bucket(ip),
+        )  # fmt: skip
         if rotation.outcome is RotationOutcome.LIMITED:
             raise RateLimited(retry_after=rotation.retry_after)
         if rotation.outcome is RotationOutcome.GRACE:
             # A retry or a parallel request with the same token: hand back what the first
             # rotation issued, so the app's chain goes on instead of splitting in two.
-            issued = open_successor(presented, rotation.sealed_successor)
+            successor = open_successor(presented, rotation.sealed_successor)
             self._events.refresh_finished("grace")
         elif rotation.outcome is RotationOutcome.REPLAY:
             logger.warning(
@@ -252,36 +234,22 @@ class SessionService:
             self._events.refresh_finished("replay")
             self._events.sessions_revoked("replay")
             raise InvalidGrant("the refresh token was already used; the session is revoked")
-        elif rotation.outcome is not RotationOutcome.OK or issued is None:
+        elif rotation.outcome is not RotationOutcome.OK:
             self._events.refresh_finished("invalid")
             raise InvalidGrant()
         else:
-            self._remember_rotated(presented_hash)
             self._events.refresh_finished("rotated")
+        # The same claims for the rotation and every retry of it: the same access token.
+        access_token, access_expires_at = self._access.sign(
+            user_id=user_id, session_id=session_id, now=successor.issued_at, jti=successor.jti
+        )
         return TokenPair(
-            access_token=issued.access_token,
-            expires_in=max(0, issued.access_expires_at - now),
-            refresh_token=issued.refresh_token,
+            access_token=access_token,
+            expires_in=max(0, access_expires_at - now),
+            refresh_token=successor.refresh_token,
             refresh_expires_in=rotation.expires_at - now,
             session_id=session_id,
         )
-
-    def _successor_of(self, presented: RefreshToken, *, now: int) -> tuple[Successor, bytes, bytes]:
-        """What rotating ``presented`` issues, the hash the store keeps of its refresh
-        token, and all of it sealed for a retry within the grace."""
-        successor = self._refresh.successor(presented)
-        access_token, access_expires_at = self._access.sign(
-            user_id=presented.user_id, session_id=presented.session_id, now=now
-        )
-        issued = Successor(access_token, successor.value, access_expires_at)
-        return issued, successor.hash, seal_successor(presented, issued)
-
-    def _remember_rotated(self, token_hash: bytes) -> None:
-        self._rotated_here[token_hash] = None
-        if len(self._rotated_here) > ROTATED_HERE_SIZE:
-            # OrderedDict: a dict's first key is found by skipping every deleted slot
-            # before it, a walk that grows with each eviction until the dict resizes.
-            self._rotated_here.popitem(last=False)
 
     async def authenticate(self, access_token: str, *, now: int) -> Principal:
         """Verify an access token and that its session is still live.

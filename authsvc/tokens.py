@@ -49,7 +49,9 @@ _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 _MAC_CONTEXT = b"authsvc/refresh-token/v1\n"
 MAC_BYTES = 16  # 128-bit tag: forging one is out of reach, and the token stays short
 STORED_HASH_BYTES = 16  # what the store keeps of the current token: a SHA-256 prefix
-_SUCCESSOR_KEY_INFO = b"authsvc/successor/v1"
+# v2 seals (refresh token, iat, jti); v1 sealed a whole signed pair. A v1 value left by an
+# older version during an upgrade does not open under a v2 key: that retry is refused.
+_SUCCESSOR_KEY_INFO = b"authsvc/successor/v2"
 
 
 def new_user_id() -> str:
@@ -115,13 +117,24 @@ class RefreshTokens:
         return RefreshToken(match["user_id"], match["session_id"], int(match["position"]), value)
 
 
+def new_jti() -> str:
+    """The ``jti`` of an access token: 96 random bits."""
+    return secrets.token_urlsafe(12)
+
+
 @dataclass(frozen=True, slots=True)
 class Successor:
-    """What a rotation issued, kept sealed so a retry within the grace gets it back."""
+    """What a rotation issues, fixed before the store decides and sealed for the grace.
 
-    access_token: str
+    The successor refresh token, and the ``iat`` and ``jti`` its access token carries: the
+    access token itself is signed only once the store has chosen this successor, and a
+    retry within the grace signs the same claims again (the same token, with a
+    deterministic algorithm such as EdDSA or RS256).
+    """
+
     refresh_token: str
-    access_expires_at: int
+    issued_at: int
+    jti: str
 
 
 def _successor_key(presented: RefreshToken) -> bytes:
@@ -133,10 +146,13 @@ def _successor_key(presented: RefreshToken) -> bytes:
 def seal_successor(presented: RefreshToken, successor: Successor) -> bytes:
     nonce = secrets.token_bytes(12)
     plaintext = msgspec.msgpack.encode(
-        (successor.access_token, successor.refresh_token, successor.access_expires_at)
+        (successor.refresh_token, successor.issued_at, successor.jti)
     )
     aad = presented.session_id.encode()
     return nonce + AESGCM(_successor_key(presented)).encrypt(nonce, plaintext, aad)
+
+
+_decode_successor = msgspec.msgpack.Decoder(tuple[str, int, str]).decode
 
 
 def open_successor(presented: RefreshToken, sealed: bytes) -> Successor:
@@ -145,10 +161,10 @@ def open_successor(presented: RefreshToken, sealed: bytes) -> Successor:
         plaintext = AESGCM(_successor_key(presented)).decrypt(
             sealed[:12], sealed[12:], presented.session_id.encode()
         )
-        access_token, refresh_token, access_expires_at = msgspec.msgpack.decode(plaintext)
+        refresh_token, issued_at, jti = _decode_successor(plaintext)
     except (InvalidTag, ValueError, msgspec.DecodeError):
         raise InvalidGrant() from None
-    return Successor(access_token, refresh_token, access_expires_at)
+    return Successor(refresh_token, issued_at, jti)
 
 
 class _SignedClaims(msgspec.Struct):
@@ -211,8 +227,14 @@ class AccessTokens:
         self._verified: OrderedDict[str, tuple[AccessClaims, SigningKey]] = OrderedDict()
         self._cache_size = verified_cache_size
 
-    def sign(self, *, user_id: str, session_id: str, now: int) -> tuple[str, int]:
-        """Return a new access token and its expiry."""
+    def sign(
+        self, *, user_id: str, session_id: str, now: int, jti: str | None = None
+    ) -> tuple[str, int]:
+        """Return an access token issued at ``now`` and its expiry.
+
+        ``jti`` is a new one unless given: a grace retry signs the claims of the access
+        token its rotation issued (``Successor``) again.
+        """
         key = self._keys.at(now).signer
         expires_at = now + self.ttl
         claims = {
@@ -221,7 +243,7 @@ class AccessTokens:
             "aud": self._audience,
             "exp": expires_at,
             "iat": now,
-            "jti": secrets.token_urlsafe(12),
+            "jti": jti or new_jti(),
             "sid": session_id,
             "client_id": self._client_id,
         }

@@ -42,6 +42,7 @@ def fast_settings(**overrides: Any) -> Settings:
         login_failure_limit=RateLimit(1000, 3600),
         registration_rate_limit=RateLimit(1000, 60),
         refresh_rate_limit=RateLimit(1000, 60),
+        client_auth_failure_limit=RateLimit(1000, 60),
     )
     return dataclasses.replace(base, **overrides)
 

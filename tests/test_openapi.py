@@ -645,6 +645,30 @@ async def test_the_document_allows_the_request_bodies_the_server_takes(
     assert refused is not takes, await response.text()
 
 
+async def test_oauth_rate_limits_answer_as_documented(make_client: Any) -> None:
+    client = await make_client(
+        introspection_clients=(INTROSPECTION_CLIENT,),
+        refresh_rate_limit=RateLimit(1, 60),
+        client_auth_failure_limit=RateLimit(1, 60),
+    )
+    await register(client)
+    token = (await login(client))["refresh_token"]
+    grant = {"grant_type": "refresh_token", "refresh_token": token}
+    await assert_documented(
+        await client.post("/oauth/token", data=grant), "POST", "/oauth/token", 200
+    )
+    await assert_documented(
+        await client.post("/oauth/token", data=grant), "POST", "/oauth/token", 429
+    )
+    wrong = {"data": {"token": "x"}, "headers": basic(INTROSPECTION_CLIENT[0], "not it")}
+    await assert_documented(
+        await client.post("/oauth/introspect", **wrong), "POST", "/oauth/introspect", 401
+    )
+    await assert_documented(
+        await client.post("/oauth/introspect", **wrong), "POST", "/oauth/introspect", 429
+    )
+
+
 async def test_oauth_endpoints_during_a_store_outage_answer_as_documented(
     client: Any, client_for: Any, settings: Settings
 ) -> None:

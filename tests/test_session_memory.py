@@ -17,6 +17,7 @@ from authsvc.tokens import (
     RefreshToken,
     RefreshTokens,
     Successor,
+    new_jti,
     new_session_id,
     new_user_id,
     seal_successor,
@@ -45,7 +46,7 @@ async def _start_session(store: Store, refresh_tokens: RefreshTokens, now: int) 
 
 async def _rotate(store: Store, refresh_tokens: RefreshTokens, token: RefreshToken) -> RefreshToken:
     successor = refresh_tokens.successor(token)
-    sealed = seal_successor(token, Successor("a" * 330, successor.value, 0))
+    sealed = seal_successor(token, Successor(successor.value, int(time.time()), new_jti()))
     rotation = await store.rotate(
         token.user_id, token.session_id, token.position, token.hash, successor.hash, sealed,
         now=int(time.time()), grace=10,

@@ -4,6 +4,7 @@ bad refresh tokens that are refused before any signature, sealing or store call.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import threading
 from collections.abc import Iterator
@@ -94,6 +95,45 @@ async def test_refresh_is_rate_limited_per_address(make_client: Any, clock: Fake
     assert (await refresh_request(client, token)).status == 200
 
 
+async def _oauth_refresh(client: Any, token: str) -> Any:
+    data = {"grant_type": "refresh_token", "refresh_token": token}
+    return await client.post("/oauth/token", data=data)
+
+
+async def test_oauth_token_answers_429_once_v1_used_the_address_s_bucket_up(
+    make_client: Any, clock: FakeClock
+) -> None:
+    """One bucket per address for both surfaces: 3 refreshes on /v1, then /oauth/token is
+    refused with an RFC 6749 §5.2-shaped body and Retry-After, and nothing rotates."""
+    client = await make_client(refresh_rate_limit=RateLimit(3, 600))
+    await register(client)
+    token = (await login(client))["refresh_token"]
+    for _ in range(3):
+        response = await refresh_request(client, token)
+        assert response.status == 200
+        token = (await response.json())["refresh_token"]
+    refused = await _oauth_refresh(client, token)
+    await _assert_rate_limited(refused, 200)
+    assert refused.content_type == "application/json"
+    assert isinstance((await refused.json())["error_description"], str)
+    clock.advance(200)
+    assert (await _oauth_refresh(client, token)).status == 200  # not used up by the 429
+
+
+async def test_refreshes_on_oauth_token_take_from_the_bucket_v1_takes_from(
+    make_client: Any,
+) -> None:
+    client = await make_client(refresh_rate_limit=RateLimit(2, 600))
+    await register(client)
+    token = (await login(client))["refresh_token"]
+    for _ in range(2):
+        response = await _oauth_refresh(client, token)
+        assert response.status == 200
+        token = (await response.json())["refresh_token"]
+    await _assert_rate_limited(await refresh_request(client, token), 300)
+    await _assert_rate_limited(await _oauth_refresh(client, token), 300)
+
+
 async def test_a_limit_too_large_to_matter_never_errors(make_client: Any) -> None:
     """A bucket that refills faster than a millisecond (a limit set high to lift it)."""
     client = await make_client(refresh_rate_limit=RateLimit(10**9, 1))
@@ -145,16 +185,33 @@ async def test_bad_refresh_token_costs_no_signature_sealing_or_store_call(
         assert (await response.json())["error"] == "invalid_grant"
     assert await _commands_run(redis_client) == before
     assert signing_and_sealing == []
-    # A good token is signed and sealed once, after its check.
+    # A good token's successor is sealed for the store call, and signed for after it.
     assert (await refresh_request(client, pair["refresh_token"])).status == 200
-    assert signing_and_sealing == ["sign", "seal"]
+    assert signing_and_sealing == ["seal", "sign"]
 
 
-async def test_a_retry_on_the_worker_that_rotated_signs_and_seals_nothing(
+async def test_a_refused_refresh_costs_no_signature_on_either_surface(
+    make_client: Any, signing_and_sealing: list[str]
+) -> None:
+    """The limit exists because a refresh costs a signature: a refused one signs nothing."""
+    client = await make_client(refresh_rate_limit=RateLimit(1, 600))
+    await register(client)
+    pair = await login(client)
+    first = await refresh_request(client, pair["refresh_token"])
+    assert first.status == 200
+    token = (await first.json())["refresh_token"]
+    signing_and_sealing.clear()
+    await _assert_rate_limited(await refresh_request(client, token), 600)
+    await _assert_rate_limited(await _oauth_refresh(client, token), 600)
+    await _assert_rate_limited(await refresh_request(client, pair["refresh_token"]), 600)
+    assert "sign" not in signing_and_sealing
+
+
+async def test_a_grace_retry_signs_its_rotation_s_claims_and_a_replay_signs_nothing(
     client: Any, clock: FakeClock, signing_and_sealing: list[str]
 ) -> None:
-    """The worker remembers what it rotated: a retry within the grace, or a replay after
-    it, is the store's to tell apart, with no successor signed and sealed for nothing."""
+    """Whichever worker a retry lands on, it pays for one signature: of the claims its
+    rotation sealed, so the same TokenPair comes back. A replay is refused unsigned."""
     await register(client)
     pair = await login(client)
     first = await refresh_request(client, pair["refresh_token"])
@@ -163,22 +220,23 @@ async def test_a_retry_on_the_worker_that_rotated_signs_and_seals_nothing(
     clock.advance(5)
     retry = await refresh_request(client, pair["refresh_token"])
     assert retry.status == 200
+    assert signing_and_sealing == ["seal", "sign"]  # a successor the store did not keep
     issued, again = await first.json(), await retry.json()
     for name in ("access_token", "refresh_token", "session_id"):  # the same TokenPair
         assert again[name] == issued[name]
+    signing_and_sealing.clear()
     clock.advance(30)  # past the grace
     replay = await refresh_request(client, pair["refresh_token"])
     assert replay.status == 401
-    assert signing_and_sealing == []
-    successor = (await first.json())["refresh_token"]
-    assert (await refresh_request(client, successor)).status == 401  # the session ended
+    assert "sign" not in signing_and_sealing
+    assert (await refresh_request(client, issued["refresh_token"])).status == 401  # ended
 
 
 async def test_a_rotation_that_redis_lost_is_done_again(
     client: Any, redis_client: redis.asyncio.Redis, signing_and_sealing: list[str]
 ) -> None:
-    """A failover can lose the last writes: the token this worker rotated is current
-    again. It rotates for real then, rather than being refused."""
+    """A failover can lose the last writes: the token rotated last is current again. It
+    rotates then like any current token, rather than being refused."""
     await register(client)
     pair = await login(client)
     token = pair["refresh_token"]
@@ -190,8 +248,43 @@ async def test_a_rotation_that_redis_lost_is_done_again(
     signing_and_sealing.clear()
     again = await refresh_request(client, token)
     assert again.status == 200
-    assert signing_and_sealing == ["sign", "seal"]
+    assert signing_and_sealing == ["seal", "sign"]
     assert (await refresh_request(client, (await again.json())["refresh_token"])).status == 200
+
+
+# -- introspection client authentication -------------------------------------------------
+
+
+async def _introspect(client: Any, secret: str, forwarded: str | None = None) -> Any:
+    raw = base64.b64encode(f"gateway:{secret}".encode()).decode()
+    headers = {"Authorization": f"Basic {raw}"}
+    if forwarded:
+        headers["X-Forwarded-For"] = forwarded
+    return await client.post("/oauth/introspect", data={"token": "x"}, headers=headers)
+
+
+async def test_failed_introspection_client_authentication_is_throttled_per_address(
+    make_client: Any, redis_client: redis.asyncio.Redis, clock: FakeClock
+) -> None:
+    """Only failures take from the address's bucket; the configured client never waits."""
+    client = await make_client(
+        introspection_clients=(("gateway", "s3cret"),),
+        client_auth_failure_limit=RateLimit(3, 600),
+        trusted_proxies=LOOPBACK,
+    )
+    for _ in range(10):
+        assert (await _introspect(client, "s3cret", "203.0.113.9")).status == 200
+    assert await redis_client.keys("authsvc:ratelimit:*") == []  # successes cost no call
+    for _ in range(3):
+        assert (await _introspect(client, "guess", "203.0.113.9")).status == 401
+    refused = await _introspect(client, "guess", "203.0.113.9")
+    await _assert_rate_limited(refused, 200)
+    assert refused.content_type == "application/json"
+    # The right secret still answers, from there too; another address has its own bucket.
+    assert (await _introspect(client, "s3cret", "203.0.113.9")).status == 200
+    assert (await _introspect(client, "guess", "198.51.100.7")).status == 401
+    clock.advance(200)
+    assert (await _introspect(client, "guess", "203.0.113.9")).status == 401
 
 
 # -- the hash queue ----------------------------------------------------------------------

@@ -198,7 +198,7 @@ def test_a_token_minted_under_another_secret_does_not_parse() -> None:
 
 def test_sealed_successor_opens_only_with_the_presented_token() -> None:
     presented = REFRESH.mint("0" * 32, "A" * 22)
-    successor = Successor("access", REFRESH.successor(presented).value, 123)
+    successor = Successor(REFRESH.successor(presented).value, 1_767_229_200, "jti-of-the-access")
     sealed = seal_successor(presented, successor)
     assert successor.refresh_token.encode() not in sealed
     assert open_successor(presented, sealed) == successor
@@ -264,3 +264,13 @@ def test_a_signed_token_missing_a_claim_or_with_a_mistyped_one_is_refused(claim:
         )  # fmt: skip
         with pytest.raises(InvalidToken):
             _tokens(ring).verify(token)
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "RS256"])
+def test_the_claims_of_a_grace_retry_sign_to_the_same_token(alg: str) -> None:
+    """A retry signs its rotation's iat and jti again: the same access token comes back."""
+    tokens = _tokens(KeyRing.generated(alg))  # type: ignore[arg-type]
+    now = int(time.time())
+    first = tokens.sign(user_id="u", session_id="s", now=now, jti="j" * 16)
+    assert tokens.sign(user_id="u", session_id="s", now=now, jti="j" * 16) == first
+    assert tokens.sign(user_id="u", session_id="s", now=now)[0] != first[0]

@@ -10,6 +10,7 @@ from authsvc.keyrotation import ActiveKeys
 from authsvc.keys import KeyRing
 from authsvc.metrics import Metrics
 from authsvc.passwords import Hasher
+from authsvc.ratelimit import Throttle
 from authsvc.sessions import SessionService
 from authsvc.store import Store
 from authsvc.store.supervision import StoreState
@@ -29,6 +30,7 @@ ACTIVE_KEYS = web.AppKey("active_keys", ActiveKeys)
 STORE = web.AppKey("store", Store)
 SESSIONS = web.AppKey("sessions", SessionService)
 HASHER = web.AppKey("hasher", Hasher)
+THROTTLE = web.AppKey("throttle", Throttle)
 UNTRUSTED_FORWARDING_WARNED = web.AppKey("untrusted_forwarding_warned", Once)
 METRICS = web.AppKey("metrics", Metrics)
 # Only with the embedded store: whether its process is known to be dead (see /healthz).

@@ -8,7 +8,7 @@ are the same secret, and a `+` is a space. A secret of letters, digits and `-._~
 same whether the client encoded it (openid-client) or not (`curl -u`, authlib).
 
 The caller passes its own client list (introspection clients today, operator clients
-later); this module knows no setting.
+later) and, to throttle failures, its ``Throttle``; this module knows no setting.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from urllib.parse import unquote_plus
 from aiohttp import hdrs, web
 
 from authsvc.errors import InvalidClient
+from authsvc.http.io import client_ip
+from authsvc.ratelimit import Throttle
 
 # (client id, secret) as configured, e.g. Settings.introspection_clients.
 ClientCredentials = Iterable[tuple[str, str]]
@@ -81,3 +83,22 @@ def authenticate_client(request: web.Request, clients: ClientCredentials) -> str
     if header is None:
         raise InvalidClient()
     return match_client(*decode_basic(header), clients)
+
+
+async def authenticate_client_throttled(
+    request: web.Request, clients: ClientCredentials, throttle: Throttle, *, now: int
+) -> str:
+    """``authenticate_client``, each failure taken from its address's bucket.
+
+    Only failures count: a configured client's request costs no store call, and is never
+    refused for failures, its own address's included.
+
+    Raises:
+        InvalidClient: as ``authenticate_client``, while the address has failures left.
+        RateLimited: the address failed too often (429 with ``Retry-After``).
+    """
+    try:
+        return authenticate_client(request, clients)
+    except InvalidClient:
+        await throttle.client_auth_failed(client_ip(request), now=now)
+        raise

@@ -19,9 +19,9 @@ from authsvc.errors import (
     InvalidGrant,
     UnsupportedGrantType,
 )
-from authsvc.http.appkeys import ACTIVE_KEYS, CLOCK, SESSIONS, SETTINGS
+from authsvc.http.appkeys import ACTIVE_KEYS, CLOCK, SESSIONS, SETTINGS, THROTTLE
 from authsvc.http.bodies import RefreshTokenText, form_as, read_form, read_form_values
-from authsvc.http.client_auth import authenticate_client
+from authsvc.http.client_auth import authenticate_client_throttled
 from authsvc.http.io import NO_STORE, client_ip, client_user_agent, json_response, token_response
 from authsvc.sessions import ClientInfo
 
@@ -111,7 +111,9 @@ async def token(request: web.Request) -> web.Response:
     sessions, now = request.app[SESSIONS], request.app[CLOCK]()
     if grant_type == "refresh_token":
         refresh = form_as(values, RefreshGrantForm)
-        return token_response(await sessions.refresh(refresh.refresh_token, now=now))
+        # The address's refresh bucket, shared with /v1/auth/refresh, before any signing.
+        pair = await sessions.refresh(refresh.refresh_token, ip=client_ip(request), now=now)
+        return token_response(pair)
     if grant_type == "password" and request.app[SETTINGS].password_grant:
         owner = form_as(values, PasswordGrantForm)
         client = ClientInfo(user_agent=client_user_agent(request), ip=client_ip(request))
@@ -139,10 +141,14 @@ async def revoke(request: web.Request) -> web.Response:
 @routes.post("/oauth/introspect")
 async def introspect(request: web.Request) -> web.Response:
     """RFC 7662: whether an access token is active now, revocation included."""
-    # §2.1: the caller must be a configured introspection client (HTTP Basic).
-    authenticate_client(request, request.app[SETTINGS].introspection_clients)
+    now = request.app[CLOCK]()
+    # §2.1: the caller must be a configured introspection client (HTTP Basic); failures
+    # are throttled per address.
+    await authenticate_client_throttled(
+        request, request.app[SETTINGS].introspection_clients, request.app[THROTTLE], now=now
+    )
     form = await read_form(request, TokenHintForm)
-    principal = await request.app[SESSIONS].introspect(form.token, now=request.app[CLOCK]())
+    principal = await request.app[SESSIONS].introspect(form.token, now=now)
     if principal is None:
         # §2.2: nothing more is said about a token that is not active.
         return json_response({"active": False}, headers=NO_STORE)

@@ -9,13 +9,15 @@ several of them run on Redis Cluster too (all their keys hash to one slot):
     authsvc:{<uid>}:s:<sid>       hash  one session: n (position of the chain's current
                                         token), h (its hash), c (created_at), d (device),
                                         a (user agent), i (ip)
-    authsvc:{<uid>}:g:<sid>       str   the last rotation's successor, sealed with the token
+    authsvc:{<uid>}:g:<sid>       str   the last rotation's successor (its refresh token, its
+                                        access token's iat and jti), sealed with the token
                                         it replaced; kept only through the grace window
     authsvc:username:<sha256(name)>
                                   str   normalised username -> user id
     authsvc:ratelimit:<scope>:<sha256(value)>
                                   str   a token bucket: when it is full again (ms); scopes
-                                        login-user, login-ip, registration-ip, refresh-ip
+                                        login-user, login-ip, registration-ip, refresh-ip,
+                                        client-auth-ip
     authsvc:ratelimit:login-failures:<sha256(name)>
                                   zset  attempt id -> time: an account's login attempts
                                         since its last success, within the failure window

@@ -12,8 +12,6 @@ class RotationOutcome(enum.Enum):
     REPLAY = "replay"
     UNKNOWN = "unknown"
     LIMITED = "limited"
-    # Asked without a successor, and the token is the chain's current one after all.
-    CURRENT = "current"
 
 
 class LoginOutcome(enum.Enum):

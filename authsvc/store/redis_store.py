@@ -253,8 +253,8 @@ class Store:
         """Rotate a session's chain; with a ``bucket``, take a token from it first.
 
         A refresh refused by the bucket changes nothing else (``RotationOutcome.LIMITED``).
-        Without a successor (empty hash and sealed successor), nothing rotates: the answer
-        is grace, replay or unknown, or ``CURRENT`` when the token is the current one.
+        ``sealed_successor`` is kept through the grace and handed back to a retry
+        (``RotationOutcome.GRACE``); the store cannot open it.
         """
         keys = scriptkeys.rotate(user_id, session_id)
         bucket_args: list[int] = []

@@ -3,13 +3,15 @@
 -- KEYS[1] session hash   KEYS[2] user's session index (zset)   KEYS[3] sealed successor
 -- KEYS[4] (optional) the client address's refresh bucket, taken from first
 -- ARGV[1] session id   ARGV[2] position of the presented token in the chain
--- ARGV[3] presented token hash   ARGV[4] successor token hash ("": none, see {"current"})
--- ARGV[5] sealed successor (opens only with the presented token)   ARGV[6] now
+-- ARGV[3] presented token hash   ARGV[4] successor token hash
+-- ARGV[5] sealed successor: its refresh token and its access token's claims, which open
+--         only with the presented token (the store never holds a token usable to refresh)
+-- ARGV[6] now
 -- ARGV[7] grace seconds   ARGV[8] idle ttl   ARGV[9] session max age
 -- ARGV[10] seconds to keep the sealed successor (a little over the grace)
 -- ARGV[11] ARGV[12] with KEYS[4]: the bucket's tokens and seconds to refill them all
 -- returns {"ok", expires_at} | {"grace", sealed successor, expires_at} | {"replay"} | {"unknown"}
---   | {"limited", seconds until the bucket has a token} | {"current"}
+--   | {"limited", seconds until the bucket has a token}
 --
 -- The caller has checked the presented token's MAC: it was issued by this service, so its
 -- position is true. The state is constant: the chain's current position and token hash, and
@@ -20,7 +22,7 @@ local sealed, now, grace = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local idle_ttl, max_age, successor_ttl = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 
 -- One round trip where the bucket can share the call (not on Cluster: another slot). A
--- refused refresh changes nothing else.
+-- refused refresh changes nothing else, and its caller signs nothing.
 if KEYS[4] then
   local retry_after = take_token(KEYS[4], ARGV[6], ARGV[11], ARGV[12])
   if retry_after > 0 then
@@ -50,11 +52,6 @@ if position == current_position then
   if presented ~= current then
     -- A token minted for this position whose rotation lost a race: never handed out.
     return {"unknown"}
-  end
-  if successor == "" then
-    -- Asked without a successor by a caller that rotated this token before: it is current
-    -- again only if Redis lost that rotation (a failover). The caller rotates it for real.
-    return {"current"}
   end
   local new_expires_at = math.min(now + idle_ttl, created_at + max_age)
   redis.call("HSET", session_key, "n", position + 1, "h", successor)
