@@ -88,6 +88,9 @@ class Settings:
     password_min_length: int = 12
     password_max_length: int = 128
     password_grant: bool = False
+    # A store with accounts made before passwords were NFKC-normalised (authsvc before
+    # 2026-12-01): their hashes may hold a password as typed, tried at a second argon2 run.
+    legacy_password_hashes: bool = False
     # Token buckets: ATTEMPTS at once, then ATTEMPTS per WINDOW, so no double burst at a
     # window's edge. Login counts per username and per client address.
     login_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(10, 60))
