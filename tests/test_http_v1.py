@@ -13,7 +13,7 @@ import jwt
 import pytest
 import redis.asyncio
 from argon2 import extract_parameters
-from support import TEST_PASSWORD, FakeClock, bearer, login, refresh, register
+from support import TEST_PASSWORD, FakeClock, bearer, every_route, login, refresh, register
 
 from authsvc.config import RateLimit, Settings
 from authsvc.http.appkeys import HASHER, STORE
@@ -334,6 +334,21 @@ async def test_access_token_ttl_setting_sets_expires_in(make_client: Any, clock:
     assert pair["expires_in"] == 60
     claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 60
+
+
+BEARER_READS = [path for method, path in every_route() if method == "GET" and "/auth/" in path]
+
+
+@pytest.mark.parametrize("path", BEARER_READS)
+async def test_what_a_bearer_read_answers_is_never_cached(client: Any, path: str) -> None:
+    """The user's identity and sessions (where and on what they are logged in) must not
+    stay in a browser's cache or an HTTP/1.0 proxy after logout (RFC 9111 §5.2.2.5)."""
+    assert {"/v1/auth/me", "/v1/auth/sessions", "/v1/auth/verify"} <= set(BEARER_READS)
+    await register(client)
+    response = await client.get(path, headers=bearer(await login(client)))
+    assert response.status == 200, await response.text()
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
 
 
 async def test_unknown_user_and_wrong_password_look_the_same(client: Any) -> None:
