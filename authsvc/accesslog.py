@@ -6,6 +6,11 @@ status, size, duration, and the request id, as every line of the request) and ne
 query string, where a client might put a token. For the JSON format the same values also
 go on the line as fields of their own.
 
+Every value from the client (method, path; the peer's address too) is escaped as both
+formats escape every logged value (``logs.escape_controls``): a ``%0A`` or ``%1B`` in a
+URL cannot start a line or reach a terminal. The request id needs none: only visible
+ASCII ids are taken (``requestid``).
+
 A line per request through ``logging`` (a LogRecord, a filter, a formatter) cost a tenth
 of a cached /v1/auth/verify. So while logging is as ``logs.configure_logging`` left it,
 the line is formatted here, as that handler's formatter would write it, and handed to its
@@ -25,7 +30,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from authsvc.logs import LineWriterHandler, RequestIdFilter, root_line_writer
+from authsvc.logs import LineWriterHandler, RequestIdFilter, escape_controls, root_line_writer
 from authsvc.requestid import current_request_id
 
 ACCESS_LOGGER = logging.getLogger("authsvc.access")
@@ -44,10 +49,11 @@ class AccessLogger(AbstractAccessLogger):
         self._asctime = ""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        remote = request.remote
         values: _Values = (
-            request.remote,
-            request.method,
-            request.path,
+            None if remote is None else escape_controls(remote),
+            escape_controls(request.method),
+            escape_controls(request.path),
             response.status,
             response.body_length,
             time * 1000,

@@ -65,10 +65,13 @@ def _is_port_suffix(text: str) -> bool:
 
 
 def _ip(text: str) -> IPAddress | None:
+    """The address, or None; also None for a scoped IPv6 address (``fe80::1%eth0``): the
+    scope is any text at all, and an address from a header is stored with the session."""
     try:
-        return ipaddress.ip_address(text)
+        ip = ipaddress.ip_address(text)
     except ValueError:
         return None
+    return None if getattr(ip, "scope_id", None) is not None else ip
 
 
 def _unmapped(ip: IPAddress | None, *, version: int | None) -> IPAddress | None:

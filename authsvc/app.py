@@ -145,6 +145,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         parallelism=settings.argon2_parallelism,
         concurrency=settings.effective_hash_concurrency,
         queue_limit=settings.hash_queue_limit,
+        legacy_raw_form=settings.legacy_password_hashes,
     )
     app[HASHER] = hasher
     app[THROTTLE] = throttle = Throttle(

@@ -40,7 +40,19 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class SettingsError(ValueError):
-    """A setting is missing, malformed or out of range; the message names it."""
+    """A setting is missing, malformed or out of range; the message names it, and shows
+    its value unless the setting may hold a secret (``is_secret_bearing``)."""
+
+
+# Settings whose value may hold a secret, known by their names: lists of clients
+# (``id:secret``), URLs (``redis://user:password@host``), and whatever is named a secret,
+# a password or a token. Their values are never printed, in errors or in a repr.
+_SECRET_BEARING_SUFFIXES = ("_clients", "_url", "_secret", "_password", "_token")
+
+
+def is_secret_bearing(name: str) -> bool:
+    """Whether setting ``name`` (``AUTHSVC_REDIS_URL`` or ``redis_url``) may hold a secret."""
+    return name.lower().removeprefix(ENV_PREFIX.lower()).endswith(_SECRET_BEARING_SUFFIXES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +100,9 @@ class Settings:
     password_min_length: int = 12
     password_max_length: int = 128
     password_grant: bool = False
+    # A store with accounts made before passwords were NFKC-normalised (authsvc before
+    # 2026-12-01): their hashes may hold a password as typed, tried at a second argon2 run.
+    legacy_password_hashes: bool = False
     # Token buckets: ATTEMPTS at once, then ATTEMPTS per WINDOW, so no double burst at a
     # window's edge. Login counts per username and per client address.
     login_rate_limit: RateLimit = field(default_factory=lambda: RateLimit(10, 60))
@@ -127,6 +142,15 @@ class Settings:
     log_level: LogLevel = "INFO"
     access_log: bool = True
     log_format: LogFormat = "text"
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{f.name}=<hidden>"
+            if is_secret_bearing(f.name)
+            else f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"Settings({fields})"
 
     @property
     def effective_issuer(self) -> str:
@@ -301,7 +325,8 @@ def load_settings(
         try:
             values[name] = _cast(name, raw_env)
         except ValueError as exc:
-            raise SettingsError(f"invalid setting {_env_name(name)}={raw_env!r}: {exc}") from None
+            shown = "" if is_secret_bearing(name) else f"={raw_env!r}"
+            raise SettingsError(f"invalid setting {_env_name(name)}{shown}: {exc}") from None
 
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)  # type: ignore[arg-type]

@@ -6,6 +6,12 @@ taken from a context variable by a filter on the handler, so no caller passes it
 Lines go out through a ``LineWriter``: what one turn of the event loop logs leaves in one
 write, rather than a write (a system call) per line; the access log (``accesslog``) also
 writes its lines there directly, formatted as the handler's formatter would.
+
+Logged values cannot forge lines: a client's path, user agent, device or request id may
+hold a newline, a carriage return or a terminal escape (``%0A``, ``%1B`` in a URL), so
+both formats write every value through ``escape_controls``, which turns each character
+that is not printable into a visible escape (``\n``, ``\x1b``, ``\u2028``). Tracebacks
+(``exc_info``) keep their lines.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import asyncio
 import logging
 import sys
 import threading
-from typing import TextIO
+from typing import Any, TextIO
 
 from pythonjsonlogger.msgspec import MsgspecFormatter
 
@@ -25,6 +31,36 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(request_id)s: %
 # Characters per write at most: at most 4 bytes each in UTF-8, so every write fits in
 # PIPE_BUF (4096), which a pipe takes whole: the lines of several workers never interleave.
 BATCH_CHARS = 1024
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every character that is not printable written as an escape.
+
+    Not printable, as ``str.isprintable`` says: control characters (C0, DEL, C1: newlines,
+    carriage returns, ESC and CSI), line and paragraph separators, format characters
+    (bidirectional overrides), lone surrogates (undecodable bytes), unassigned code points,
+    and every space but the ASCII one. What comes out is printable, so escaping it again
+    changes nothing: a value escaped where it is logged and again by the formatter reads
+    the same.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(ch: str) -> str:
+    named = _NAMED_ESCAPES.get(ch)
+    if named is not None:
+        return named
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
 
 
 class LineWriter:
@@ -95,10 +131,31 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+_MULTILINE_FIELDS = frozenset({"exc_info", "stack_info"})
+
+
+class _EscapingJsonFormatter(MsgspecFormatter):
+    """JSON escapes newlines itself, but not DEL, C1 controls (CSI), U+2028 or lone
+    surrogates (which msgspec cannot encode): a log viewer prints the decoded value."""
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        for key, value in log_data.items():
+            if isinstance(value, str) and key not in _MULTILINE_FIELDS:
+                log_data[key] = escape_controls(value)
+        return log_data
+
+
+class _EscapingTextFormatter(logging.Formatter):
+    """The line without what follows it (a traceback), every character printable."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+
 def json_formatter() -> logging.Formatter:
     """One JSON object a line: ts, level, logger, pid, message, and the record's extra
-    fields (request_id, the access log's method, path, status...)."""
-    return MsgspecFormatter(
+    fields (request_id, the access log's method, path, status...), each escaped."""
+    return _EscapingJsonFormatter(
         ["levelname", "name", "process", "message"],
         rename_fields={"levelname": "level", "name": "logger", "process": "pid"},
         timestamp="ts",
@@ -106,7 +163,7 @@ def json_formatter() -> logging.Formatter:
 
 
 def text_formatter() -> logging.Formatter:
-    return logging.Formatter(TEXT_FORMAT, defaults={"request_id": "-"})
+    return _EscapingTextFormatter(TEXT_FORMAT, defaults={"request_id": "-"})
 
 
 def configure_logging(level: str, log_format: LogFormat) -> None:

@@ -116,7 +116,11 @@ class Hasher:
     ``queue_limit`` bounds the hashes waiting for a thread: past it, a burst of logins or
     registrations is answered at once with ``Overloaded`` instead of queueing for ever.
 
-    Passwords are normalised (NFKC) before hashing and verifying.
+    Passwords are normalised (NFKC) before hashing and verifying, and a verification is
+    one argon2 run. ``legacy_raw_form`` (AUTHSVC_LEGACY_PASSWORD_HASHES) is for a store
+    with accounts made before authsvc normalised passwords, whose hashes hold the form as
+    typed: a password whose NFKC form differs is then also tried as typed, a second run
+    for every such login, known user or not, so the time still tells nothing.
     """
 
     def __init__(
@@ -127,6 +131,7 @@ class Hasher:
         parallelism: int,
         concurrency: int,
         queue_limit: int = 64,
+        legacy_raw_form: bool = False,
     ) -> None:
         self._hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism
@@ -135,6 +140,7 @@ class Hasher:
         self._max_pending = concurrency + queue_limit
         self._pending = 0  # running or waiting; guarded by _lock (threads finish them)
         self._lock = threading.Lock()
+        self._legacy_raw_form = legacy_raw_form
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(32))
         self.calls = 0  # verifications and hashes started; tests read it
 
@@ -189,9 +195,13 @@ class Hasher:
             if self._hasher.check_needs_rehash(password_hash):
                 return Verification(new_hash=self._hasher.hash(normalized))
             return Verification(new_hash=None)
-        # A hash made before passwords were normalised holds the raw form: it still
-        # verifies, and is replaced by a hash of the normalised form at once.
-        if normalized != password and self._matches(password_hash, password):
+        # A hash made before passwords were normalised holds the raw form: with the
+        # legacy setting it still verifies, and is replaced by one of the normalised form.
+        if (
+            self._legacy_raw_form
+            and normalized != password
+            and self._matches(password_hash, password)
+        ):
             return Verification(new_hash=self._hasher.hash(normalized))
         return None
 

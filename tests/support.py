@@ -6,6 +6,7 @@ import dataclasses
 import time
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 # The process runners live in servers.py (bench/ uses them too); re-exported here.
@@ -15,6 +16,7 @@ from servers import free_port as free_port
 from servers import redis_server_binary as redis_server_binary
 
 from authsvc.config import RateLimit, Settings
+from authsvc.http import oauth, ops, v1
 
 
 class FakeClock:
@@ -73,3 +75,14 @@ async def refresh(client: TestClient[Any, Any], refresh_token: str) -> Any:
 
 def bearer(pair: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {pair['access_token']}"}
+
+
+def every_route(session_id: str = "AAAAAAAAAAAAAAAAAAAAAA") -> list[tuple[str, str]]:
+    """(method, path) of every route authsvc serves, from its route tables: a route added
+    later is in every test that goes through them all."""
+    return [
+        (route.method, route.path.replace("{session_id}", session_id))
+        for table in (v1.routes, oauth.routes, ops.routes)
+        for route in table
+        if isinstance(route, web.RouteDef)
+    ]

@@ -41,16 +41,19 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
-def log_both_ways(log_format: LogFormat, capsys: pytest.CaptureFixture[str]) -> list[str]:
+def log_both_ways(
+    log_format: LogFormat, capsys: pytest.CaptureFixture[str], request: FakeRequest | None = None
+) -> list[str]:
     """One line written directly, then the same values through logging's formatter."""
     configure_logging("info", log_format)
     current_request_id.set("req-1")
     cls = JsonAccessLogger if log_format == "json" else AccessLogger
+    request = request or FakeRequest()
     direct = cls(ACCESS_LOGGER, "")
-    direct.log(FakeRequest(), FakeResponse(), 0.01234)  # type: ignore[arg-type]
+    direct.log(request, FakeResponse(), 0.01234)  # type: ignore[arg-type]
     through_logging = cls(ACCESS_LOGGER, "")
     through_logging._direct = None
-    through_logging.log(FakeRequest(), FakeResponse(), 0.01234)  # type: ignore[arg-type]
+    through_logging.log(request, FakeResponse(), 0.01234)  # type: ignore[arg-type]
     flush_logs()
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
@@ -76,6 +79,72 @@ def test_a_direct_json_line_reads_as_the_formatter_writes_it(
     formatted.pop("ts")
     assert direct == formatted
     assert direct["duration_ms"] == 12.3 and direct["request_id"] == "req-1"
+
+
+# -- values that would forge lines ------------------------------------------------------
+
+FORGED = (
+    "2026-12-01 12:00:00,000 WARNING authsvc.sessions[1] -: refresh token replayed after "
+    "its grace: session AAAAAAAAAAAAAAAAAAAAAA of user 0123456789abcdef revoked"
+)
+# (what aiohttp's request.path holds, %-escapes decoded) -> what the line shows
+HOSTILE_PATHS = {
+    "newline (%0A)": ("/v1/auth/me\n" + FORGED, "/v1/auth/me\\n" + FORGED),
+    "carriage return (%0D)": ("/v1/auth/me\r" + FORGED, "/v1/auth/me\\r" + FORGED),
+    "escape sequence (%1B)": ("/x\x1b[2J\x1b[31mred", "/x\\x1b[2J\\x1b[31mred"),
+    "C1 CSI": ("/x\x9b31m", "/x\\x9b31m"),
+    "line separator": ("/x\u2028" + FORGED, "/x\\u2028" + FORGED),
+    "file separator": ("/x\x1c" + FORGED, "/x\\x1c" + FORGED),
+    "a byte that is not UTF-8": ("/caf\udce9", "/caf\\udce9"),
+}
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_PATHS.values(), ids=HOSTILE_PATHS.keys())
+def test_a_path_cannot_start_a_line_or_send_an_escape_in_the_text_format(
+    capsys: pytest.CaptureFixture[str], hostile: tuple[str, str]
+) -> None:
+    path, shown = hostile
+    direct, formatted = log_both_ways("text", capsys, FakeRequest(path=path))  # two lines
+    timestamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
+    assert timestamp.sub("", direct) == timestamp.sub("", formatted)
+    assert direct.endswith(f'req-1: 203.0.113.7 "GET {shown}" 200 17 12.3ms')
+    assert direct.isprintable() and formatted.isprintable()  # no control character at all
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_PATHS.values(), ids=HOSTILE_PATHS.keys())
+def test_a_path_cannot_start_a_line_or_send_an_escape_in_the_json_format(
+    capsys: pytest.CaptureFixture[str], hostile: tuple[str, str]
+) -> None:
+    """JSON escapes newlines itself, but a log viewer prints the decoded values: those are
+    escaped too, and the same in the message and the field."""
+    path, shown = hostile
+    lines = log_both_ways("json", capsys, FakeRequest(path=path))  # two lines
+    assert all(line.isprintable() for line in lines)
+    direct, formatted = (json.loads(line) for line in lines)
+    direct.pop("ts"), formatted.pop("ts")
+    assert direct == formatted
+    assert direct["path"] == shown
+    assert direct["message"] == f'203.0.113.7 "GET {shown}" 200 17 12.3ms'
+    assert all(str(value).isprintable() for value in direct.values())
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_any_logged_value_is_escaped_in_both_formats(
+    capsys: pytest.CaptureFixture[str], log_format: LogFormat
+) -> None:
+    """Not the access log alone: a username, a device or a user agent in any message."""
+    configure_logging("info", log_format)
+    logging.getLogger("authsvc.sessions").warning(
+        "login from %s on %s", "evil\r\n" + FORGED, "\x1b]0;owned\x07", extra={"device": "\n"}
+    )
+    flush_logs()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.isprintable()
+    message = json.loads(line)["message"] if log_format == "json" else line
+    assert "login from evil\\r\\n2026-12-01" in message
+    assert "on \\x1b]0;owned\\x07" in message
+    if log_format == "json":
+        assert json.loads(line)["device"] == "\\n"
 
 
 def test_another_handler_on_the_root_takes_the_lines_through_logging(

@@ -63,16 +63,60 @@ async def test_password_length_counts_characters_after_nfkc(make_client: Any) ->
     assert "at least 13 characters" in description
 
 
-async def test_hash_of_an_unnormalised_password_still_verifies_and_is_upgraded(
-    client: Any, redis_client: redis.asyncio.Redis
+class Argon2Runs:
+    """argon2 hashes and verifications, counted where argon2-cffi runs them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        for name in ("hash", "verify"):
+            run = getattr(PasswordHasher, name)
+            monkeypatch.setattr(PasswordHasher, name, self._counted(run))
+
+    def _counted(self, run: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return run(*args, **kwargs)
+
+        return counted
+
+    def take(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+
+async def test_a_password_not_in_nfkc_form_costs_one_argon2_run(
+    client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Accounts made before normalisation hold a hash of the raw password: it still logs
-    in, and the hash is replaced by one of the normalised form, which every keyboard types."""
+    """It once cost two: the NFKC form, then the form as typed, for every such password,
+    right or wrong, known user or not (an attacker's choice of input doubled our cost)."""
+    assert (await _register(client, "alice", COMPOSED)).status == 201
+    runs = Argon2Runs(monkeypatch)
+    wrong = DECOMPOSED + " ou deux"
+    assert unicodedata.normalize("NFKC", wrong) != wrong
+    assert (await _login(client, "alice", wrong)).status == 401
+    assert runs.take() == 1
+    assert (await _login(client, "mallory", wrong)).status == 401  # the dummy hash
+    assert runs.take() == 1
+    assert (await _login(client, "alice", DECOMPOSED)).status == 200
+    assert runs.take() == 1
+
+
+async def test_hash_of_an_unnormalised_password_verifies_with_the_legacy_setting_and_is_upgraded(
+    make_client: Any, redis_client: redis.asyncio.Redis
+) -> None:
+    """Accounts made before normalisation (before 2026-12-01) hold a hash of the raw
+    password: with AUTHSVC_LEGACY_PASSWORD_HASHES it still logs in (at a second argon2 run
+    for every password not in NFKC form, unknown users' included), and the hash is
+    replaced by one of the normalised form, which every keyboard types."""
+    client = await make_client()
     user = await (await _register(client, "alice", COMPOSED)).json()
     user_key = keyspace.user(user["user_id"])
     legacy = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash(DECOMPOSED)
     await redis_client.hset(user_key, "password_hash", legacy)
+    # Without the setting, only the NFKC form is tried.
+    assert (await _login(client, "alice", DECOMPOSED)).status == 401
 
+    client = await make_client(legacy_password_hashes=True)
     assert (await _login(client, "alice", DECOMPOSED)).status == 200
     upgraded = (await redis_client.hget(user_key, "password_hash")).decode()
     assert upgraded != legacy

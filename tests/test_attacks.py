@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import json
 import threading
 from collections.abc import Coroutine
@@ -392,6 +393,93 @@ async def test_non_utf8_bytes_in_a_bearer_header_are_refused(
         assert status_line.split()[1] == b"401", raw
         assert b'WWW-Authenticate: Bearer error="invalid_token"' in rest
         assert b'"error":"invalid_token"' in rest
+
+
+def _raw_post(path: str, body: bytes, content_type: str, *header_lines: bytes) -> bytes:
+    """A POST as bytes, with header lines no HTTP client library would send."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: authsvc\r\nConnection: close\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n".encode()
+        + b"".join(line + b"\r\n" for line in header_lines)
+        + b"\r\n"
+        + body
+    )
+
+
+def _status_and_body(raw: bytes) -> tuple[int, Any]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+async def _sessions_of(client: Any, pair: dict[str, Any]) -> list[dict[str, Any]]:
+    response = await client.get("/v1/auth/sessions", headers=bearer(pair))
+    assert response.status == 200, await response.text()
+    sessions: list[dict[str, Any]] = (await response.json())["sessions"]
+    return sessions
+
+
+async def test_a_latin1_user_agent_at_login_is_kept_with_replacement_characters(
+    client: Any,
+) -> None:
+    """``café`` in ISO-8859-1 reaches aiohttp's handlers as a lone surrogate, which Redis's
+    client cannot encode: it once gave a 500 once the password had checked out."""
+    await register(client)
+    credentials = json.dumps({"username": "alice", "password": TEST_PASSWORD}).encode()
+    raw = await _raw_request(
+        client,
+        _raw_post("/v1/auth/login", credentials, "application/json", b"User-Agent: caf\xe9/1.0"),
+    )
+    status, pair = _status_and_body(raw)
+    assert status == 200, raw
+    assert [s["user_agent"] for s in await _sessions_of(client, pair)] == ["caf\ufffd/1.0"]
+
+
+async def test_a_latin1_user_agent_on_the_password_grant_is_kept_with_replacement_characters(
+    make_client: Any,
+) -> None:
+    client = await make_client(password_grant=True)
+    await register(client)
+    form = f"grant_type=password&username=alice&password={TEST_PASSWORD}".encode()
+    raw = await _raw_request(
+        client,
+        _raw_post(
+            "/oauth/token", form, "application/x-www-form-urlencoded", b"User-Agent: \xff\xfe"
+        ),
+    )
+    status, pair = _status_and_body(raw)
+    assert status == 200, raw
+    assert [s["user_agent"] for s in await _sessions_of(client, pair)] == ["\ufffd\ufffd"]
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    [b"fe80::1%caf\xe9", b"203.0.113.9\xff", b"fe80::1%eth0", b"\xe9"],
+)
+async def test_an_x_forwarded_for_that_is_no_plain_address_is_not_stored(
+    make_client: Any, forwarded: bytes
+) -> None:
+    """Behind a trusted proxy the hop is stored with the session: not UTF-8, or an IPv6
+    scope (any text after a %), it is no client address, and the peer's is kept."""
+    client = await make_client(trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),))
+    await register(client)
+    credentials = json.dumps({"username": "alice", "password": TEST_PASSWORD}).encode()
+    raw = await _raw_request(
+        client,
+        _raw_post(
+            "/v1/auth/login", credentials, "application/json", b"X-Forwarded-For: " + forwarded
+        ),
+    )
+    status, pair = _status_and_body(raw)
+    assert status == 200, raw
+    assert [s["ip"] for s in await _sessions_of(client, pair)] == ["127.0.0.1"]
+    # A plain address from the same proxy is the client's.
+    proxied = await client.post(
+        "/v1/auth/login",
+        json={"username": "alice", "password": TEST_PASSWORD},
+        headers={"X-Forwarded-For": "203.0.113.9"},
+    )
+    assert proxied.status == 200
+    assert "203.0.113.9" in [s["ip"] for s in await _sessions_of(client, pair)]
 
 
 # -- a stateful model of sessions ----------------------------------------------------------

@@ -90,6 +90,26 @@ def test_keys_generate_writes_a_pem_the_key_ring_loads(tmp_path: Path, alg: str)
     assert ring.refresh_secret == KeyRing.from_directory(keys_dir).refresh_secret
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_keys_generate_makes_its_directory_owner_only(tmp_path: Path, umask: int) -> None:
+    """A new directory (and the parents it needs) whatever the umask: 0700 for the keys
+    directory itself, 0600 for what it holds; a directory that exists keeps its mode."""
+    keys_dir = tmp_path / "not" / "yet" / "keys"
+    previous = os.umask(umask)  # the CLI's process inherits it
+    try:
+        result = run_cli("keys", "generate", "--dir", str(keys_dir), cwd=tmp_path)
+    finally:
+        os.umask(previous)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(keys_dir.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(path.stat().st_mode) for path in keys_dir.iterdir()} == {0o600}
+    shared = tmp_path / "shared"  # e.g. a volume an operator made and owns
+    shared.mkdir(mode=0o750)
+    shared.chmod(0o750)
+    assert run_cli("keys", "generate", "--dir", str(shared), cwd=tmp_path).returncode == 0
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o750
+
+
 def test_keys_generate_defaults_to_eddsa(tmp_path: Path) -> None:
     result = run_cli("keys", "generate", "--dir", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr

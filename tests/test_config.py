@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from authsvc.config import RateLimit, Settings, SettingsError, load_settings
+from authsvc.config import RateLimit, Settings, SettingsError, is_secret_bearing, load_settings
 
 EXAMPLE_TOML = Path(__file__).resolve().parent.parent / "config" / "authsvc.example.toml"
 
@@ -289,6 +290,66 @@ def test_bad_environment_value_names_the_setting(name: str, raw: str) -> None:
     with pytest.raises(SettingsError) as error:
         load_settings(environ={name: raw})
     assert_names_setting(error, name)
+
+
+# Secret-bearing settings: named, never echoed
+
+SECRET = "hunter2-Zq7vLm2p"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("AUTHSVC_INTROSPECTION_CLIENTS", f"gw:{SECRET},broken"),
+        ("AUTHSVC_INTROSPECTION_CLIENTS", f"gw:{SECRET},:x"),
+        # A password with an unencoded "/" or "@" splits where the host list is read.
+        ("AUTHSVC_REDIS_URL", f"redis+sentinel://app:{SECRET[:7]}/{SECRET[8:]}@s1:26379"),
+        ("AUTHSVC_REDIS_URL", f"redis+sentinel://app:{SECRET}@s1:26379/m/{SECRET}"),
+        ("AUTHSVC_REDIS_URL", f"redis+cluster://app:{SECRET}@n1:7000/1"),
+        ("AUTHSVC_REDIS_URL", f"{SECRET}://x"),
+    ],
+)
+def test_a_bad_secret_bearing_setting_is_named_without_its_value(
+    tmp_path: Path, name: str, raw: str
+) -> None:
+    """``invalid setting NAME=VALUE`` once printed an introspection secret, or a Redis
+    password, to the terminal and the orchestrator's log of a failed start."""
+    with pytest.raises(SettingsError) as from_env:
+        load_settings(environ={name: raw})
+    key = name.removeprefix("AUTHSVC_").lower()
+    with pytest.raises(SettingsError) as from_toml:
+        load_settings(environ={}, toml_path=write_toml(tmp_path, f"{key} = {raw!r}\n"))
+    for error in (from_env, from_toml):
+        message = str(error.value)
+        assert "\n" not in message and (name in message or key in message), message
+        pieces = {SECRET[i : i + 6] for i in range(len(SECRET) - 5)}
+        assert not any(piece in message for piece in pieces), message
+
+
+def test_settings_that_hold_credentials_are_secret_bearing_by_their_name() -> None:
+    """The rule is the name: client lists (``*_CLIENTS``, id:secret), URLs (a password in
+    them), and anything named a secret, a password or a token; so a later ``*_CLIENTS``
+    setting is covered without being listed."""
+    credential_lists = [
+        f.name for f in dataclasses.fields(Settings) if f.type == "tuple[tuple[str, str], ...]"
+    ]
+    assert credential_lists
+    assert all(is_secret_bearing(name) for name in credential_lists)
+    for name in ("AUTHSVC_REDIS_URL", "AUTHSVC_ADMIN_CLIENTS", "webhook_secret", "smtp_password"):
+        assert is_secret_bearing(name)
+    for name in ("AUTHSVC_PASSWORD_MIN_LENGTH", "password_grant", "issuer", "AUTHSVC_PORT"):
+        assert not is_secret_bearing(name)
+
+
+def test_the_repr_of_settings_shows_no_secret() -> None:
+    settings = load_settings(
+        environ={
+            "AUTHSVC_INTROSPECTION_CLIENTS": f"gw:{SECRET}",
+            "AUTHSVC_REDIS_URL": f"redis://app:{SECRET}@db:6379/0",
+        }
+    )
+    assert SECRET not in repr(settings)
+    assert "redis_url=<hidden>" in repr(settings) and "port=8080" in repr(settings)
 
 
 @pytest.mark.parametrize(("raw", "level"), [("debug", "DEBUG"), (" Warning ", "WARNING")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import urllib.parse
@@ -12,12 +13,13 @@ import jwt
 import pytest
 import redis.asyncio
 from argon2 import extract_parameters
-from support import TEST_PASSWORD, FakeClock, bearer, login, refresh, register
+from support import TEST_PASSWORD, FakeClock, bearer, every_route, login, refresh, register
 
 from authsvc.config import RateLimit, Settings
-from authsvc.http.appkeys import HASHER
+from authsvc.http.appkeys import HASHER, STORE
 from authsvc.keys import KeyRing, SigningKey, generate_private_key
 from authsvc.store import keyspace
+from authsvc.store.scripts import source
 from authsvc.tokens import AccessTokens
 
 TOKEN_PAIR_FIELDS = {
@@ -334,6 +336,21 @@ async def test_access_token_ttl_setting_sets_expires_in(make_client: Any, clock:
     assert claims["exp"] - claims["iat"] == 60
 
 
+BEARER_READS = [path for method, path in every_route() if method == "GET" and "/auth/" in path]
+
+
+@pytest.mark.parametrize("path", BEARER_READS)
+async def test_what_a_bearer_read_answers_is_never_cached(client: Any, path: str) -> None:
+    """The user's identity and sessions (where and on what they are logged in) must not
+    stay in a browser's cache or an HTTP/1.0 proxy after logout (RFC 9111 §5.2.2.5)."""
+    assert {"/v1/auth/me", "/v1/auth/sessions", "/v1/auth/verify"} <= set(BEARER_READS)
+    await register(client)
+    response = await client.get(path, headers=bearer(await login(client)))
+    assert response.status == 200, await response.text()
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+
+
 async def test_unknown_user_and_wrong_password_look_the_same(client: Any) -> None:
     """Same status, same body, and both pay for one password verification."""
     await register(client)
@@ -355,6 +372,51 @@ async def test_unknown_user_and_wrong_password_look_the_same(client: Any) -> Non
         "WWW-Authenticate"
     )
     assert wrong_password_calls == unknown_user_calls == 1
+
+
+class StoreCalls:
+    """The commands the app's store sends to Redis, in order, scripts by name."""
+
+    def __init__(self, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        redis_client = client.app[STORE].redis
+        scripts = {
+            hashlib.sha1(source(name).encode(), usedforsecurity=False).hexdigest(): name
+            for name in ("login", "take_token", "count_failure", "session_live", "rotate")
+        }
+        self._calls: list[str] = []
+        send = redis_client.execute_command
+
+        async def recorded(*args: Any, **options: Any) -> Any:
+            name = str(args[0]).upper()
+            self._calls.append(f"script {scripts[args[1]]}" if name == "EVALSHA" else name)
+            return await send(*args, **options)
+
+        monkeypatch.setattr(redis_client, "execute_command", recorded)
+
+    def take(self) -> list[str]:
+        calls, self._calls = self._calls, []
+        return calls
+
+
+async def test_known_and_unknown_usernames_cost_the_same_store_calls(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each call is a round trip: a known username once cost one more (the user hash) than
+    an unknown one, which a stopwatch on the login tells apart from the outside."""
+    await register(client)
+    calls = StoreCalls(client, monkeypatch)
+    assert (await post_login(client, "alice", "not the right password")).status == 401
+    wrong_password = calls.take()
+    assert (await post_login(client, "mallory", "not the right password")).status == 401
+    unknown_user = calls.take()
+    assert (await post_login(client, "alice", TEST_PASSWORD)).status == 200
+    right_password = calls.take()
+
+    assert wrong_password == unknown_user
+    # Up to the password check, the right password costs what an unknown user does; what
+    # follows it (clearing the failures, the session) only its holder sees.
+    assert right_password[: len(unknown_user)] == unknown_user
+    assert right_password[len(unknown_user) :] == ["DEL", "script login"]
 
 
 async def test_login_with_unusable_username_still_costs_a_verification(client: Any) -> None:

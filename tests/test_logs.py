@@ -12,6 +12,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,59 @@ def test_log_lines_carry_request_ids_and_never_a_secret(
         windows |= access_token_windows(pair["access_token"])
     leaked = sorted(window for window in windows if window in log)
     assert leaked == [], leaked
+
+
+FORGED = (
+    "2026-12-01 12:00:00,000 WARNING authsvc.sessions[1] -: refresh token replayed after "
+    "its grace: session AAAAAAAAAAAAAAAAAAAAAA of user 0123456789abcdef revoked"
+)
+
+
+def _get(port: int, target: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while chunk := connection.recv(65_536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_url_cannot_forge_a_log_line_or_send_a_terminal_escape(
+    servers: Servers, tmp_path: Path, keys_dir: Path, redis_url: str, log_format: str
+) -> None:
+    """``%0A``, ``%0D`` and ``%1B`` are decoded in the path aiohttp hands over: the access
+    log once wrote them as they are, so a URL could add a line (a fake replay warning) or
+    drive the terminal of whoever reads the log."""
+    server = servers.start(
+        tmp_path / "serve.log",
+        {
+            "AUTHSVC_REDIS_URL": redis_url,
+            "AUTHSVC_KEYS_DIR": str(keys_dir),
+            "AUTHSVC_LOG_LEVEL": "INFO",
+            "AUTHSVC_LOG_FORMAT": log_format,
+        },
+    )
+    targets = [
+        f"/v1/auth/me{separator}{urllib.parse.quote(FORGED)}".encode()
+        for separator in ("%0A", "%0D", "%0D%0A", "%E2%80%A8", "%C2%85")
+    ]
+    targets += [b"/x%1B%5B2J%1B%5B31mred%1B%5D0;owned%07", b"/caf%E9", b"/x%C2%9B31m"]
+    for target in targets:
+        assert _get(server.port, target).startswith(b"HTTP/1.1 404 "), target
+    assert server.terminate() == 0
+
+    raw = server.log_path.read_bytes()
+    assert b"\x1b" not in raw and b"\r" not in raw and b"\x07" not in raw
+    log = raw.decode()  # UTF-8 throughout: no byte the client sent as it is
+    assert all(line.isprintable() for line in log.splitlines())
+    entries = parse_lines(log, log_format)  # every line is one of ours, whole
+    access = [
+        e for e in entries if e["logger"] == "authsvc.access" and "/healthz" not in e["message"]
+    ]
+    assert len(access) == len(targets)
+    assert not any("replayed" in e["message"] for e in entries if e["logger"] != "authsvc.access")
+    assert not any(line.startswith("2026-12-01 12:00:00,000") for line in log.splitlines())
+    messages = "\n".join(e["message"] for e in access)
+    assert "/v1/auth/me\\n2026-12-01 12:00:00,000 WARNING" in messages
+    assert "/x\\x1b[2J\\x1b[31mred\\x1b]0;owned\\x07" in messages

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import logging
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 from servers import Servers
-from support import free_port
+from support import TEST_PASSWORD, every_route, free_port
 
 from authsvc.app import create_app
 from authsvc.config import Settings
@@ -78,6 +82,54 @@ async def test_a_good_request_on_the_same_server_is_served(port: int) -> None:
     )
     assert status == 200
     assert json.loads(body) == {"status": "ok"}
+
+
+# -- bodies whose Content-Encoding does not decode ---------------------------------------
+
+
+def _coded_request(
+    method: str, path: str, coding: str, body: bytes, *, keep_alive: bool = True
+) -> bytes:
+    """Kept alive unless told (no ``Connection: close``): the server must close it."""
+    connection = "" if keep_alive else "Connection: close\r\n"
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"{connection}Content-Encoding: {coding}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "GZip", "br", "zstd"])
+@pytest.mark.parametrize(("method", "path"), every_route())
+async def test_a_body_whose_content_encoding_does_not_decode_is_invalid_request(
+    port: int, caplog: pytest.LogCaptureFixture, method: str, path: str, coding: str
+) -> None:
+    """On every route, whether its handler reads a body or not: once a 500 with a traceback,
+    and an ERROR from aiohttp when it read on after the answer. (br and zstd are refused by
+    the parser when their libraries are not installed, decoded like gzip when they are.)"""
+    raw = _coded_request(method, path, coding, b"these bytes are no " + coding.encode())
+    status, headers, body = await raw_request(port, raw)  # returns once the server closes
+    assert status == 400, body
+    assert headers["content-type"].startswith("application/json")
+    error = json.loads(body)
+    assert error["error"] == "invalid_request"
+    assert "Content-Encoding" in error["error_description"]
+    assert headers["x-request-id"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    "coding", [("gzip", gzip.compress), ("deflate", zlib.compress), ("x-unknown", bytes)]
+)
+async def test_a_body_that_decodes_as_its_content_encoding_says_is_read(
+    port: int, coding: tuple[str, Any]
+) -> None:
+    """aiohttp ignores a coding it does not know: the bytes are read as they are."""
+    name, encode = coding
+    document = json.dumps({"username": f"coded-{name}", "password": TEST_PASSWORD}).encode()
+    status, _, body = await raw_request(
+        port, _coded_request("POST", "/v1/users", name, encode(document), keep_alive=False)
+    )
+    assert status == 201, body
 
 
 async def test_the_served_process_answers_parser_errors_in_json(

@@ -1,11 +1,16 @@
 """Request bodies: one validation layer for JSON (/v1) and forms (/oauth/).
 
 Both go through the same steps, in the same order: the content type (and a charset, if
-given, of UTF-8), the size (AUTHSVC_MAX_BODY_SIZE, enforced by aiohttp), strict UTF-8,
-then msgspec, which checks types and lengths against a Struct, and unknown fields: refused
-in JSON, ignored in forms (RFC 6749 §3.2), where a parameter sent without a value counts as
-omitted (§3.1). Every failure is a contract 4xx: 415 for the wrong type or charset, 413 for
-the size, 400 invalid_request for the rest, naming what is wrong.
+given, of UTF-8), the size (AUTHSVC_MAX_BODY_SIZE, enforced by aiohttp), the content
+coding (aiohttp decodes gzip, deflate, and br or zstd when their libraries are there),
+strict UTF-8, then msgspec, which checks types and lengths against a Struct, and unknown
+fields: refused in JSON, ignored in forms (RFC 6749 §3.2), where a parameter sent without
+a value counts as omitted (§3.1). Every failure is a contract 4xx: 415 for the wrong type
+or charset, 413 for the size, 400 invalid_request for the rest, naming what is wrong.
+
+A body sent with a Content-Encoding is decoded before any handler runs, on every route
+(``observe.request_middleware`` calls ``read_body``): bytes that do not decode as their
+coding says fail in aiohttp's parser, which then reads nothing more on that connection.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from authsvc.errors import InvalidRequest, UnsupportedMediaType
 
@@ -30,6 +36,24 @@ _UTF8 = ("utf-8", "utf8")
 RefreshTokenText = Annotated[str, msgspec.Meta(max_length=512)]
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The body, decoded as its Content-Encoding says (aiohttp keeps it for later reads).
+
+    Raises:
+        PayloadTooLarge: via aiohttp, past AUTHSVC_MAX_BODY_SIZE once decoded.
+        InvalidRequest: bytes that are not what their Content-Encoding says, or a body
+            aiohttp's parser could not read to its end.
+    """
+    try:
+        return await request.read()
+    except RequestPayloadError:
+        # aiohttp's parser has stopped: nothing more can be read on this connection, which
+        # ``observe.request_middleware`` closes once the answer has gone.
+        if request.headers.get("Content-Encoding"):
+            raise InvalidRequest("the body does not decode as its Content-Encoding says") from None
+        raise InvalidRequest("the body could not be read") from None
+
+
 @functools.cache
 def _json_decoder(body_type: type) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(body_type)
@@ -41,14 +65,15 @@ async def _read_text(request: web.Request, content_type: str) -> bytes:
     Raises:
         UnsupportedMediaType: another content type, or a charset other than UTF-8.
         PayloadTooLarge: via aiohttp, past AUTHSVC_MAX_BODY_SIZE.
-        InvalidRequest: bytes that are not UTF-8.
+        InvalidRequest: bytes that are not UTF-8, or that do not decode as their
+            Content-Encoding says.
     """
     if request.content_type != content_type:
         raise UnsupportedMediaType(f"the body must be {content_type}")
     charset = request.charset
     if charset is not None and charset.lower() not in _UTF8:
         raise UnsupportedMediaType("the body must be encoded in UTF-8")
-    raw = await request.read()
+    raw = await read_body(request)
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -45,8 +45,22 @@ def bearer_token(request: web.Request) -> str:
     return token
 
 
+def header_text(request: web.Request, name: str) -> str:
+    """A header's value as text any store, encoder or log takes ("" when absent; the
+    values of a repeated header joined by ", ", as RFC 9110 §5.3 combines them).
+
+    aiohttp hands header bytes that are not UTF-8 (``café`` sent in ISO-8859-1) over as
+    lone surrogates, which Redis's client, JSON and the log stream cannot encode: every
+    header authsvc keeps or logs is read here, and such bytes become U+FFFD.
+    """
+    value = ", ".join(request.headers.getall(name, ()))
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def client_user_agent(request: web.Request) -> str:
-    return request.headers.get("User-Agent", "")[:USER_AGENT_MAX_LENGTH]
+    return header_text(request, "User-Agent")[:USER_AGENT_MAX_LENGTH]
 
 
 def client_ip(request: web.Request) -> str:
@@ -65,9 +79,7 @@ def client_ip(request: web.Request) -> str:
         return peer
     if not _is_trusted(parse_address(peer), trusted):
         return peer
-    hops = [
-        hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
-    ]
+    hops = [hop.strip() for hop in header_text(request, "X-Forwarded-For").split(",")]
     for hop in reversed([hop for hop in hops if hop]):
         ip = parse_address(hop)
         if not _is_trusted(ip, trusted):

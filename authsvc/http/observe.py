@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from authsvc.http.appkeys import METRICS
+from authsvc.http.bodies import read_body
 from authsvc.http.errors import contract_error_response
 from authsvc.metrics import UNMATCHED_ROUTE
 from authsvc.requestid import HEADER, current_request_id, new_request_id, request_id_for
@@ -42,6 +43,10 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     in_flight = request.app[METRICS].http_requests_in_flight
     in_flight.inc()
     try:
+        if hdrs.CONTENT_ENCODING in request.headers:
+            # Decoded here, whatever the route: a coding that fails fails before any
+            # handler, not in aiohttp after the answer (an ERROR and a traceback there).
+            await read_body(request)
         response = await handler(request)
     except Exception as exc:
         error = contract_error_response(request, exc)
@@ -52,10 +57,21 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = error
     finally:
         in_flight.dec()
+    if request.content.exception() is not None:
+        _end_unreadable_body(request, response)
     # A request cancelled by a client that went away, or by the shutdown bound, is not
     # counted: it has no status.
     _count(request, response.status, started)
     return response
+
+
+def _end_unreadable_body(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp's parser stopped at a body it could not read (a Content-Encoding that does
+    not decode): no request after it can be read on this connection, so it closes once
+    this answer has gone, and aiohttp is told the body has ended rather than left waiting
+    for the rest of it (which would raise the parser's error again, and log it)."""
+    response.force_close()
+    request.content.feed_eof()
 
 
 def _count(request: web.Request, status: int, started: float) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -37,11 +38,13 @@ class _JsonErrorRequestHandler(RequestHandler):
             return super().handle_error(request, status, exc, message)
         # Neither the bytes nor aiohttp's message (which quotes them) go to the log.
         logger.info("refused a request its parser could not read (%d)", status)
-        error: AuthsvcError = (
-            PayloadTooLarge()
-            if status == 413
-            else InvalidRequest("the request line or its headers could not be read")
-        )
+        error: AuthsvcError
+        if status == 413:
+            error = PayloadTooLarge()
+        elif isinstance(exc, ContentEncodingError):  # br or zstd without its library
+            error = InvalidRequest("the body's Content-Encoding is not supported")
+        else:
+            error = InvalidRequest("the request line or its headers could not be read")
         response = error_response(error, oauth=False)
         response.headers[HEADER] = new_request_id()
         response.headers["Server"] = SERVER

@@ -11,6 +11,7 @@ from authsvc.errors import RegistrationClosed
 from authsvc.http.appkeys import CLOCK, SESSIONS, SETTINGS
 from authsvc.http.bodies import RefreshTokenText, read_json
 from authsvc.http.io import (
+    NO_STORE,
     bearer_token,
     client_ip,
     client_user_agent,
@@ -116,7 +117,8 @@ async def list_sessions(request: web.Request) -> web.Response:
                 }
                 for record in records
             ]
-        }
+        },
+        headers=NO_STORE,  # the user's data: what follows a Bearer read is never cached
     )
 
 
@@ -137,7 +139,8 @@ async def me(request: web.Request) -> web.Response:
             "user_id": principal.user_id,
             "username": principal.username,
             "session_id": principal.session_id,
-        }
+        },
+        headers=NO_STORE,
     )
 
 
@@ -150,6 +153,6 @@ async def verify(request: web.Request) -> web.Response:
         headers={
             "X-Auth-User-Id": principal.user_id,
             "X-Auth-Session-Id": principal.session_id,
-            "Cache-Control": "no-store",
+            **NO_STORE,
         },
     )

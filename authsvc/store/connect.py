@@ -31,7 +31,8 @@ DEFAULT_SENTINEL_PORT = 26379
 
 
 class StoreUrlError(ValueError):
-    """AUTHSVC_REDIS_URL is not a URL authsvc can connect to; the message says why."""
+    """AUTHSVC_REDIS_URL is not a URL authsvc can connect to; the message says why, and
+    quotes no part of the URL (any part may hold the password)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,11 @@ def _nodes(netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
             host, port = item.strip(), str(default_port)
         host = host.strip("[]")  # an IPv6 address in brackets
         if not host or not port.isdigit() or not 0 < int(port) < 65_536:
-            raise StoreUrlError(f"expected host:port, got {item.strip()!r}")
+            # Never the item itself: a password with an unencoded "/" or "@" ends up here.
+            raise StoreUrlError(
+                "expected host:port for every host (%-encode a '/', '@', ':' or ',' in a "
+                "user name or password)"
+            )
         nodes.append((host, int(port)))
     return tuple(nodes)
 
@@ -92,7 +97,7 @@ def parse_store_url(url: str) -> StoreAddress:
         return StoreAddress("single", url, tls=scheme == "rediss")
     if scheme not in _SENTINEL_SCHEMES + _CLUSTER_SCHEMES:
         raise StoreUrlError(
-            f"unknown scheme {scheme}://; expected redis://, rediss://, unix://, "
+            "unknown scheme; expected redis://, rediss://, unix://, "
             "redis+sentinel://, redis+cluster:// (or rediss+...) or memory://"
         )
     netloc, _, path = rest.partition("/")
@@ -110,7 +115,7 @@ def parse_store_url(url: str) -> StoreAddress:
     if not service_name:
         raise StoreUrlError("a Sentinel URL ends with /service_name[/db]")
     if db and not db.isdigit():
-        raise StoreUrlError(f"the database must be a number, got {db!r}")
+        raise StoreUrlError("the database must be a number")
     return StoreAddress(
         "sentinel", url, _nodes(netloc, DEFAULT_SENTINEL_PORT), service_name=service_name,
         db=int(db or 0), username=username, password=password, tls=tls,

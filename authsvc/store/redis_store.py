@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -180,14 +181,18 @@ class Store:
 
     @translate_errors
     async def find_user(self, username: str) -> UserRecord | None:
-        user_id = await self.redis.get(keyspace.username(username))
-        if user_id is None:
-            return None
-        user_id = _text(user_id)
+        """The user a username names, in two round trips whether there is one or not.
+
+        The username index and the user hash lie in two slots (Cluster), so this is two
+        commands; an unknown name reads the hash of a user id no account has, so that the
+        time a login takes does not tell whether a username exists.
+        """
+        found = await self.redis.get(keyspace.username(username))
+        user_id = secrets.token_hex(16) if found is None else _text(found)
         fields = await self.redis.hmget(
             keyspace.user(user_id), ["username", "password_hash", "epoch"]
         )
-        if fields[0] is None:
+        if found is None or fields[0] is None:
             return None
         return UserRecord(user_id, _text(fields[0]), _text(fields[1]), _text(fields[2]))
 
