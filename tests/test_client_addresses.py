@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from support import TEST_PASSWORD, bearer, login, register
 
-from authsvc.addresses import client_network, parse_address
 from authsvc.config import RateLimit, SettingsError, load_settings
+from authsvc.domain.addresses import client_network, parse_address
 
 # The test client's peer is 127.0.0.1; 10.0.0.0/8 stands for a second proxy tier.
 PROXIES = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))
@@ -32,7 +32,6 @@ def _forwarded(hop: str) -> dict[str, str]:
         ("[2001:db8::1]:443", "2001:db8::1"),
         ("::ffff:203.0.113.9", "203.0.113.9"),
         ("[::ffff:203.0.113.9]:80", "203.0.113.9"),
-        ("fe80::1%eth0", "fe80::1%eth0"),
     ],
 )
 def test_forms_proxies_write_name_the_address(text: str, address: str) -> None:
@@ -42,7 +41,9 @@ def test_forms_proxies_write_name_the_address(text: str, address: str) -> None:
 @pytest.mark.parametrize(
     "text",
     ["", "unknown", "_hidden", "203.0.113.9:", "203.0.113.9:port", "203.0.113.9:123456",
-     "[2001:db8::1", "[2001:db8::1]x", "[2001:db8::1]:", "[203.0.113.9]:80", "2001:db8::g"],
+     "[2001:db8::1", "[2001:db8::1]x", "[2001:db8::1]:", "[203.0.113.9]:80", "2001:db8::g",
+     # A scope is any text at all, and an address from a header is stored with the session.
+     "fe80::1%eth0", "[fe80::1%eth0]:443"],
 )  # fmt: skip
 def test_text_that_names_no_address_is_refused(text: str) -> None:
     assert parse_address(text) is None
@@ -53,7 +54,7 @@ def test_ipv4_counts_per_address_and_ipv6_per_network() -> None:
     assert client_network("::ffff:203.0.113.9") == "203.0.113.9"
     assert client_network("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
     assert client_network("[2001:db8:1:2::1]:443") == "2001:db8:1:2::/64"
-    assert client_network("fe80::1%eth0") == "fe80::/64"
+    assert client_network("fe80::1%eth0") == "fe80::1%eth0"  # no address: counts as itself
     assert client_network("2001:db8:1:2::1", 48) == "2001:db8:1::/48"
     assert client_network("2001:db8:1:2::1", 128) == "2001:db8:1:2::1/128"
 
