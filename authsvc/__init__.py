@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from authsvc.app import create_app
     from authsvc.config import Settings, load_settings
+    from authsvc.server.app import create_app
 
 from authsvc.version import VERSION
 
@@ -20,7 +20,7 @@ __version__ = VERSION
 
 def __getattr__(name: str) -> Any:
     if name == "create_app":
-        from authsvc.app import create_app
+        from authsvc.server.app import create_app
 
         return create_app
     if name in ("Settings", "load_settings"):

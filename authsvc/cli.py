@@ -11,22 +11,23 @@ from pathlib import Path
 
 from aiohttp import web
 
-from authsvc.app import create_app
-from authsvc.config import Settings, SettingsError, SigningAlgorithm, load_settings
+from authsvc.config import Settings, SettingsError, load_settings
 from authsvc.errors import AuthsvcError
 from authsvc.http.appkeys import CLOCK, SESSIONS
-from authsvc.keys import (
+from authsvc.server.app import create_app
+from authsvc.server.serve import serve
+from authsvc.store.embedded import EmbeddedStoreError
+from authsvc.telemetry.logs import configure_logging
+from authsvc.tokens.keys import (
     KeyRing,
     KeyRingError,
+    SigningAlgorithm,
     SigningKey,
     generate_private_key,
     load_refresh_secret,
     write_key_file,
     write_schedule_file,
 )
-from authsvc.logs import configure_logging
-from authsvc.serve import serve
-from authsvc.store.embedded import EmbeddedStoreError
 from authsvc.version import VERSION
 
 

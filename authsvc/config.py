@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from authsvc.store.connect import StoreUrlError, parse_store_url
+from authsvc.store.urls import StoreUrlError, parse_store_url
+from authsvc.tokens.keys import SigningAlgorithm
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,6 @@ _TOOL_VARIABLES = {
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-SigningAlgorithm = Literal["EdDSA", "ES256", "RS256"]
 Registration = Literal["open", "closed"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]

@@ -22,8 +22,9 @@ import hiredis
 from fixtures import PASSWORD_HASH, limits_of, phone_login
 
 from authsvc.config import Settings
-from authsvc.store import Store, UserRecord
-from authsvc.tokens import new_session_id, new_user_id
+from authsvc.store.records import UserRecord
+from authsvc.store.redis_store import Store
+from authsvc.tokens.refresh import new_session_id, new_user_id
 
 T = TypeVar("T")
 SESSIONS_PER_USER = 4  # a phone, a laptop, a tablet, a TV

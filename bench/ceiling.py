@@ -18,7 +18,7 @@ import uvloop
 from aiohttp import web
 from redis.asyncio import Redis
 
-from authsvc.store import open_redis
+from authsvc.store.connect import open_redis
 
 KEY = "bench:ceiling"
 REDIS = web.AppKey("redis", Redis)

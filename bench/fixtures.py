@@ -19,9 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from authsvc.config import Settings
-from authsvc.keys import KeyRing
-from authsvc.store import Login, SessionLimits, Store, UserRecord, keyspace, open_redis
-from authsvc.tokens import AccessTokens, RefreshTokens, new_session_id, new_user_id
+from authsvc.store import keyspace
+from authsvc.store.connect import open_redis
+from authsvc.store.records import Login, SessionLimits, UserRecord
+from authsvc.store.redis_store import Store
+from authsvc.tokens.access import AccessTokens
+from authsvc.tokens.keys import KeyRing
+from authsvc.tokens.refresh import RefreshTokens, new_session_id, new_user_id
 
 # What a phone's login records (the store cuts the user agent to fit a listpack value).
 DEVICE = "iPhone 15"

@@ -21,9 +21,9 @@ from servers import Servers, generate_keys
 from support import FakeClock, RedisProcess, fast_settings
 from topologies import RedisClusterProcesses, SentinelProcesses
 
-from authsvc.app import create_app
 from authsvc.config import Settings
-from authsvc.keys import KeyRing
+from authsvc.server.app import create_app
+from authsvc.tokens.keys import KeyRing
 
 # Fixtures that start authsvc (or its CLI) as a real process: a test using one is marked
 # ``process``, so the run on the built wheel (scripts/test-installed) cannot miss it.

@@ -19,8 +19,8 @@ from schemathesis import Case, CheckContext, Response
 from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import is_unexpected_http_status_case
 
+from authsvc.domain.passwords import USERNAME_MAX_LENGTH, normalize_username
 from authsvc.errors import InvalidRequest
-from authsvc.passwords import USERNAME_MAX_LENGTH, normalize_username
 
 REGISTER = "POST /v1/users"
 OAUTH_TOKEN = "POST /oauth/token"

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from authsvc.accesslog import ACCESS_LOGGER, AccessLogger, JsonAccessLogger
 from authsvc.config import LogFormat
-from authsvc.logs import LineWriter, LineWriterHandler, configure_logging, flush_logs
-from authsvc.requestid import current_request_id
+from authsvc.server.accesslog import ACCESS_LOGGER, AccessLogger, JsonAccessLogger
+from authsvc.telemetry.logs import LineWriter, LineWriterHandler, configure_logging, flush_logs
+from authsvc.telemetry.requestid import current_request_id
 
 
 @dataclass
@@ -84,7 +84,7 @@ def test_a_direct_json_line_reads_as_the_formatter_writes_it(
 # -- values that would forge lines ------------------------------------------------------
 
 FORGED = (
-    "2026-12-01 12:00:00,000 WARNING authsvc.sessions[1] -: refresh token replayed after "
+    "2026-12-01 12:00:00,000 WARNING authsvc.domain.sessions[1] -: refresh token replayed after "
     "its grace: session AAAAAAAAAAAAAAAAAAAAAA of user 0123456789abcdef revoked"
 )
 # (what aiohttp's request.path holds, %-escapes decoded) -> what the line shows
@@ -134,7 +134,7 @@ def test_any_logged_value_is_escaped_in_both_formats(
 ) -> None:
     """Not the access log alone: a username, a device or a user agent in any message."""
     configure_logging("info", log_format)
-    logging.getLogger("authsvc.sessions").warning(
+    logging.getLogger("authsvc.domain.sessions").warning(
         "login from %s on %s", "evil\r\n" + FORGED, "\x1b]0;owned\x07", extra={"device": "\n"}
     )
     flush_logs()

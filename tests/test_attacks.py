@@ -39,9 +39,9 @@ from hypothesis.stateful import (
 from support import TEST_PASSWORD, FakeClock, bearer, fast_settings, login, register
 from support import refresh as refresh_request
 
-from authsvc.app import create_app
 from authsvc.config import Settings
-from authsvc.keys import KeyRing, SigningKey, generate_private_key, write_key_file
+from authsvc.server.app import create_app
+from authsvc.tokens.keys import KeyRing, SigningKey, generate_private_key, write_key_file
 
 T = TypeVar("T")
 
@@ -536,6 +536,7 @@ def _session_machine(
     driver: AppDriver, clock: FakeClock, redis_url: str, settings: Settings
 ) -> type[RuleBasedStateMachine]:
     grace, max_age = settings.refresh_reuse_grace, settings.sensitive_max_age
+    access_ttl = settings.access_token_ttl
 
     class Sessions(RuleBasedStateMachine):
         """Login, refresh, replays (in and after the grace), logout, logout-all and
@@ -557,6 +558,12 @@ def _session_machine(
 
         def _fresh(self, sid: str) -> bool:
             return clock.now - self.sessions[sid].issued_at <= max_age
+
+        def _usable(self, sid: str) -> bool:
+            """A live session whose access token has not expired by the service clock
+            (exp is checked with a second of leeway)."""
+            session = self.sessions[sid]
+            return session.live and clock.now - session.issued_at <= access_ttl
 
         @rule()
         def login(self) -> None:
@@ -610,15 +617,16 @@ def _session_machine(
         def logout(self, data: st.DataObject) -> None:
             sid = data.draw(st.sampled_from(list(self.sessions)))
             status, _ = driver.request("POST", "/v1/auth/logout", headers=self._bearer(sid))
-            assert status == (204 if self.sessions[sid].live else 401)
-            self.sessions[sid].live = False
+            assert status == (204 if self._usable(sid) else 401)
+            if status == 204:
+                self.sessions[sid].live = False
 
         @precondition(lambda self: self.sessions)
         @rule(data=st.data())
         def logout_all(self, data: st.DataObject) -> None:
             sid = data.draw(st.sampled_from(list(self.sessions)))
             status, _ = driver.request("POST", "/v1/auth/logout-all", headers=self._bearer(sid))
-            if not self.sessions[sid].live or not self._fresh(sid):
+            if not self._usable(sid) or not self._fresh(sid):
                 assert status == 401
                 return
             assert status == 204
@@ -633,7 +641,7 @@ def _session_machine(
             status, _ = driver.request(
                 "DELETE", f"/v1/auth/sessions/{target}", headers=self._bearer(caller)
             )
-            if not self.sessions[caller].live or (target != caller and not self._fresh(caller)):
+            if not self._usable(caller) or (target != caller and not self._fresh(caller)):
                 assert status == 401
             elif not self.sessions[target].live:
                 assert status == 404
@@ -648,11 +656,11 @@ def _session_machine(
 
         @invariant()
         def exactly_the_models_live_sessions_are_live(self) -> None:
-            for sid, session in self.sessions.items():
+            for sid in self.sessions:
                 status, body = driver.request("GET", "/v1/auth/me", headers=self._bearer(sid))
-                if session.live:
+                if self._usable(sid):
                     assert (status, body["session_id"]) == (200, sid)
-                else:
+                else:  # ended, or its access token expired (the refresh rule sees the rest)
                     assert status == 401
 
     return Sessions

@@ -15,8 +15,8 @@ import pytest
 from servers import authsvc_command, child_env
 from support import TEST_PASSWORD, bearer, free_port, login
 
-from authsvc.keyrotation import ActiveKeys, RotationPolicy
-from authsvc.keys import KeyRing, SigningKey, generate_private_key, write_key_file
+from authsvc.tokens.keys import KeyRing, SigningKey, generate_private_key, write_key_file
+from authsvc.tokens.rotation import ActiveKeys, RotationPolicy
 
 pytestmark = pytest.mark.process
 

@@ -21,7 +21,6 @@ import pytest
 from aiohttp import web
 from support import TEST_PASSWORD, FakeClock, RedisProcess, fast_settings, free_port
 
-from authsvc.app import create_app
 from authsvc.client import (
     AuthClient,
     AuthSession,
@@ -35,7 +34,8 @@ from authsvc.client import (
     TransportError,
 )
 from authsvc.config import Settings
-from authsvc.keys import KeyRing
+from authsvc.server.app import create_app
+from authsvc.tokens.keys import KeyRing
 
 ME = "/v1/auth/me"
 REFRESH = "/v1/auth/refresh"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from support import TEST_PASSWORD, bearer, login, register
 
-from authsvc.addresses import client_network, parse_address
 from authsvc.config import RateLimit, SettingsError, load_settings
+from authsvc.domain.addresses import client_network, parse_address
 
 # The test client's peer is 127.0.0.1; 10.0.0.0/8 stands for a second proxy tier.
 PROXIES = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))

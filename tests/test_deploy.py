@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from authsvc.config import Settings
-from authsvc.store import parse_store_url
+from authsvc.store.urls import parse_store_url
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.sentinel.yml"]

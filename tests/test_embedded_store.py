@@ -25,8 +25,7 @@ from support import TEST_PASSWORD, FakeClock, bearer, fast_settings, login, regi
 from support import refresh as refresh_request
 
 import authsvc.store.embedded as embedded_module
-from authsvc.app import create_app
-from authsvc.keys import KeyRing
+from authsvc.server.app import create_app
 from authsvc.store.embedded import (
     CONFIG_NAME,
     PID_NAME,
@@ -39,6 +38,7 @@ from authsvc.store.embedded import (
     wait_gone,
 )
 from authsvc.store.supervision import Backoff, StoreState
+from authsvc.tokens.keys import KeyRing
 
 pytestmark = pytest.mark.process
 

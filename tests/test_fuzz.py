@@ -32,10 +32,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import TEST_PASSWORD, every_route, fast_settings, free_port
 
-from authsvc.app import create_app
 from authsvc.config import RateLimit
-from authsvc.http.parser_errors import JsonErrorAppRunner
-from authsvc.keys import KeyRing
+from authsvc.server.app import create_app
+from authsvc.server.parser_errors import JsonErrorAppRunner
+from authsvc.tokens.keys import KeyRing
 
 ROUTES = every_route("{session_id}")
 # Every request header authsvc's own code reads (grep authsvc/ for "headers"), and the one

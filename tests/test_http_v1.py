@@ -17,10 +17,10 @@ from support import TEST_PASSWORD, FakeClock, bearer, every_route, login, refres
 
 from authsvc.config import RateLimit, Settings
 from authsvc.http.appkeys import HASHER, STORE
-from authsvc.keys import KeyRing, SigningKey, generate_private_key
 from authsvc.store import keyspace
 from authsvc.store.scripts import source
-from authsvc.tokens import AccessTokens
+from authsvc.tokens.access import AccessTokens
+from authsvc.tokens.keys import KeyRing, SigningKey, generate_private_key
 
 TOKEN_PAIR_FIELDS = {
     "access_token",
@@ -1026,7 +1026,7 @@ async def test_jwks_publishes_every_key_of_the_ring(
     make_client: Any, settings: Settings, aiohttp_client: Any, clock: FakeClock
 ) -> None:
     """An older key stays published, so the tokens it signed keep verifying."""
-    from authsvc.app import create_app
+    from authsvc.server.app import create_app
 
     # The new key has been published for longer than JWKS_MAX_AGE, so it signs; the old
     # one stopped signing more recently than an access-token lifetime ago.

@@ -20,10 +20,9 @@ from servers import Servers
 from support import FakeClock, bearer, login, register
 from support import refresh as refresh_request
 
-from authsvc.app import create_app
 from authsvc.config import Settings
-from authsvc.keyrotation import ActiveKeys, RotationPolicy
-from authsvc.keys import (
+from authsvc.server.app import create_app
+from authsvc.tokens.keys import (
     KeyRing,
     KeyRingError,
     SigningKey,
@@ -31,6 +30,7 @@ from authsvc.keys import (
     load_refresh_secret,
     write_key_file,
 )
+from authsvc.tokens.rotation import ActiveKeys, RotationPolicy
 
 MAX_AGE = 60
 TTL = 120
@@ -303,7 +303,7 @@ async def test_a_key_whose_time_is_far_from_now_is_named_in_a_warning(
     current = _key(now - 30 * DAY)
     keys = ActiveKeys(KeyRing([current]), POLICY, now=now)
     ahead, stale = _key(now + 365 * DAY), _key(now - 40 * DAY)
-    with caplog.at_level("WARNING", logger="authsvc.keyrotation"):
+    with caplog.at_level("WARNING", logger="authsvc.tokens.rotation"):
         keys.replace(KeyRing([stale, current, ahead]), now)
     warnings = {record.getMessage().split(":")[0]: record.getMessage() for record in caplog.records}
     # A kid a year ahead: it signs only from then, and the current key signs meanwhile.
@@ -313,7 +313,7 @@ async def test_a_key_whose_time_is_far_from_now_is_named_in_a_warning(
     assert "will never sign" in warnings[f"new signing key {stale.kid}"]
     assert keys.verifier(stale.kid) is None
     caplog.clear()
-    with caplog.at_level("WARNING", logger="authsvc.keyrotation"):
+    with caplog.at_level("WARNING", logger="authsvc.tokens.rotation"):
         ActiveKeys(KeyRing([current, ahead]), POLICY, now=now).warn_about_clocks(now)
     (record,) = caplog.records
     assert ahead.kid in record.getMessage()

@@ -25,7 +25,7 @@ WINDOW = 12
 TEXT_LINE = re.compile(
     r"\S+ \S+ (?P<level>[A-Z]+) (?P<logger>[\w.]+)\[\d+\] (?P<request_id>\S+): (?P<message>.*)"
 )
-REQUEST_LOGGERS = {"authsvc.access", "authsvc.sessions"}
+REQUEST_LOGGERS = {"authsvc.access", "authsvc.domain.sessions"}
 
 
 def secret_windows(secret: str, public_prefix: int = 0) -> set[str]:
@@ -115,7 +115,7 @@ def test_log_lines_carry_request_ids_and_never_a_secret(
     access = [e for e in entries if e["logger"] == "authsvc.access"]
     # (Server.start polls /healthz until the server answers.)
     assert [e["request_id"] for e in access if "/healthz" not in e["message"]] == sent
-    service = [e for e in entries if e["logger"] == "authsvc.sessions"]
+    service = [e for e in entries if e["logger"] == "authsvc.domain.sessions"]
     assert len(service) == 5  # registered, 2 sessions started, one ended, all ended
     assert all(e.get("request_id") in sent for e in service), service
     assert all("request_id" in e for e in entries if e["logger"] in REQUEST_LOGGERS)
@@ -129,7 +129,7 @@ def test_log_lines_carry_request_ids_and_never_a_secret(
 
 
 FORGED = (
-    "2026-12-01 12:00:00,000 WARNING authsvc.sessions[1] -: refresh token replayed after "
+    "2026-12-01 12:00:00,000 WARNING authsvc.domain.sessions[1] -: refresh token replayed after "
     "its grace: session AAAAAAAAAAAAAAAAAAAAAA of user 0123456789abcdef revoked"
 )
 

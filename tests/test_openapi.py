@@ -30,10 +30,10 @@ from openapi_spec_validator.versions import consts as spec_versions
 from openapi_spec_validator.versions.shortcuts import get_spec_version
 from support import TEST_PASSWORD, bearer, fast_settings, free_port, login, register
 
-from authsvc.app import create_app
 from authsvc.config import RateLimit, Settings
-from authsvc.keys import KeyRing, SigningKey, generate_private_key
+from authsvc.server.app import create_app
 from authsvc.store.supervision import StoreState
+from authsvc.tokens.keys import KeyRing, SigningKey, generate_private_key
 
 INTROSPECTION_CLIENT = ("gateway", "gateway secret")
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from servers import Servers, authsvc_command, child_env
 
-from authsvc.keys import KeyRing
+from authsvc.tokens.keys import KeyRing
 
 pytestmark = pytest.mark.process
 

@@ -16,10 +16,10 @@ from aiohttp import web
 from servers import Servers
 from support import TEST_PASSWORD, every_route, free_port
 
-from authsvc.app import create_app
 from authsvc.config import Settings
-from authsvc.http.parser_errors import JsonErrorAppRunner
-from authsvc.keys import KeyRing
+from authsvc.server.app import create_app
+from authsvc.server.parser_errors import JsonErrorAppRunner
+from authsvc.tokens.keys import KeyRing
 
 
 @pytest.fixture

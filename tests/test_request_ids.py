@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from support import bearer, free_port, login, register
 
-from authsvc.logs import RequestIdFilter
+from authsvc.telemetry.logs import RequestIdFilter
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")
 

@@ -9,8 +9,10 @@ from typing import Any
 import redis.asyncio
 from support import TEST_PASSWORD, FakeClock, bearer, login, refresh, register
 
-from authsvc.store import LoginOutcome, SessionLimits, Store, keyspace
-from authsvc.tokens import new_session_id
+from authsvc.store import keyspace
+from authsvc.store.records import LoginOutcome, SessionLimits
+from authsvc.store.redis_store import Store
+from authsvc.tokens.refresh import new_session_id
 
 
 async def _live_sessions(redis_client: redis.asyncio.Redis, user_id: str) -> list[str]:

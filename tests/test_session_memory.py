@@ -12,12 +12,14 @@ from typing import Any
 import redis.asyncio
 from support import FakeClock, refresh
 
-from authsvc.store import SessionLimits, Store, UserRecord, keyspace
-from authsvc.tokens import (
+from authsvc.store import keyspace
+from authsvc.store.records import SessionLimits, UserRecord
+from authsvc.store.redis_store import Store
+from authsvc.tokens.access import new_jti
+from authsvc.tokens.refresh import (
     RefreshToken,
     RefreshTokens,
     Successor,
-    new_jti,
     new_session_id,
     new_user_id,
     seal_successor,

@@ -16,8 +16,8 @@ from redis.exceptions import (
 )
 
 from authsvc.errors import StoreUnavailable
-from authsvc.store import StoreAddress, parse_store_url
 from authsvc.store.errors import translate_errors
+from authsvc.store.urls import StoreAddress, parse_store_url
 
 
 def test_sentinel_url_names_sentinels_service_and_db() -> None:

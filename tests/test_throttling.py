@@ -16,11 +16,11 @@ from argon2 import PasswordHasher
 from support import TEST_PASSWORD, FakeClock, login, register
 from support import refresh as refresh_request
 
-import authsvc.sessions
+import authsvc.domain.sessions
 from authsvc.config import RateLimit
 from authsvc.http.appkeys import HASHER
 from authsvc.store import keyspace
-from authsvc.tokens import AccessTokens
+from authsvc.tokens.access import AccessTokens
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 
@@ -149,7 +149,7 @@ async def test_a_limit_too_large_to_matter_never_errors(make_client: Any) -> Non
 def signing_and_sealing(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Record every access-token signature and successor sealing the app makes."""
     calls: list[str] = []
-    sign, seal = AccessTokens.sign, authsvc.sessions.seal_successor
+    sign, seal = AccessTokens.sign, authsvc.domain.sessions.seal_successor
 
     def counted_sign(self: AccessTokens, **kwargs: Any) -> tuple[str, int]:
         calls.append("sign")
@@ -160,7 +160,7 @@ def signing_and_sealing(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return seal(*args)
 
     monkeypatch.setattr(AccessTokens, "sign", counted_sign)
-    monkeypatch.setattr(authsvc.sessions, "seal_successor", counted_seal)
+    monkeypatch.setattr(authsvc.domain.sessions, "seal_successor", counted_seal)
     yield calls
 
 

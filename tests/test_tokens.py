@@ -11,15 +11,10 @@ import jwt
 import pytest
 
 from authsvc.errors import InvalidGrant, InvalidToken
-from authsvc.keyrotation import ActiveKeys
-from authsvc.keys import KeyRing, SigningKey, generate_private_key
-from authsvc.tokens import (
-    AccessTokens,
-    RefreshTokens,
-    Successor,
-    open_successor,
-    seal_successor,
-)
+from authsvc.tokens.access import AccessTokens
+from authsvc.tokens.keys import KeyRing, SigningKey, generate_private_key
+from authsvc.tokens.refresh import RefreshTokens, Successor, open_successor, seal_successor
+from authsvc.tokens.rotation import ActiveKeys
 
 
 def _tokens(ring: KeyRing | ActiveKeys, **overrides: object) -> AccessTokens:
@@ -53,15 +48,14 @@ def test_access_token_has_the_contract_header_and_claims(alg: str) -> None:
     assert expires_at == now + 900
 
 
-def test_verify_accepts_a_cached_token_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verify_accepts_a_cached_token_until_it_expires() -> None:
     tokens = _tokens(KeyRing.generated("EdDSA"), ttl=60)
     now = int(time.time())
     token, expires_at = tokens.sign(user_id="u1", session_id="s1", now=now)
-    assert tokens.verify(token).session_id == "s1"
-    assert tokens.verify(token).session_id == "s1"  # from the cache
-    monkeypatch.setattr(time, "time", lambda: expires_at + 2.0)
+    assert tokens.verify(token, now=now).session_id == "s1"
+    assert tokens.verify(token, now=now + 59).session_id == "s1"  # from the cache
     with pytest.raises(InvalidToken):
-        tokens.verify(token)
+        tokens.verify(token, now=expires_at + 2)  # the cache hit takes the time it is given
 
 
 def test_a_cached_token_is_refused_once_its_key_is_removed() -> None:
@@ -74,13 +68,13 @@ def test_a_cached_token_is_refused_once_its_key_is_removed() -> None:
     tokens = _tokens(keys)
     now = int(time.time())
     token, _ = _tokens(KeyRing([old])).sign(user_id="u", session_id="s", now=now)
-    assert tokens.verify(token).session_id == "s"
-    assert tokens.verify(token).session_id == "s"  # from the cache
+    assert tokens.verify(token, now=time.time()).session_id == "s"
+    assert tokens.verify(token, now=time.time()).session_id == "s"  # from the cache
     keys.replace(KeyRing([current]), now)  # old.pem deleted
     with pytest.raises(InvalidToken):
-        tokens.verify(token)
+        tokens.verify(token, now=time.time())
     with pytest.raises(InvalidToken):
-        tokens.verify(token)  # and not cached again
+        tokens.verify(token, now=time.time())  # and not cached again
 
 
 def test_a_cached_token_stays_cached_when_another_key_is_added() -> None:
@@ -90,11 +84,11 @@ def test_a_cached_token_stays_cached_when_another_key_is_added() -> None:
     tokens = _tokens(keys)
     now = int(time.time())
     token, _ = tokens.sign(user_id="u", session_id="s", now=now)
-    tokens.verify(token)
+    tokens.verify(token, now=time.time())
     reloaded = KeyRing([*keys.ring, SigningKey.create(generate_private_key("EdDSA"))])
     keys.replace(KeyRing.from_pems(reloaded.to_pems(), reloaded.refresh_secret), now)
     tokens._verifier = None  # type: ignore[assignment]  # a signature check would fail
-    assert tokens.verify(token).session_id == "s"
+    assert tokens.verify(token, now=time.time()).session_id == "s"
 
 
 def test_a_token_lasting_longer_than_the_ttl_is_refused_with_a_second_of_leeway() -> None:
@@ -106,10 +100,10 @@ def test_a_token_lasting_longer_than_the_ttl_is_refused_with_a_second_of_leeway(
             algorithm="EdDSA", headers={"kid": ring.current.kid, "typ": "at+jwt"},
         )  # fmt: skip
         if accepted:
-            assert _tokens(ring, ttl=60).verify(token).expires_at == now + lifetime
+            assert _tokens(ring, ttl=60).verify(token, now=time.time()).expires_at == now + lifetime
         else:
             with pytest.raises(InvalidToken):
-                _tokens(ring, ttl=60).verify(token)
+                _tokens(ring, ttl=60).verify(token, now=time.time())
 
 
 def test_a_token_issued_more_than_a_minute_ahead_is_refused() -> None:
@@ -122,22 +116,22 @@ def test_a_token_issued_more_than_a_minute_ahead_is_refused() -> None:
             algorithm="EdDSA", headers={"kid": ring.current.kid, "typ": "at+jwt"},
         )  # fmt: skip
         if accepted:  # another instance's clock may run ahead of this one's
-            assert _tokens(ring, ttl=60).verify(token).issued_at == now + ahead
+            assert _tokens(ring, ttl=60).verify(token, now=time.time()).issued_at == now + ahead
         else:
             with pytest.raises(InvalidToken):
-                _tokens(ring, ttl=60).verify(token)
+                _tokens(ring, ttl=60).verify(token, now=time.time())
 
 
 def test_verify_rejects_a_tampered_copy_of_a_cached_token() -> None:
     tokens = _tokens(KeyRing.generated("EdDSA"))
     token, _ = tokens.sign(user_id="u1", session_id="s1", now=int(time.time()))
-    tokens.verify(token)
+    tokens.verify(token, now=time.time())
     header, payload, signature = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
     claims["sub"] = "someone-else"
     forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     with pytest.raises(InvalidToken):
-        tokens.verify(f"{header}.{forged_payload}.{signature}")
+        tokens.verify(f"{header}.{forged_payload}.{signature}", now=time.time())
 
 
 @pytest.mark.parametrize(
@@ -148,7 +142,7 @@ def test_verify_rejects_another_issuer_or_audience(overrides: dict[str, str]) ->
     ring = KeyRing.generated("EdDSA")
     token, _ = _tokens(ring, **overrides).sign(user_id="u", session_id="s", now=int(time.time()))
     with pytest.raises(InvalidToken):
-        _tokens(ring).verify(token)
+        _tokens(ring).verify(token, now=time.time())
 
 
 def test_verify_rejects_a_token_of_another_key_ring() -> None:
@@ -156,14 +150,14 @@ def test_verify_rejects_a_token_of_another_key_ring() -> None:
         user_id="u", session_id="s", now=int(time.time())
     )
     with pytest.raises(InvalidToken):
-        _tokens(KeyRing.generated("EdDSA")).verify(token)
+        _tokens(KeyRing.generated("EdDSA")).verify(token, now=time.time())
 
 
 def test_verify_rejects_an_expired_token_beyond_one_second_of_leeway() -> None:
     tokens = _tokens(KeyRing.generated("EdDSA"), ttl=10)
     token, _ = tokens.sign(user_id="u", session_id="s", now=int(time.time()) - 12)
     with pytest.raises(InvalidToken):
-        tokens.verify(token)
+        tokens.verify(token, now=time.time())
 
 
 REFRESH = RefreshTokens(b"k" * 32)
@@ -239,7 +233,7 @@ def test_a_token_of_ours_with_a_header_written_otherwise_still_verifies() -> Non
     )  # fmt: skip
     issued, _ = _tokens(ring).sign(user_id="u", session_id="s", now=now)
     assert token.partition(".")[0] != issued.partition(".")[0]
-    assert _tokens(ring).verify(token).session_id == "s"
+    assert _tokens(ring).verify(token, now=time.time()).session_id == "s"
 
 
 def test_our_header_segment_on_another_keys_signature_is_refused() -> None:
@@ -250,7 +244,7 @@ def test_our_header_segment_on_another_keys_signature_is_refused() -> None:
     forged, _ = _tokens(attacker).sign(user_id="u", session_id="s", now=now)
     spliced = ours.partition(".")[0] + "." + forged.partition(".")[2]
     with pytest.raises(InvalidToken):
-        _tokens(ring).verify(spliced)
+        _tokens(ring).verify(spliced, now=time.time())
 
 
 @pytest.mark.parametrize("claim", ["exp", "sid", "client_id", "jti", "iat"])
@@ -263,7 +257,7 @@ def test_a_signed_token_missing_a_claim_or_with_a_mistyped_one_is_refused(claim:
             headers={"kid": ring.current.kid, "typ": "at+jwt"},
         )  # fmt: skip
         with pytest.raises(InvalidToken):
-            _tokens(ring).verify(token)
+            _tokens(ring).verify(token, now=time.time())
 
 
 @pytest.mark.parametrize("alg", ["EdDSA", "RS256"])

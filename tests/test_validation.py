@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from support import TEST_PASSWORD, bearer, login, register
 
-from authsvc.app import create_app
+from authsvc.server.app import create_app
 
 JSON_ENDPOINTS = ["/v1/users", "/v1/auth/login", "/v1/auth/refresh"]
 FORM_ENDPOINTS = ["/oauth/token", "/oauth/revoke", "/oauth/introspect"]

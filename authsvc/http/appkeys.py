@@ -6,14 +6,14 @@ from aiohttp import web
 
 from authsvc.clock import Clock
 from authsvc.config import Settings
-from authsvc.keyrotation import ActiveKeys
-from authsvc.keys import KeyRing
-from authsvc.metrics import Metrics
-from authsvc.passwords import Hasher
-from authsvc.ratelimit import Throttle
-from authsvc.sessions import SessionService
-from authsvc.store import Store
+from authsvc.domain.passwords import Hasher
+from authsvc.domain.ratelimit import Throttle
+from authsvc.domain.sessions import SessionService
+from authsvc.store.redis_store import Store
 from authsvc.store.supervision import StoreState
+from authsvc.telemetry.metrics import Metrics
+from authsvc.tokens.keys import KeyRing
+from authsvc.tokens.rotation import ActiveKeys
 
 
 class Once:

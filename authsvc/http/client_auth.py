@@ -21,9 +21,9 @@ from urllib.parse import unquote_plus
 
 from aiohttp import hdrs, web
 
+from authsvc.domain.ratelimit import Throttle
 from authsvc.errors import InvalidClient
 from authsvc.http.io import client_ip
-from authsvc.ratelimit import Throttle
 
 # (client id, secret) as configured, e.g. Settings.introspection_clients.
 ClientCredentials = Iterable[tuple[str, str]]

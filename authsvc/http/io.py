@@ -8,15 +8,15 @@ import re
 import msgspec
 from aiohttp import web
 
-from authsvc.addresses import IPAddress, normalized_address, parse_address
 from authsvc.config import Network
+from authsvc.domain.addresses import IPAddress, normalized_address, parse_address
+from authsvc.domain.sessions import TokenPair
 from authsvc.errors import (
     InvalidToken,
     MissingToken,
 )
 from authsvc.http.appkeys import SETTINGS, UNTRUSTED_FORWARDING_WARNED
 from authsvc.http.errors import JSON_CONTENT_TYPE
-from authsvc.sessions import TokenPair
 
 logger = logging.getLogger(__name__)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -68,7 +68,7 @@ def client_ip(request: web.Request) -> str:
     nearest to them that they did not add themselves.
 
     Written without a port, and an IPv4-mapped IPv6 address as the IPv4 address it maps
-    (``authsvc.addresses``): the full address, as sessions record it; rate limits group
+    (``authsvc.domain.addresses``): the full address, as sessions record it; rate limits group
     it further (``client_network``).
     """
     peer = normalized_address(request.remote or "")

@@ -14,6 +14,7 @@ from typing import Annotated
 import msgspec
 from aiohttp import hdrs, web
 
+from authsvc.domain.sessions import ClientInfo
 from authsvc.errors import (
     InvalidCredentials,
     InvalidGrant,
@@ -23,7 +24,6 @@ from authsvc.http.appkeys import ACTIVE_KEYS, CLOCK, SESSIONS, SETTINGS, THROTTL
 from authsvc.http.bodies import RefreshTokenText, form_as, read_form, read_form_values
 from authsvc.http.client_auth import authenticate_client_throttled
 from authsvc.http.io import NO_STORE, client_ip, client_user_agent, json_response, token_response
-from authsvc.sessions import ClientInfo
 
 routes = web.RouteTableDef()
 

@@ -12,8 +12,8 @@ from aiohttp.typedefs import Handler
 from authsvc.http.appkeys import METRICS
 from authsvc.http.bodies import read_body
 from authsvc.http.errors import contract_error_response
-from authsvc.metrics import UNMATCHED_ROUTE
-from authsvc.requestid import HEADER, current_request_id, new_request_id, request_id_for
+from authsvc.telemetry.metrics import UNMATCHED_ROUTE
+from authsvc.telemetry.requestid import HEADER, current_request_id, new_request_id, request_id_for
 
 REQUEST_ID = web.RequestKey("request_id", str)
 SERVER = "authsvc"

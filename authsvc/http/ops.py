@@ -11,7 +11,7 @@ from aiohttp import web
 from authsvc.errors import StoreUnavailable
 from authsvc.http.appkeys import EMBEDDED_STORE_STATE, METRICS, SETTINGS, STORE
 from authsvc.http.io import json_response
-from authsvc.metrics import CONTENT_TYPE
+from authsvc.telemetry.metrics import CONTENT_TYPE
 
 routes = web.RouteTableDef()
 

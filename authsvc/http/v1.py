@@ -7,6 +7,8 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
+from authsvc.domain.passwords import USERNAME_MAX_LENGTH
+from authsvc.domain.sessions import ClientInfo, Principal
 from authsvc.errors import RegistrationClosed
 from authsvc.http.appkeys import CLOCK, SESSIONS, SETTINGS
 from authsvc.http.bodies import RefreshTokenText, read_json
@@ -18,8 +20,6 @@ from authsvc.http.io import (
     json_response,
     token_response,
 )
-from authsvc.passwords import USERNAME_MAX_LENGTH
-from authsvc.sessions import ClientInfo, Principal
 
 routes = web.RouteTableDef()
 

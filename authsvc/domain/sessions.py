@@ -10,6 +10,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from authsvc.domain.events import NoEvents, SessionEvents
+from authsvc.domain.passwords import Hasher, PasswordPolicy, normalize_username
+from authsvc.domain.ratelimit import Throttle
 from authsvc.errors import (
     InvalidCredentials,
     InvalidGrant,
@@ -19,17 +22,13 @@ from authsvc.errors import (
     RateLimited,
     UsernameTaken,
 )
-from authsvc.events import NoEvents, SessionEvents
-from authsvc.passwords import Hasher, PasswordPolicy, normalize_username
-from authsvc.ratelimit import Throttle
-from authsvc.store import LoginOutcome, RotationOutcome, SessionRecord, Store
-from authsvc.tokens import (
-    AccessClaims,
-    AccessTokens,
+from authsvc.store.records import LoginOutcome, RotationOutcome, SessionRecord
+from authsvc.store.redis_store import Store
+from authsvc.tokens.access import AccessClaims, AccessTokens, new_jti
+from authsvc.tokens.refresh import (
     RefreshTokens,
     Successor,
     is_session_id,
-    new_jti,
     new_session_id,
     new_user_id,
     open_successor,

@@ -6,7 +6,7 @@ the Unix time the key was added, the same for every instance that reads the dire
 A key's published time is that, or else the time its kid begins with (the kids authsvc
 makes read ``20261124T183000.123456Z-<thumbprint>``; 0 for a kid of another form). The
 ring orders its keys by it; which key signs and which are published at a moment is for
-``authsvc.keyrotation`` to say.
+``authsvc.tokens.rotation`` to say.
 
 Beside them, ``refresh-token.secret`` holds the secret that refresh tokens are MACed with
 (see ``tokens``): shared by every instance like the signing keys, and never written to
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import fcntl
 import hashlib
 import json
 import logging
@@ -28,13 +27,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from authsvc.config import Settings, SigningAlgorithm
 from authsvc.secretfile import read_or_create
 
 logger = logging.getLogger(__name__)
@@ -45,11 +43,13 @@ PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublic
 
 REFRESH_SECRET_NAME = "refresh-token.secret"
 REFRESH_SECRET_BYTES = 32
-SIGNING_KEY_LOCK_NAME = "signing-key.lock"
 SCHEDULE_SUFFIX = ".json"  # <kid>.json beside <kid>.pem
 
 
 KeyRecord = tuple[str, bytes, float | None]  # kid, PEM, published_at: a key between processes
+
+
+SigningAlgorithm = Literal["EdDSA", "ES256", "RS256"]
 
 
 class KeyRingError(ValueError):
@@ -245,7 +245,7 @@ class KeyRing:
 
     Keys are ordered by their published time; ``current`` is the last. Which key signs
     *now*, and which are published, also depends on time during a rotation and on when
-    this instance saw each key: see ``authsvc.keyrotation``.
+    this instance saw each key: see ``authsvc.tokens.rotation``.
     """
 
     def __init__(self, keys: list[SigningKey], refresh_secret: bytes | None = None) -> None:
@@ -297,47 +297,3 @@ class KeyRing:
 
     def __iter__(self) -> Iterator[SigningKey]:
         return iter(self._keys.values())
-
-
-def ensure_signing_key(directory: Path, alg: SigningAlgorithm) -> None:
-    """Write a first signing key into ``directory`` (0700) unless it holds one already.
-
-    Made once: processes starting together take a lock, and the loser finds the winner's key.
-
-    Raises:
-        KeyRingError: the directory or the key cannot be written.
-    """
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with (directory / SIGNING_KEY_LOCK_NAME).open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not any(directory.glob("*.pem")):
-                path = write_key_file(directory, SigningKey.create(generate_private_key(alg)))
-                logger.info("made signing key %s", path)
-    except OSError as exc:
-        raise KeyRingError(
-            f"cannot keep a signing key in {directory}: {exc.strerror or exc}"
-        ) from None
-
-
-def load_key_ring(settings: Settings) -> KeyRing:
-    """Load the shared keys, or generate a signing key for this process with a warning.
-
-    Without a keys directory, the embedded store's data directory keeps a signing key and
-    the refresh-token secret, so that tokens survive a restart as the sessions do.
-    """
-    if settings.keys_dir is None and settings.redis_url is None:
-        ensure_signing_key(settings.data_dir, settings.signing_alg)
-    directory = settings.signing_keys_dir
-    if directory is not None:
-        return KeyRing.from_directory(directory)
-    alg = settings.signing_alg
-    logger.warning(
-        "AUTHSVC_KEYS_DIR is not set: signing with a key generated at start; access tokens "
-        "will not verify after a restart or on another instance"
-    )
-    logger.warning(
-        "AUTHSVC_KEYS_DIR is not set: refresh tokens will not work after a restart or on "
-        "another instance either"
-    )
-    return KeyRing.generated(alg)

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from pythonjsonlogger.msgspec import MsgspecFormatter
 
 from authsvc.config import LogFormat
-from authsvc.requestid import current_request_id
+from authsvc.telemetry.requestid import current_request_id
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(request_id)s: %(message)s"
 # Characters per write at most: at most 4 bytes each in UTF-8, so every write fits in

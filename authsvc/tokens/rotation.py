@@ -1,7 +1,7 @@
 """Key rotation without downtime: which key signs now, which are published, and reloads.
 
 A rotation adds a key to the keys directory (``authsvc keys rotate``) with its schedule
-file, which says when the key was published (see ``authsvc.keys``). Each instance sees it
+file, which says when the key was published (see ``authsvc.tokens.keys``). Each instance sees it
 within ``KEYS_POLL_INTERVAL`` and publishes it in the JWKS at once, but signs with it only
 ``publish_before_signing`` (JWKS_MAX_AGE plus the poll interval) after that time, so a
 gateway that cached the JWKS before the key appeared anywhere has fetched it again by then
@@ -38,8 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from authsvc.config import Settings
-from authsvc.keys import SCHEDULE_SUFFIX, KeyRing, SigningKey
+from authsvc.tokens.keys import SCHEDULE_SUFFIX, KeyRing, SigningKey
 
 logger = logging.getLogger(__name__)
 
@@ -64,14 +63,6 @@ class RotationPolicy:
             publish_before_signing=jwks_max_age + poll_interval,
             keep_after_signing=access_token_ttl + margin,
             sighting_lag=poll_interval,
-        )
-
-    @classmethod
-    def of(cls, settings: Settings) -> RotationPolicy:
-        return cls.for_service(
-            jwks_max_age=settings.jwks_max_age,
-            access_token_ttl=settings.access_token_ttl,
-            poll_interval=settings.keys_poll_interval,
         )
 
     def believable(self, published: float, seen: float) -> bool:

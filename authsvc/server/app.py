@@ -12,6 +12,9 @@ from aiohttp import web
 
 from authsvc.clock import Clock, system_clock
 from authsvc.config import Settings
+from authsvc.domain.passwords import Hasher, PasswordPolicy
+from authsvc.domain.ratelimit import Limits, Throttle
+from authsvc.domain.sessions import SessionService
 from authsvc.http import oauth, ops, v1
 from authsvc.http.appkeys import (
     ACTIVE_KEYS,
@@ -28,16 +31,17 @@ from authsvc.http.appkeys import (
     Once,
 )
 from authsvc.http.observe import request_middleware, set_response_headers
-from authsvc.keyrotation import ActiveKeys, RotationPolicy
-from authsvc.keys import KeyRing, load_key_ring
-from authsvc.metrics import Metrics
-from authsvc.passwords import Hasher, PasswordPolicy
-from authsvc.ratelimit import Limits, Throttle
-from authsvc.sessions import SessionService
-from authsvc.store import SessionLimits, Store, open_redis
+from authsvc.server.keyring import load_key_ring, rotation_policy
+from authsvc.store.connect import open_redis
 from authsvc.store.embedded import EmbeddedValkey
+from authsvc.store.records import SessionLimits
+from authsvc.store.redis_store import Store
 from authsvc.store.supervision import StoreState
-from authsvc.tokens import AccessTokens, RefreshTokens
+from authsvc.telemetry.metrics import Metrics
+from authsvc.tokens.access import AccessTokens
+from authsvc.tokens.keys import KeyRing
+from authsvc.tokens.refresh import RefreshTokens
+from authsvc.tokens.rotation import ActiveKeys
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
     (ActiveKeys.at)."""
     settings, clock = app[SETTINGS], app[CLOCK]
     now = clock()
-    keys = ActiveKeys(app[KEY_RING], RotationPolicy.of(settings), now=now)
+    keys = ActiveKeys(app[KEY_RING], rotation_policy(settings), now=now)
     keys.warn_about_clocks(now)
     app[ACTIVE_KEYS] = keys
 

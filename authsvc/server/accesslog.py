@@ -30,8 +30,13 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from authsvc.logs import LineWriterHandler, RequestIdFilter, escape_controls, root_line_writer
-from authsvc.requestid import current_request_id
+from authsvc.telemetry.logs import (
+    LineWriterHandler,
+    RequestIdFilter,
+    escape_controls,
+    root_line_writer,
+)
+from authsvc.telemetry.requestid import current_request_id
 
 ACCESS_LOGGER = logging.getLogger("authsvc.access")
 MESSAGE_FORMAT = '%s "%s %s" %d %d %.1fms'

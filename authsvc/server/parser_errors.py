@@ -20,7 +20,7 @@ from aiohttp.web_request import BaseRequest
 from authsvc.errors import AuthsvcError, InvalidRequest, PayloadTooLarge
 from authsvc.http.errors import error_response
 from authsvc.http.observe import SERVER
-from authsvc.requestid import HEADER, new_request_id
+from authsvc.telemetry.requestid import HEADER, new_request_id
 
 logger = logging.getLogger(__name__)
 

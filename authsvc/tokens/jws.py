@@ -21,8 +21,8 @@ import jwt
 import msgspec
 from jwt.algorithms import get_default_algorithms
 
-from authsvc.keyrotation import ActiveKeys
-from authsvc.keys import SigningKey
+from authsvc.tokens.keys import SigningKey
+from authsvc.tokens.rotation import ActiveKeys
 
 _ALGORITHMS = get_default_algorithms()
 _encode_json = msgspec.json.Encoder().encode

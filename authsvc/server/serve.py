@@ -35,17 +35,18 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import multiprocess
 
-from authsvc.accesslog import ACCESS_LOGGER, AccessLogger, JsonAccessLogger
-from authsvc.app import create_app
 from authsvc.config import Settings, SettingsError
 from authsvc.http.appkeys import STORE
-from authsvc.http.parser_errors import JsonErrorAppRunner
-from authsvc.keyrotation import ActiveKeys, RotationPolicy
-from authsvc.keys import KeyRecord, KeyRing, KeyRingError, load_key_ring
-from authsvc.logs import configure_logging, flush_logs
-from authsvc.store import parse_store_url
+from authsvc.server.accesslog import ACCESS_LOGGER, AccessLogger, JsonAccessLogger
+from authsvc.server.app import create_app
+from authsvc.server.keyring import load_key_ring, rotation_policy
+from authsvc.server.parser_errors import JsonErrorAppRunner
 from authsvc.store.embedded import EmbeddedStoreError, EmbeddedValkey
 from authsvc.store.supervision import StoreState
+from authsvc.store.urls import parse_store_url
+from authsvc.telemetry.logs import configure_logging, flush_logs
+from authsvc.tokens.keys import KeyRecord, KeyRing, KeyRingError
+from authsvc.tokens.rotation import ActiveKeys
 from authsvc.version import VERSION
 
 logger = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ def serve(settings: Settings) -> int:
         "" if settings.workers == 1 else "s",
         _store_name(settings),
     )
-    keys = ActiveKeys(key_ring, RotationPolicy.of(settings))
+    keys = ActiveKeys(key_ring, rotation_policy(settings))
     logger.info(
         "signing with kid %s; JWKS kids: %s (keys from %s)",
         keys.signer.kid,

@@ -3,7 +3,7 @@
 - Token buckets per client for registration and refresh, and per username and per client
   for login (AUTHSVC_*_RATE_LIMIT): a burst of ATTEMPTS, then ATTEMPTS per WINDOW, never
   twice the burst at a window's edge. A client is an IPv4 address or an IPv6 network of
-  AUTHSVC_RATE_LIMIT_IPV6_PREFIX bits (``authsvc.addresses.client_network``): one host
+  AUTHSVC_RATE_LIMIT_IPV6_PREFIX bits (``authsvc.domain.addresses.client_network``): one host
   holds a whole /64, and would hold as many buckets as addresses. One refresh bucket per
   client, for /v1/auth/refresh and /oauth/token alike.
 - A token bucket per client of failed client authentications
@@ -21,10 +21,11 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from authsvc.addresses import DEFAULT_IPV6_PREFIX, client_network
 from authsvc.config import RateLimit
+from authsvc.domain.addresses import DEFAULT_IPV6_PREFIX, client_network
 from authsvc.errors import RateLimited
-from authsvc.store import Bucket, Store
+from authsvc.store.records import Bucket
+from authsvc.store.redis_store import Store
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from authsvc.events import LoginOutcome, RefreshOutcome, RevokeReason
+from authsvc.domain.events import LoginOutcome, RefreshOutcome, RevokeReason
 
 # The classic text format, which every Prometheus version reads; authsvc's names need
 # nothing newer.
