@@ -661,6 +661,7 @@ def _session_machine(
 CREDENTIALS = {"username": "alice", "password": TEST_PASSWORD}
 
 
+@pytest.mark.slow  # a hypothesis state machine: seconds
 def test_sessions_follow_the_model_under_any_interleaving(
     redis_url: str, key_ring: KeyRing
 ) -> None:
