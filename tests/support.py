@@ -3,6 +3,7 @@ the contract's error assertions."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import Any
@@ -81,6 +82,18 @@ async def refresh(client: TestClient[Any, Any], refresh_token: str) -> Any:
 
 def bearer(pair: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {pair['access_token']}"}
+
+
+async def raw_request(client: TestClient[Any, Any], request: bytes) -> bytes:
+    """Send bytes no HTTP client library would send, and return the raw response."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 def every_route(session_id: str = "AAAAAAAAAAAAAAAAAAAAAA") -> list[tuple[str, str]]:
