@@ -667,7 +667,7 @@ async def test_a_token_of_a_deleted_key_is_refused_though_it_verified_before(
         await _assert_refused(response, missing=False)
 
 
-def test_a_cached_token_is_refused_by_the_verifier_once_its_key_is_removed() -> None:
+def test_a_cached_token_is_refused_once_its_key_is_removed() -> None:
     """The verifier's half of the row above: its cache answers for a token only while the
     key that verified it is published."""
     old, current = (
