@@ -13,7 +13,6 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -198,10 +197,9 @@ async def test_logout_all_ends_every_session_of_the_user(
 
 
 async def test_store_outage_raises_store_unavailable_with_retry_after(
-    aiohttp_server: Any, tmp_path: Path, clock: FakeClock, key_ring: KeyRing
+    aiohttp_server: Any, own_redis: RedisProcess, clock: FakeClock, key_ring: KeyRing
 ) -> None:
-    redis_process = RedisProcess(tmp_path / "redis")
-    redis_process.start()
+    redis_process = own_redis
     try:
         settings = fast_settings(redis_url=redis_process.url, store_timeout=0.5)
         service = await start_authsvc(aiohttp_server, settings, clock, key_ring)

@@ -15,6 +15,9 @@ import redis.exceptions
 from support import TEST_PASSWORD, FakeClock, RedisProcess, bearer, fast_settings, login, refresh
 from topologies import RedisClusterProcesses
 
+# A Redis of its own with the guide's ACL user, and the suite's cluster.
+pytestmark = pytest.mark.slow
+
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "production.md"
 ACL_PASSWORD = "acl-test-password"
 # authsvc reads maxmemory-policy and persistence when it may; denied, it claims nothing.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 import redis.asyncio
 from support import FakeClock, refresh
 
@@ -32,6 +33,9 @@ USER_AGENT = (
 )
 LIMITS = SessionLimits(idle_ttl=1_209_600, max_age=2_592_000, max_sessions=100)
 BUDGET_AT_LOGIN = 512  # bytes per live session: the bound
+
+# Thousands of sessions and refreshes through the store's scripts: seconds.
+pytestmark = pytest.mark.slow
 
 
 async def _start_session(store: Store, refresh_tokens: RefreshTokens, now: int) -> RefreshToken:
