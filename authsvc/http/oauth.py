@@ -162,5 +162,6 @@ async def introspect(request: web.Request) -> web.Response:
         "token_type": "Bearer",
         "exp": claims.expires_at,
         "iat": claims.issued_at,
+        "roles": list(claims.roles),
     }
     return json_response(body, headers=NO_STORE)
