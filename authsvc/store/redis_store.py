@@ -200,7 +200,12 @@ class Store:
 
     @translate_errors
     async def username_taken(self, username: str) -> bool:
-        return bool(await self.redis.exists(keyspace.username(username)))
+        """Whether an account holds the name; a claim left by an interrupted deletion (its
+        user hash is gone) does not count (``create_user`` frees it)."""
+        holder = await self.redis.get(keyspace.username(username))
+        if holder is None:
+            return False
+        return bool(await self.redis.exists(keyspace.user(_text(holder))))
 
     @translate_errors
     async def find_user(self, username: str) -> UserRecord | None:
