@@ -49,9 +49,9 @@ def check_roles(roles: list[str]) -> tuple[str, ...]:
     Raises:
         InvalidRequest: more than MAX_ROLES, or one that is not 1 to 64 of A-Za-z0-9:._-.
     """
-    unique = tuple(dict.fromkeys(roles))
-    if len(unique) > MAX_ROLES:
+    if len(roles) > MAX_ROLES:
         raise InvalidRequest(f"at most {MAX_ROLES} roles")
+    unique = tuple(dict.fromkeys(roles))
     for role in unique:
         if _ROLE.fullmatch(role) is None:
             raise InvalidRequest("each role is 1 to 64 characters of A-Za-z0-9:._-")
