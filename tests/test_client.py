@@ -31,6 +31,7 @@ from authsvc.client import (
     StoreUnavailable,
     TokenPair,
     TransportError,
+    WeakPassword,
 )
 from authsvc.config import Settings
 from authsvc.server.app import create_app
@@ -159,6 +160,33 @@ async def test_wrong_password_raises_invalid_credentials(auth: AuthClient) -> No
     with pytest.raises(InvalidCredentials) as raised:
         await auth.login("alice", "not the password at all")
     assert (raised.value.status, raised.value.error) == (401, "invalid_credentials")
+
+
+async def test_change_password_keeps_this_session_and_ends_the_others(
+    auth: AuthClient, tokens: TokenPair, authsvc: Authsvc
+) -> None:
+    other = await auth.login("alice", TEST_PASSWORD)
+    with pytest.raises(InvalidCredentials):
+        await auth.change_password(tokens.access_token, "not my password", "a long new phrase")
+    with pytest.raises(WeakPassword):
+        await auth.change_password(tokens.access_token, TEST_PASSWORD, "short")
+    await auth.change_password(tokens.access_token, TEST_PASSWORD, "a long new passphrase here")
+    assert (await get_json(authsvc.url + ME, tokens.access_token))[0] == 200
+    assert (await get_json(authsvc.url + ME, other.access_token))[0] == 401
+    assert (await auth.login("alice", "a long new passphrase here")).session_id
+
+
+async def test_delete_account_ends_every_session(
+    auth: AuthClient, tokens: TokenPair, authsvc: Authsvc
+) -> None:
+    with pytest.raises(InvalidCredentials):
+        await auth.delete_account(tokens.access_token, "not my password")
+    await auth.delete_account(tokens.access_token, TEST_PASSWORD)
+    assert (await get_json(authsvc.url + ME, tokens.access_token))[0] == 401
+    with pytest.raises(InvalidCredentials):
+        await auth.login("alice", TEST_PASSWORD)
+    with pytest.raises(InvalidToken):
+        await auth.delete_account(tokens.access_token, TEST_PASSWORD)
 
 
 async def test_refresh_rotates_within_the_same_session(

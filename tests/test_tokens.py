@@ -44,7 +44,8 @@ def test_access_token_has_the_contract_header_and_claims(alg: str) -> None:
         audience="authsvc",
         issuer="http://authsvc.test",
     )
-    assert set(claims) == {"iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id"}
+    assert set(claims) == {"iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id", "roles"}
+    assert claims["roles"] == []  # RFC 9068 §2.2.3.1: an array, empty when none
     assert (claims["sub"], claims["sid"], claims["exp"]) == ("u1", "s1", expires_at)
     assert expires_at == now + 900
 

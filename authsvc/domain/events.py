@@ -12,6 +12,11 @@ from typing import Literal, Protocol
 LoginOutcome = Literal["ok", "invalid_credentials", "rate_limited"]
 RefreshOutcome = Literal["rotated", "grace", "replay", "invalid"]
 RevokeReason = Literal["logout", "logout_all", "delete", "replay", "revoke", "evicted"]
+# What changed an account (``AccountService``): by its owner or by an operator.
+AccountAction = Literal[
+    "password_changed", "account_deleted", "account_disabled", "account_enabled",
+    "roles_changed", "sessions_revoked",
+]  # fmt: skip
 
 
 class SessionEvents(Protocol):
@@ -20,6 +25,12 @@ class SessionEvents(Protocol):
     def refresh_finished(self, outcome: RefreshOutcome) -> None: ...
 
     def sessions_revoked(self, reason: RevokeReason, count: int = 1) -> None: ...
+
+    # Where a security event of the account is to be recorded (API.md, Security events):
+    # ``session_id`` is the session whose request caused it, when one did.
+    def account_changed(
+        self, action: AccountAction, user_id: str, *, session_id: str | None = None
+    ) -> None: ...
 
 
 class NoEvents:
@@ -32,4 +43,9 @@ class NoEvents:
         pass
 
     def sessions_revoked(self, reason: RevokeReason, count: int = 1) -> None:
+        pass
+
+    def account_changed(
+        self, action: AccountAction, user_id: str, *, session_id: str | None = None
+    ) -> None:
         pass

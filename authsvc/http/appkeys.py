@@ -6,6 +6,7 @@ from aiohttp import web
 
 from authsvc.clock import Clock
 from authsvc.config import Settings
+from authsvc.domain.accounts import AccountService
 from authsvc.domain.passwords import Hasher
 from authsvc.domain.ratelimit import Throttle
 from authsvc.domain.sessions import SessionService
@@ -29,6 +30,7 @@ KEY_RING = web.AppKey("key_ring", KeyRing)
 ACTIVE_KEYS = web.AppKey("active_keys", ActiveKeys)
 STORE = web.AppKey("store", Store)
 SESSIONS = web.AppKey("sessions", SessionService)
+ACCOUNTS = web.AppKey("accounts", AccountService)
 HASHER = web.AppKey("hasher", Hasher)
 THROTTLE = web.AppKey("throttle", Throttle)
 UNTRUSTED_FORWARDING_WARNED = web.AppKey("untrusted_forwarding_warned", Once)

@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from authsvc.domain.events import LoginOutcome, RefreshOutcome, RevokeReason
+from authsvc.domain.events import AccountAction, LoginOutcome, RefreshOutcome, RevokeReason
 
 # The classic text format, which every Prometheus version reads; authsvc's names need
 # nothing newer.
@@ -86,6 +86,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.account_changes = Counter(
+            "authsvc_account_changes_total",
+            "Accounts changed by their owner or an operator, by action.",
+            ["action"],
+            registry=self.registry,
+        )
         self.store_errors = Counter(
             "authsvc_store_errors_total",
             "Store calls that failed because Redis was unreachable or refused.",
@@ -100,6 +106,9 @@ class Metrics:
         }
         self._revocations = {
             reason: self.revocations.labels(reason) for reason in get_args(RevokeReason)
+        }
+        self._account_changes = {
+            action: self.account_changes.labels(action) for action in get_args(AccountAction)
         }
 
     def request_finished(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -124,6 +133,11 @@ class Metrics:
     def sessions_revoked(self, reason: RevokeReason, count: int = 1) -> None:
         if count > 0:
             self._revocations[reason].inc(count)
+
+    def account_changed(
+        self, action: AccountAction, user_id: str, *, session_id: str | None = None
+    ) -> None:
+        self._account_changes[action].inc()
 
     def store_error(self) -> None:
         self.store_errors.inc()
