@@ -35,7 +35,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import multiprocess
 
-from authsvc.accesslog import ACCESS_LOGGER, AccessLogger, JsonAccessLogger
+from authsvc.accesslog import ACCESS_LOGGER, AccessLogger
 from authsvc.app import create_app
 from authsvc.config import Settings, SettingsError
 from authsvc.http.appkeys import STORE
@@ -80,7 +80,7 @@ async def _serve_until_stopped(app: web.Application, settings: Settings, reuse_p
         shutdown_timeout=settings.shutdown_timeout,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
         access_log=ACCESS_LOGGER if settings.access_log else None,
-        access_log_class=JsonAccessLogger if settings.log_format == "json" else AccessLogger,
+        access_log_class=AccessLogger,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
