@@ -15,7 +15,7 @@ ASCII ids are taken (``requestid``).
 A line per request through ``logging`` (a LogRecord, a filter, a formatter) cost a tenth
 of a cached /v1/auth/verify. So while logging is as ``logs.configure_logging`` left it,
 that handler's formatter writes the line from the values without a record
-(``info_line``), into its ``LineWriter``; otherwise (another handler or formatter, a
+(``info_line``), and the handler writes it; otherwise (another handler or formatter, a
 filter, a test's capture) it goes through ``logging`` like any other record.
 """
 
@@ -31,10 +31,10 @@ from aiohttp.web_response import StreamResponse
 
 from authsvc.logs import (
     LineFormatter,
-    LineWriter,
+    LineHandler,
     RequestIdFilter,
     escape_controls,
-    root_line_writer,
+    root_line_handler,
 )
 
 ACCESS_LOGGER = logging.getLogger("authsvc.access")
@@ -47,7 +47,7 @@ _NO_FIELDS: Mapping[str, object] = {}
 class AccessLogger(AbstractAccessLogger):
     def __init__(self, logger: logging.Logger, log_format: str) -> None:
         super().__init__(logger, log_format)
-        self._direct = _direct_writer(logger)
+        self._direct = _direct_handler(logger)
         self._pid = os.getpid()
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
@@ -63,10 +63,10 @@ class AccessLogger(AbstractAccessLogger):
         if self._direct is None:
             self.logger.info(MESSAGE_FORMAT, *values, extra=_fields(values))
         else:
-            writer, formatter = self._direct
+            handler, formatter = self._direct
             fields = _fields(values) if formatter.shows_fields else _NO_FIELDS
             message = MESSAGE_FORMAT % values
-            writer.write(formatter.info_line(self.logger.name, self._pid, message, fields))
+            handler.write_line(formatter.info_line(self.logger.name, self._pid, message, fields))
 
     @property
     def enabled(self) -> bool:
@@ -86,11 +86,11 @@ def _fields(values: _Values) -> dict[str, object]:
     }
 
 
-def _direct_writer(logger: logging.Logger) -> tuple[LineWriter, LineFormatter] | None:
-    """The root's LineWriter and formatter when a record of ``logger`` would reach them and
-    nothing else, through no filter but the request id's: then its line may skip
+def _direct_handler(logger: logging.Logger) -> tuple[LineHandler, LineFormatter] | None:
+    """The root's LineHandler and its formatter when a record of ``logger`` would reach
+    them and nothing else, through no filter but the request id's: then its line may skip
     ``logging``."""
-    handler = root_line_writer()
+    handler = root_line_handler()
     formatter = None if handler is None else handler.line_formatter
     if handler is None or formatter is None or handler.level > logging.INFO:
         return None
@@ -101,4 +101,4 @@ def _direct_writer(logger: logging.Logger) -> tuple[LineWriter, LineFormatter] |
         node = node.parent
     if node.filters or any(not isinstance(f, RequestIdFilter) for f in handler.filters):
         return None
-    return handler.writer, formatter
+    return handler, formatter

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""LineWriter alone: lines a second into a pipe read by another process, batched or not.
+"""Log lines a second into a pipe read by another process: a write each, or a turn's in one.
 
     python bench/micro_linewriter.py                  # 200,000 lines, best of 5 runs
     python bench/micro_linewriter.py --per-turn 1 8 --lines 50000
@@ -8,9 +8,10 @@ The stream is what a worker's stderr is under a process manager: a line-buffered
 stream on a pipe, which a reader process drains. Each run writes ``--lines`` access-log
 sized lines from an event loop (uvloop when installed, as ``authsvc serve`` runs), so many
 lines per turn of the loop (``--per-turn``: how many requests end in one turn); then either
-``plain``, a write and a flush per line (what ``logging.StreamHandler`` does), or
-``batched``, through ``authsvc.logs.LineWriter``, one write per turn up to BATCH_CHARS.
-Both spend the same turns; only the writes differ. Nothing but the writer is measured:
+``plain``, a write and a flush per line, as authsvc writes them (``authsvc.logs.LineHandler``,
+the access log's ``write_line``), or ``batched``, a turn's lines in one write up to
+BATCH_CHARS (``TurnBatcher`` below: authsvc's ``LineWriter`` until these numbers folded it
+back). Both spend the same turns; only the writes differ. Nothing but the writer is measured:
 formatting a line costs the same either way. Besides lines a second (wall time, the best
 run), it prints the CPU time per line of the writer and of the reader (over every run): a
 write wakes the reader, whose CPU a log collector pays on the same machine.
@@ -23,13 +24,17 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from authsvc.logs import BATCH_CHARS, LineWriter
+from authsvc.logs import LineHandler
+
+# Characters a batched write at most: at most 4 bytes each in UTF-8, within PIPE_BUF.
+BATCH_CHARS = 1024
 
 # About an access line of authsvc's text format.
 LINE = (
@@ -51,16 +56,40 @@ async def write_lines(write: Callable[[str], None], lines: int, per_turn: int) -
     for number in range(lines):
         write(LINE)
         if number % per_turn == per_turn - 1:
-            await asyncio.sleep(0)  # the turn ends: LineWriter's flush runs
+            await asyncio.sleep(0)  # the turn ends: TurnBatcher's flush runs
     await asyncio.sleep(0)
 
 
-def plain(stream: TextIO) -> Callable[[str], None]:
-    def write(line: str) -> None:
-        stream.write(line)
-        stream.flush()
+class TurnBatcher:
+    """Whole lines to a stream; those of one event-loop turn go out in one write."""
 
-    return write
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lines: list[str] = []
+        self._size = 0
+        self._lock = threading.Lock()  # as authsvc's: password hashing threads log too
+
+    def write(self, line: str) -> None:
+        with self._lock:
+            if self._size + len(line) > BATCH_CHARS:
+                self._write_out()
+            self._lines.append(line)
+            self._size += len(line)
+            if len(self._lines) > 1:
+                return  # a flush is due already
+        asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write_out()
+
+    def _write_out(self) -> None:
+        if self._lines:
+            text = "".join(self._lines)
+            self._lines.clear()
+            self._size = 0
+            self.stream.write(text)
+            self.stream.flush()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +105,7 @@ def measure(kind: str, per_turn: int, lines: int, repeat: int) -> Measure:
     stream = open(  # noqa: SIM115 - closed below, before the reader is waited for
         reader.stdin.fileno(), "w", buffering=1, encoding="utf-8", closefd=False
     )
-    write = LineWriter(stream).write if kind == "batched" else plain(stream)
+    write = TurnBatcher(stream).write if kind == "batched" else LineHandler(stream).write_line
     factory = event_loop_factory()
     cpu = time.process_time()
     try:

@@ -1,5 +1,5 @@
 """The access log's direct lines read exactly as the same line through ``logging`` would;
-the LineWriter leaves a turn's lines in one write, a long line alone, and whole on a pipe."""
+each line leaves at once in a write of its own, a long one too, and whole on a pipe."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 
 from authsvc.accesslog import ACCESS_LOGGER, AccessLogger
 from authsvc.config import LogFormat
-from authsvc.logs import LineWriter, LineWriterHandler, configure_logging, flush_logs
+from authsvc.logs import LineHandler, configure_logging, flush_logs
 from authsvc.requestid import current_request_id
 
 
@@ -164,33 +164,33 @@ def test_another_handler_on_the_root_takes_the_lines_through_logging(
     ]
 
 
-def test_the_lines_of_one_loop_turn_leave_in_one_write() -> None:
-    writes: list[str] = []
+class Writes:
+    """A stream that keeps each write apart."""
 
-    class Stream:
-        def write(self, text: str) -> None:
-            writes.append(text)
+    def __init__(self) -> None:
+        self.writes: list[str] = []
 
-        def flush(self) -> None:
-            pass
+    def write(self, text: str) -> None:
+        self.writes.append(text)
 
-    writer = LineWriter(Stream())  # type: ignore[arg-type]
-    handler = LineWriterHandler(writer)
+    def flush(self) -> None:
+        pass
+
+
+def test_each_line_leaves_at_once_in_a_write_of_its_own() -> None:
+    stream = Writes()
+    handler = LineHandler(stream)  # type: ignore[call-overload]
     handler.setFormatter(logging.Formatter("%(message)s"))
 
     async def log_three() -> None:
         for n in range(3):
             handler.emit(logging.makeLogRecord({"msg": f"line {n}"}))
-        assert writes == []  # not before the turn ends
+            assert len(stream.writes) == n + 1  # at once, not at the turn's end
+        handler.write_line("direct\n")
+        assert stream.writes[-1] == "direct\n"
 
-    async def main() -> None:
-        await log_three()
-        await asyncio.sleep(0)
-
-    asyncio.run(main())
-    assert writes == ["line 0\nline 1\nline 2\n"]
-    handler.emit(logging.makeLogRecord({"msg": "no loop"}))  # outside a loop: at once
-    assert writes[-1] == "no loop\n"
+    asyncio.run(log_three())
+    assert stream.writes == ["line 0\n", "line 1\n", "line 2\n", "direct\n"]
 
 
 # -- lines past PIPE_BUF ----------------------------------------------------------------
@@ -201,22 +201,15 @@ LONG_PATH = "/v1/" + "é" * 8_000
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_a_line_too_long_to_share_a_write_leaves_alone_and_whole(log_format: LogFormat) -> None:
-    """A line over BATCH_CHARS may pass PIPE_BUF: it leaves at once in a write of its own,
-    after the lines before it, and never shares one (a pipe keeps only a write of PIPE_BUF
-    bytes whole; the logs module says what that leaves to the kernel)."""
-    writes: list[str] = []
-
-    class Stream:
-        def write(self, text: str) -> None:
-            writes.append(text)
-
-        def flush(self) -> None:
-            pass
-
+    """A line past PIPE_BUF leaves at once in a write of its own, after the lines before
+    it, whole (a pipe keeps only a write of PIPE_BUF bytes whole; the logs module says what
+    that leaves to the kernel)."""
+    stream = Writes()
+    writes = stream.writes
     configure_logging("info", log_format)
     handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, LineWriterHandler)
-    handler.writer.stream = Stream()  # type: ignore[assignment]
+    assert isinstance(handler, LineHandler)
+    handler.setStream(stream)  # type: ignore[arg-type]
 
     async def three_requests() -> None:
         access = AccessLogger(ACCESS_LOGGER, "")
@@ -224,8 +217,7 @@ def test_a_line_too_long_to_share_a_write_leaves_alone_and_whole(log_format: Log
             access.log(FakeRequest(path=path), FakeResponse(), 0.01234)  # type: ignore[arg-type]
         assert len(writes) == 2  # the line before it, then the long one, at once
         access.log(FakeRequest(path="/after"), FakeResponse(), 0.01234)  # type: ignore[arg-type]
-        assert len(writes) == 2  # the next line waits for the turn's end
-        await asyncio.sleep(0)
+        assert len(writes) == 3
 
     asyncio.run(three_requests())
     before, long_line, after = writes
@@ -270,29 +262,28 @@ FILLERS = "abcdé€😀"  # 1 to 4 bytes in UTF-8
 
 
 def test_long_lines_of_the_loop_and_a_thread_reach_a_pipe_whole() -> None:
-    """The event loop batches, a password hashing thread writes at once, both on one pipe
-    with lines past PIPE_BUF among short ones: each line comes out whole, none lost."""
+    """The event loop and a password hashing thread write on one pipe, lines past PIPE_BUF
+    among short ones: the handler's lock keeps each line whole, none lost."""
     read_end, write_end = os.pipe()
     reader, chunks = read_all(read_end)
     lengths = [10, 20_000, 300, 5_000, 1_000, 1_025, 60, 12_000] * 10
     with open(write_end, "w", buffering=1, encoding="utf-8") as stream:  # as stderr is
-        writer = LineWriter(stream)
+        handler = LineHandler(stream)
 
         def hashing_thread() -> None:
             for number, length in enumerate(lengths):
-                writer.write(numbered_line("thread", number, length))
+                handler.write_line(numbered_line("thread", number, length))
 
         async def loop() -> None:
             for number, length in enumerate(lengths):
-                writer.write(numbered_line("loop", number, length))
+                handler.write_line(numbered_line("loop", number, length))
                 if number % 3 == 2:
-                    await asyncio.sleep(0)  # a turn ends: its lines leave in one write
+                    await asyncio.sleep(0)
 
         thread = threading.Thread(target=hashing_thread, daemon=True)
         thread.start()
         asyncio.run(loop())
         thread.join(60)
-        writer.flush()
     expected = [
         numbered_line(who, n, k) for who in ("loop", "thread") for n, k in enumerate(lengths)
     ]
@@ -300,28 +291,21 @@ def test_long_lines_of_the_loop_and_a_thread_reach_a_pipe_whole() -> None:
 
 
 WORKER = """
-import asyncio, sys
-from authsvc.logs import LineWriter
+import sys
+from authsvc.logs import LineHandler
 
 name, count, fillers = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-writer = LineWriter(open(1, "w", encoding="utf-8", closefd=False))
-
-async def main():
-    for number in range(count):
-        head = f"{name} {number} "
-        filler = fillers[number % len(fillers)]
-        writer.write(head + filler * (number % 250 + 10 - len(head)) + "\\n")
-        if number % 7 == 6:
-            await asyncio.sleep(0)
-
-asyncio.run(main())
-writer.flush()
+handler = LineHandler(open(1, "w", encoding="utf-8", closefd=False))
+for number in range(count):
+    head = f"{name} {number} "
+    filler = fillers[number % len(fillers)]
+    handler.write_line(head + filler * (number % 250 + 10 - len(head)) + "\\n")
 """
 
 
 def test_the_lines_of_two_workers_on_one_pipe_never_interleave() -> None:
-    """What BATCH_CHARS is for: each write within PIPE_BUF, which a pipe takes whole, so
-    the batched lines of two processes on one stderr never cut into each other."""
+    """Each line a write of its own within PIPE_BUF, which a pipe takes whole: the lines
+    of two processes on one stderr never cut into each other."""
     read_end, write_end = os.pipe()
     reader, chunks = read_all(read_end)
     count, names = 3_000, ("w1", "w2")
