@@ -15,8 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import BenchError
-from servers import die_with_parent
+from harness import BenchError, die_with_parent
 
 FORMATS = {"flamegraph": "svg", "raw": "txt"}  # raw: collapsed stacks, for speedscope too
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")

@@ -32,24 +32,22 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # servers.py: the runners shared with the tests
-
 import redis
 from bulkload import SESSIONS_PER_USER, bulk_load
 from fixtures import Fixtures, session_memory
 from flamegraph import FORMATS, start_py_spy, summarize, wait
 from harness import BenchError, cpu_seconds, ensure_wrk, install_deadline, run_wrk
 from machine import describe_machine
+from processes import LOOPBACK, HttpServer
 from report import BASE, LOADED, Report, Result, markdown, text
 from scenarios import BY_NAME, SCENARIOS, Scenario, Workload
-from servers import LOOPBACK, Server
 from stack import Authsvc, start_authsvc, start_ceiling, start_redis
 
 from authsvc.config import Settings
 from authsvc.store import keyspace
 from docs import read_json, write_docs, write_json
 
+ROOT = Path(__file__).resolve().parent.parent
 QUICK = {"duration": 2, "warmup": 1, "rounds": 1, "sessions": 100_000, "memory_sessions": 2_000}
 DEFAULTS = {
     "duration": 5,
@@ -87,8 +85,8 @@ class Bench:
         self.stack = stack
         self.runner = runner
         self.report = report
-        self.ceiling: Server | None = None  # the first of ceilings, which share its port
-        self.ceilings: list[Server] = []
+        self.ceiling: HttpServer | None = None  # the first of ceilings, which share its port
+        self.ceilings: list[HttpServer] = []
 
     def run(self) -> None:
         args, report = self.args, self.report
@@ -132,7 +130,8 @@ class Bench:
     def workload(self, authsvc: Authsvc, workloads: contextlib.ExitStack) -> Workload:
         """Fixtures on this authsvc's Redis and key ring; a user with a password to log in."""
         password = secrets.token_urlsafe(18)
-        registered = authsvc.server.register("bench-login", password)
+        user = {"username": "bench-login", "password": password}
+        registered = authsvc.server.post("/v1/users", user)
         if registered.status != 201:
             raise BenchError(f"registering the login user answered {registered.status}")
         fixtures = Fixtures(authsvc.settings, authsvc.keys_dir)
@@ -224,15 +223,14 @@ class Bench:
     def profile(self, workload: Workload, scenario: Scenario, directory: Path) -> None:
         """Record the server during ``scenario`` (extra runs, not in the table)."""
         target = self.ceiling if scenario.on_ceiling else workload.server
-        assert target is not None and target.process is not None
-        process = target.process
+        assert target is not None
         directory.mkdir(parents=True, exist_ok=True)
         seconds = self.args.duration
         connections = scenario.connections or self.args.connections
         for fmt, suffix in FORMATS.items():
             output = directory / f"{scenario.name}.{suffix}"
             say(f"profiling {scenario.name} with py-spy into {output}")
-            spy = start_py_spy(process.pid, seconds, output, fmt)
+            spy = start_py_spy(target.pid, seconds, output, fmt)
             run_wrk(
                 self.wrk,
                 target.base_url + scenario.path,
