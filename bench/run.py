@@ -3,8 +3,8 @@
 
     python bench/run.py                       # 3 rounds of 5 s + 1M live sessions, ~5 min
     python bench/run.py --quick               # 1 round of 2 s, 100k sessions, ~1.5 min
-    python bench/run.py --write-docs          # also regenerate docs/performance.*
-    python bench/run.py --profile docs/profile --profile-scenario refresh verify_fresh
+    python bench/run.py --write-docs          # also docs/performance.md's results and plot
+    python bench/run.py --profile --profile-scenario refresh verify_fresh   # flame graphs
 
 It starts a private Redis on a free loopback port, ``authsvc serve`` and the ceiling (a
 bare aiohttp handler doing one Redis GET, bench/ceiling.py), and a second authsvc on a
@@ -35,7 +35,7 @@ from pathlib import Path
 import redis
 from bulkload import SESSIONS_PER_USER, bulk_load
 from fixtures import Fixtures, session_memory
-from flamegraph import FORMATS, start_py_spy, summarize, wait
+from flamegraph import FORMATS, clear, start_py_spy, summarize, wait
 from harness import BenchError, cpu_seconds, ensure_wrk, install_deadline, run_wrk
 from machine import describe_machine
 from processes import LOOPBACK, HttpServer
@@ -124,6 +124,8 @@ class Bench:
                             turns.reverse()  # neither phase always runs first
                     for turn, phase in turns:
                         self.measure(turn, scenario, phase, round_no)
+            if args.profile:
+                clear(Path(args.profile), BY_NAME)
             for name in args.profile_scenario if args.profile else ():
                 self.profile(workload, BY_NAME[name], Path(args.profile))
 
@@ -270,8 +272,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-sessions", type=int, help="sessions MEMORY USAGE is over")
     parser.add_argument("-q", "--quick", action="store_true", help="a short run: " + str(QUICK))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results dir")
-    parser.add_argument("--write-docs", action="store_true", help="regenerate docs/performance.*")
-    parser.add_argument("--profile", metavar="DIR", help="py-spy flame graphs into DIR")
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="rewrite docs/performance.md's results and docs/performance.png",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        nargs="?",
+        const="",
+        help="py-spy flame graphs into DIR (OUT/profile), replacing an earlier run's",
+    )
     parser.add_argument(
         "--profile-scenario",
         nargs="+",
@@ -293,6 +305,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="measure nothing: print and write the results of a JSON this command wrote",
     )
     args = parser.parse_args(argv)
+    if args.profile == "":
+        args.profile = str(Path(args.out) / "profile")
     for name, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -363,7 +377,7 @@ def publish(report: Report, args: argparse.Namespace) -> int:
         return 1
     if args.write_docs:
         write_docs(report, ROOT / "docs")
-        say("wrote docs/performance.md, docs/performance.png, docs/performance.json")
+        say("wrote docs/performance.md and docs/performance.png")
     return 0
 
 
