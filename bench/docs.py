@@ -1,7 +1,9 @@
-"""Write results where people read them: docs/performance.{md,png,json}.
+"""Write results where people read them: docs/performance.md and docs/performance.png.
 
 ``docs/performance.md`` is prose written by hand around one generated block, between the
-two markers below; only that block is replaced. The plot needs matplotlib (the ``bench``
+two markers below; only that block is replaced, and the plot overwritten. The raw numbers
+(every run, the profiles' summaries) stay in the run's ``results.json`` (``--out``, not
+committed), which ``--render`` reads again. The plot needs matplotlib (the ``bench``
 extra: ``pip install -c constraints.txt -e '.[bench]'``).
 """
 
@@ -47,7 +49,7 @@ def read_json(path: Path) -> Report:
 
 
 def write_docs(report: Report, docs: Path) -> None:
-    """Replace the generated block of performance.md; write the plot and the JSON.
+    """Replace the generated block of performance.md; write the plot.
 
     Raises:
         BenchError: performance.md lacks the markers, or matplotlib is missing.
@@ -60,7 +62,6 @@ def write_docs(report: Report, docs: Path) -> None:
     _, tail = rest.split(END, 1)
     plot(report, docs / "performance.png")
     page.write_text(f"{head}{BEGIN}\n{markdown(report)}{END}{tail}")
-    write_json(report, docs / "performance.json")
 
 
 def plot(report: Report, path: Path) -> None:

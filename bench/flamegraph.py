@@ -12,11 +12,11 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import BenchError
-from servers import die_with_parent
+from harness import BenchError, die_with_parent
 
 FORMATS = {"flamegraph": "svg", "raw": "txt"}  # raw: collapsed stacks, for speedscope too
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
@@ -26,6 +26,13 @@ _AUTHSVC = tuple(f"authsvc/{name}" for name in ("http/", "sessions", "tokens", "
 # "Class.method (package/module.py:123)"; the first frame names the process.
 _IDLE = ("concurrent/futures/thread.py", "threading.py", "queue.py")
 _FRAME = re.compile(r"^(?P<function>.+) \((?P<file>[^()]+:\d+)\)$")
+
+
+def clear(directory: Path, scenarios: Iterable[str]) -> None:
+    """Remove the profiles of an earlier run from ``directory``: it holds the latest only."""
+    for name in scenarios:
+        for suffix in FORMATS.values():
+            (directory / f"{name}.{suffix}").unlink(missing_ok=True)
 
 
 def start_py_spy(pid: int, seconds: int, output: Path, fmt: str) -> subprocess.Popen[bytes]:

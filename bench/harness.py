@@ -8,6 +8,7 @@ thread with ``die_with_parent`` (the kernel stops it if the benchmark dies) and 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -19,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from servers import die_with_parent
-
 WRK_SCRIPTS = Path(__file__).resolve().parent / "wrk"
 # Beyond the run itself: wrk's start, the last requests in flight, its report.
 WRK_GRACE_S = 60
+_PR_SET_PDEATHSIG = 1
 
 
 class BenchError(RuntimeError):
@@ -32,6 +32,12 @@ class BenchError(RuntimeError):
 
 class DeadlineExceeded(BenchError):
     """The whole benchmark ran past its hard time limit."""
+
+
+def die_with_parent() -> None:  # runs in the child, before exec
+    """preexec_fn: the kernel sends the child SIGTERM when the thread that forked it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass(frozen=True, slots=True)

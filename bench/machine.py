@@ -11,7 +11,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from servers import redis_server_binary
+from processes import redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("aiohttp", "redis", "hiredis", "uvloop", "msgspec", "PyJWT", "cryptography")

@@ -3,8 +3,8 @@
 
     python bench/run.py                       # 3 rounds of 5 s + 1M live sessions, ~5 min
     python bench/run.py --quick               # 1 round of 2 s, 100k sessions, ~1.5 min
-    python bench/run.py --write-docs          # also regenerate docs/performance.*
-    python bench/run.py --profile docs/profile --profile-scenario refresh verify_fresh
+    python bench/run.py --write-docs          # also docs/performance.md's results and plot
+    python bench/run.py --profile --profile-scenario refresh verify_fresh   # flame graphs
 
 It starts a private Redis on a free loopback port, ``authsvc serve`` and the ceiling (a
 bare aiohttp handler doing one Redis GET, bench/ceiling.py), and a second authsvc on a
@@ -32,24 +32,22 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # servers.py: the runners shared with the tests
-
 import redis
 from bulkload import SESSIONS_PER_USER, bulk_load
 from fixtures import Fixtures, session_memory
-from flamegraph import FORMATS, start_py_spy, summarize, wait
+from flamegraph import FORMATS, clear, start_py_spy, summarize, wait
 from harness import BenchError, cpu_seconds, ensure_wrk, install_deadline, run_wrk
 from machine import describe_machine
+from processes import LOOPBACK, HttpServer
 from report import BASE, LOADED, Report, Result, markdown, text
 from scenarios import BY_NAME, SCENARIOS, Scenario, Workload
-from servers import LOOPBACK, Server
 from stack import Authsvc, start_authsvc, start_ceiling, start_redis
 
 from authsvc.config import Settings
 from authsvc.store import keyspace
 from docs import read_json, write_docs, write_json
 
+ROOT = Path(__file__).resolve().parent.parent
 QUICK = {"duration": 2, "warmup": 1, "rounds": 1, "sessions": 100_000, "memory_sessions": 2_000}
 DEFAULTS = {
     "duration": 5,
@@ -87,8 +85,8 @@ class Bench:
         self.stack = stack
         self.runner = runner
         self.report = report
-        self.ceiling: Server | None = None  # the first of ceilings, which share its port
-        self.ceilings: list[Server] = []
+        self.ceiling: HttpServer | None = None  # the first of ceilings, which share its port
+        self.ceilings: list[HttpServer] = []
 
     def run(self) -> None:
         args, report = self.args, self.report
@@ -126,13 +124,16 @@ class Bench:
                             turns.reverse()  # neither phase always runs first
                     for turn, phase in turns:
                         self.measure(turn, scenario, phase, round_no)
+            if args.profile:
+                clear(Path(args.profile), BY_NAME)
             for name in args.profile_scenario if args.profile else ():
                 self.profile(workload, BY_NAME[name], Path(args.profile))
 
     def workload(self, authsvc: Authsvc, workloads: contextlib.ExitStack) -> Workload:
         """Fixtures on this authsvc's Redis and key ring; a user with a password to log in."""
         password = secrets.token_urlsafe(18)
-        registered = authsvc.server.register("bench-login", password)
+        user = {"username": "bench-login", "password": password}
+        registered = authsvc.server.post("/v1/users", user)
         if registered.status != 201:
             raise BenchError(f"registering the login user answered {registered.status}")
         fixtures = Fixtures(authsvc.settings, authsvc.keys_dir)
@@ -224,15 +225,14 @@ class Bench:
     def profile(self, workload: Workload, scenario: Scenario, directory: Path) -> None:
         """Record the server during ``scenario`` (extra runs, not in the table)."""
         target = self.ceiling if scenario.on_ceiling else workload.server
-        assert target is not None and target.process is not None
-        process = target.process
+        assert target is not None
         directory.mkdir(parents=True, exist_ok=True)
         seconds = self.args.duration
         connections = scenario.connections or self.args.connections
         for fmt, suffix in FORMATS.items():
             output = directory / f"{scenario.name}.{suffix}"
             say(f"profiling {scenario.name} with py-spy into {output}")
-            spy = start_py_spy(process.pid, seconds, output, fmt)
+            spy = start_py_spy(target.pid, seconds, output, fmt)
             run_wrk(
                 self.wrk,
                 target.base_url + scenario.path,
@@ -272,8 +272,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-sessions", type=int, help="sessions MEMORY USAGE is over")
     parser.add_argument("-q", "--quick", action="store_true", help="a short run: " + str(QUICK))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results dir")
-    parser.add_argument("--write-docs", action="store_true", help="regenerate docs/performance.*")
-    parser.add_argument("--profile", metavar="DIR", help="py-spy flame graphs into DIR")
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="rewrite docs/performance.md's results and docs/performance.png",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        nargs="?",
+        const="",
+        help="py-spy flame graphs into DIR (OUT/profile), replacing an earlier run's",
+    )
     parser.add_argument(
         "--profile-scenario",
         nargs="+",
@@ -295,6 +305,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="measure nothing: print and write the results of a JSON this command wrote",
     )
     args = parser.parse_args(argv)
+    if args.profile == "":
+        args.profile = str(Path(args.out) / "profile")
     for name, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -365,7 +377,7 @@ def publish(report: Report, args: argparse.Namespace) -> int:
         return 1
     if args.write_docs:
         write_docs(report, ROOT / "docs")
-        say("wrote docs/performance.md, docs/performance.png, docs/performance.json")
+        say("wrote docs/performance.md and docs/performance.png")
     return 0
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fixtures import Fixtures, Session
 from harness import BenchError, WrkRun
-from servers import Server
+from processes import HttpServer
 
 SEEN_TOKENS = 32  # sessions whose access tokens verify, me and introspect cycle through
 GRACE_TOKENS = 32  # used-once refresh tokens that refresh_grace cycles through
@@ -23,6 +23,7 @@ GRACE_TOKENS = 32  # used-once refresh tokens that refresh_grace cycles through
 # (then 1.5 times what it measured), so that none is presented twice.
 FRESH_TOKENS_PER_SECOND = 6_000
 LOGIN_CONNECTIONS = 4  # argon2 runs HASH_CONCURRENCY (= cores) at a time; more only queue
+REFRESH = "/v1/auth/refresh"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,7 @@ class Workload:
         self,
         fixtures: Fixtures,
         runner: asyncio.Runner,
-        server: Server,
+        server: HttpServer,
         workdir: Path,
         *,
         login: tuple[str, str],
@@ -154,12 +155,13 @@ class Workload:
         """Refresh tokens rotated once by the server: presenting one again is a grace retry."""
         sessions: list[Session] = self.runner.run(self.fixtures.new_sessions(count))
         for session in sessions:
-            reply = self.server.refresh(session.refresh_token)
+            reply = self.server.post(REFRESH, {"refresh_token": session.refresh_token})
             if reply.status != 200:
                 raise BenchError(f"rotating a grace token answered {reply.status}: {reply.body}")
         # The retry must take the grace path: the same successor comes back.
-        first = self.server.refresh(sessions[0].refresh_token)
-        again = self.server.refresh(sessions[0].refresh_token)
+        retried = {"refresh_token": sessions[0].refresh_token}
+        first = self.server.post(REFRESH, retried)
+        again = self.server.post(REFRESH, retried)
         if again.status != 200 or again.body["refresh_token"] != first.body["refresh_token"]:
             raise BenchError(f"a retry within the grace answered {again.status}: {again.body}")
         return [session.refresh_token for session in sessions]

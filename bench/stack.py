@@ -1,7 +1,7 @@
 """The services under test: private Redis servers, ``authsvc serve`` and the ceiling.
 
-All on loopback, on free ports, started by the shared runners of ``tests/servers.py``
-and registered on the caller's ExitStack, so every one is stopped however the run ends.
+All on loopback, on free ports, started by the runners of ``processes.py`` and
+registered on the caller's ExitStack, so every one is stopped however the run ends.
 authsvc runs with its defaults (argon2id, the access log) but for what the scenarios
 need: a long reuse grace (every retry of a run falls inside it), login and refresh rate
 limits per address that no run reaches, and an introspection client.
@@ -10,6 +10,7 @@ limits per address that no run reaches, and an introspection client.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import redis
 from ceiling import KEY as CEILING_KEY
-from servers import RedisProcess, Server, free_port
+from processes import LOOPBACK, HttpServer, RedisServer, free_port
 
 from authsvc.config import Settings, load_settings
 
@@ -32,23 +33,23 @@ REUSE_GRACE = 3600  # longer than any run: a retry is always within the grace
 class Authsvc:
     """A running ``authsvc serve`` and what the fixtures need to make its tokens."""
 
-    redis: RedisProcess
-    server: Server
+    redis: RedisServer
+    server: HttpServer
     settings: Settings  # what the server runs with, read from its own environment
     keys_dir: Path
     introspection_client: tuple[str, str]
     workdir: Path
 
 
-def start_redis(directory: Path, stack: contextlib.ExitStack) -> RedisProcess:
-    process = RedisProcess(directory, die_with_parent=True)
+def start_redis(directory: Path, stack: contextlib.ExitStack) -> RedisServer:
+    process = RedisServer(directory)
     stack.callback(process.stop)
     process.start()
     return process
 
 
 def start_authsvc(
-    store: RedisProcess,
+    store: RedisServer,
     workdir: Path,
     stack: contextlib.ExitStack,
     *,
@@ -65,7 +66,12 @@ def start_authsvc(
         timeout=60,
     )
     client = ("bench", secrets.token_urlsafe(16))
+    port = free_port()
     env = {
+        # The product's defaults but for what follows: no AUTHSVC_* of the caller's.
+        **{name: value for name, value in os.environ.items() if not name.startswith("AUTHSVC_")},
+        "AUTHSVC_HOST": LOOPBACK,
+        "AUTHSVC_PORT": str(port),
         "AUTHSVC_REDIS_URL": store.url,
         "AUTHSVC_KEYS_DIR": str(keys_dir),
         "AUTHSVC_REFRESH_REUSE_GRACE": str(REUSE_GRACE),
@@ -76,37 +82,26 @@ def start_authsvc(
         "AUTHSVC_INTROSPECTION_CLIENTS": f"{client[0]}:{client[1]}",
         **extra_env,
     }
-    server = Server(
-        workdir / "authsvc.log",
-        env,
-        "--workers",
-        str(workers),
-        base_env={},  # the product's defaults, not the tests' cheap argon2
-        die_with_parent=True,
-    )
+    command = [sys.executable, "-m", "authsvc", "serve", "--workers", str(workers)]
+    server = HttpServer(command, port, workdir / "authsvc.log", env, listening=workers)
     stack.callback(server.stop)
     server.start()
     return Authsvc(store, server, load_settings(server.env), keys_dir, client, workdir)
 
 
 def start_ceiling(
-    store: RedisProcess, workdir: Path, stack: contextlib.ExitStack, *, workers: int
-) -> list[Server]:
+    store: RedisServer, workdir: Path, stack: contextlib.ExitStack, *, workers: int
+) -> list[HttpServer]:
     """The ceiling as ``workers`` processes on one port, as authsvc runs its workers."""
     with redis.Redis.from_url(store.url) as client:
         client.set(CEILING_KEY, CEILING_VALUE)
     port = free_port()
     ceilings = []
     for index in range(workers):
-        ceiling = Server(
-            workdir / f"ceiling-{index}.log",
-            {},
-            *(["--reuse-port"] if workers > 1 else []),
-            port=port,
-            command=[sys.executable, str(CEILING), "--port", str(port), "--redis-url", store.url],
-            base_env={},
-            die_with_parent=True,
-        )
+        command = [sys.executable, str(CEILING), "--port", str(port), "--redis-url", store.url]
+        command += ["--reuse-port"] if workers > 1 else []
+        log = workdir / f"ceiling-{index}.log"
+        ceiling = HttpServer(command, port, log, os.environ, listening=index + 1)
         stack.callback(ceiling.stop)
         ceiling.start()
         ceilings.append(ceiling)

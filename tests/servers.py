@@ -1,17 +1,16 @@
-"""Real processes for the tests and the benchmark: a throwaway Redis and ``authsvc serve``.
+"""Real processes for the tests: a throwaway Redis and ``authsvc serve``.
 
 ``RedisProcess`` starts a ``redis-server`` on a free loopback port with persistence off;
 ``Server`` starts ``python -m authsvc serve`` (or another command) on a free port with
 cheap argon2 (FAST_ENV) unless told otherwise, waits for /healthz and every worker, and
 speaks HTTP to it with the standard library; ``valkeys_on`` and ``workers_of`` look at the
 processes it leaves or spawns. Neither touches a server it did not start. The benchmark
-(``bench/``) imports this module too, so there is one runner of each, not copies.
+has runners of its own (``bench/processes.py``): it imports no test module.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -41,7 +40,6 @@ FAST_ENV = {
     "AUTHSVC_ARGON2_PARALLELISM": "1",
     "AUTHSVC_LOG_LEVEL": "WARNING",
 }
-_PR_SET_PDEATHSIG = 1
 
 
 def authsvc_command() -> list[str]:
@@ -81,26 +79,12 @@ def redis_server_binary() -> str:
     return str(valkey_binary())
 
 
-def die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
-    """preexec_fn: the kernel sends the child SIGTERM when the thread that forked it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class RedisProcess:
-    """A throwaway Redis server on a free loopback port; stop() and start() it at will.
+    """A throwaway Redis server on a free loopback port; stop() and start() it at will."""
 
-    ``die_with_parent`` makes the kernel stop it if this process dies (the benchmark,
-    which may be killed); start it from the main thread then, as the signal follows the
-    thread that forked it.
-    """
-
-    def __init__(
-        self, directory: Path, port: int | None = None, *, die_with_parent: bool = False
-    ) -> None:
+    def __init__(self, directory: Path, port: int | None = None) -> None:
         self.directory = directory
         self.port = port or free_port()
-        self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -125,7 +109,6 @@ class RedisProcess:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent if self.die_with_parent else None,
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=1)
@@ -160,8 +143,8 @@ class Reply:
 class Server:
     """One ``python -m authsvc serve`` process (or ``command``) on a port of its own.
 
-    The environment is the caller's without any ``AUTHSVC_*``, then ``base_env`` (cheap
-    argon2 and a quiet log unless told otherwise), then the listen address, then ``env``.
+    The environment is the caller's without any ``AUTHSVC_*``, then FAST_ENV (cheap argon2
+    and a quiet log), then the listen address, then ``env``.
     """
 
     def __init__(
@@ -171,19 +154,16 @@ class Server:
         *args: str,
         port: int | None = None,
         command: Sequence[str] | None = None,
-        base_env: Mapping[str, str] = FAST_ENV,
-        die_with_parent: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.log_path = log_path
         self.args = args
         self.is_authsvc = command is None
         self.command = list(command or [*authsvc_command(), "serve"])
-        self.die_with_parent = die_with_parent
         self.env = child_env(
             {
                 **{k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")},
-                **base_env,
+                **FAST_ENV,
                 "AUTHSVC_HOST": LOOPBACK,
                 "AUTHSVC_PORT": str(self.port),
                 **env,
@@ -205,7 +185,6 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 # A process group of its own, as a shell gives a foreground job.
                 start_new_session=True,
-                preexec_fn=die_with_parent if self.die_with_parent else None,
             )
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:

@@ -1,19 +1,25 @@
-"""The access log's direct lines read exactly as the same line through ``logging`` would."""
+"""The access log's direct lines read exactly as the same line through ``logging`` would;
+each line leaves at once in a write of its own, a long one too, and whole on a pipe."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
 import re
+import select
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from authsvc.config import LogFormat
-from authsvc.server.accesslog import ACCESS_LOGGER, AccessLogger, JsonAccessLogger
-from authsvc.telemetry.logs import LineWriter, LineWriterHandler, configure_logging, flush_logs
+from authsvc.server.accesslog import ACCESS_LOGGER, AccessLogger
+from authsvc.telemetry.logs import LineHandler, configure_logging, flush_logs
 from authsvc.telemetry.requestid import current_request_id
 
 
@@ -47,11 +53,10 @@ def log_both_ways(
     """One line written directly, then the same values through logging's formatter."""
     configure_logging("info", log_format)
     current_request_id.set("req-1")
-    cls = JsonAccessLogger if log_format == "json" else AccessLogger
     request = request or FakeRequest()
-    direct = cls(ACCESS_LOGGER, "")
+    direct = AccessLogger(ACCESS_LOGGER, "")
     direct.log(request, FakeResponse(), 0.01234)  # type: ignore[arg-type]
-    through_logging = cls(ACCESS_LOGGER, "")
+    through_logging = AccessLogger(ACCESS_LOGGER, "")
     through_logging._direct = None
     through_logging.log(request, FakeResponse(), 0.01234)  # type: ignore[arg-type]
     flush_logs()
@@ -159,30 +164,162 @@ def test_another_handler_on_the_root_takes_the_lines_through_logging(
     ]
 
 
-def test_the_lines_of_one_loop_turn_leave_in_one_write() -> None:
-    writes: list[str] = []
+class Writes:
+    """A stream that keeps each write apart."""
 
-    class Stream:
-        def write(self, text: str) -> None:
-            writes.append(text)
+    def __init__(self) -> None:
+        self.writes: list[str] = []
 
-        def flush(self) -> None:
-            pass
+    def write(self, text: str) -> None:
+        self.writes.append(text)
 
-    writer = LineWriter(Stream())  # type: ignore[arg-type]
-    handler = LineWriterHandler(writer, "text")
+    def flush(self) -> None:
+        pass
+
+
+def test_each_line_leaves_at_once_in_a_write_of_its_own() -> None:
+    stream = Writes()
+    handler = LineHandler(stream)  # type: ignore[call-overload]
     handler.setFormatter(logging.Formatter("%(message)s"))
 
     async def log_three() -> None:
         for n in range(3):
             handler.emit(logging.makeLogRecord({"msg": f"line {n}"}))
-        assert writes == []  # not before the turn ends
+            assert len(stream.writes) == n + 1  # at once, not at the turn's end
+        handler.write_line("direct\n")
+        assert stream.writes[-1] == "direct\n"
 
-    async def main() -> None:
-        await log_three()
-        await asyncio.sleep(0)
+    asyncio.run(log_three())
+    assert stream.writes == ["line 0\n", "line 1\n", "line 2\n", "direct\n"]
 
-    asyncio.run(main())
-    assert writes == ["line 0\nline 1\nline 2\n"]
-    handler.emit(logging.makeLogRecord({"msg": "no loop"}))  # outside a loop: at once
-    assert writes[-1] == "no loop\n"
+
+# -- lines past PIPE_BUF ----------------------------------------------------------------
+
+# aiohttp takes a request line of 8 KiB: its path, two bytes a character, is past PIPE_BUF.
+LONG_PATH = "/v1/" + "é" * 8_000
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_line_too_long_to_share_a_write_leaves_alone_and_whole(log_format: LogFormat) -> None:
+    """A line past PIPE_BUF leaves at once in a write of its own, after the lines before
+    it, whole (a pipe keeps only a write of PIPE_BUF bytes whole; the logs module says what
+    that leaves to the kernel)."""
+    stream = Writes()
+    writes = stream.writes
+    configure_logging("info", log_format)
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, LineHandler)
+    handler.setStream(stream)  # type: ignore[arg-type]
+
+    async def three_requests() -> None:
+        access = AccessLogger(ACCESS_LOGGER, "")
+        for path in ("/before", LONG_PATH):
+            access.log(FakeRequest(path=path), FakeResponse(), 0.01234)  # type: ignore[arg-type]
+        assert len(writes) == 2  # the line before it, then the long one, at once
+        access.log(FakeRequest(path="/after"), FakeResponse(), 0.01234)  # type: ignore[arg-type]
+        assert len(writes) == 3
+
+    asyncio.run(three_requests())
+    before, long_line, after = writes
+    assert "GET /before" in before and "GET /after" in after
+    assert len(long_line.encode()) > select.PIPE_BUF
+    assert long_line.count("\n") == 1 and long_line.endswith("\n")
+    if log_format == "json":
+        assert json.loads(long_line)["path"] == LONG_PATH
+    else:
+        assert long_line.endswith(f'"GET {LONG_PATH}" 200 17 12.3ms\n')
+
+
+def read_all(fd: int) -> tuple[threading.Thread, list[bytes]]:
+    """A reader of the pipe's read end until every write end is closed (a daemon: a test
+    that fails with a write end open cannot hang the run)."""
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        with open(fd, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader, chunks
+
+
+def lines_read(reader: threading.Thread, chunks: list[bytes]) -> list[str]:
+    reader.join(60)
+    assert not reader.is_alive(), "a write end of the pipe is still open"
+    return b"".join(chunks).decode().splitlines(keepends=True)
+
+
+def numbered_line(writer: str, number: int, length: int) -> str:
+    """A line that says what it must hold: its writer, its number, then its filler."""
+    filler = FILLERS[number % len(FILLERS)]
+    head = f"{writer} {number} "
+    return head + filler * (length - len(head)) + "\n"
+
+
+FILLERS = "abcdé€😀"  # 1 to 4 bytes in UTF-8
+
+
+def test_long_lines_of_the_loop_and_a_thread_reach_a_pipe_whole() -> None:
+    """The event loop and a password hashing thread write on one pipe, lines past PIPE_BUF
+    among short ones: the handler's lock keeps each line whole, none lost."""
+    read_end, write_end = os.pipe()
+    reader, chunks = read_all(read_end)
+    lengths = [10, 20_000, 300, 5_000, 1_000, 1_025, 60, 12_000] * 10
+    with open(write_end, "w", buffering=1, encoding="utf-8") as stream:  # as stderr is
+        handler = LineHandler(stream)
+
+        def hashing_thread() -> None:
+            for number, length in enumerate(lengths):
+                handler.write_line(numbered_line("thread", number, length))
+
+        async def loop() -> None:
+            for number, length in enumerate(lengths):
+                handler.write_line(numbered_line("loop", number, length))
+                if number % 3 == 2:
+                    await asyncio.sleep(0)
+
+        thread = threading.Thread(target=hashing_thread, daemon=True)
+        thread.start()
+        asyncio.run(loop())
+        thread.join(60)
+    expected = [
+        numbered_line(who, n, k) for who in ("loop", "thread") for n, k in enumerate(lengths)
+    ]
+    assert sorted(lines_read(reader, chunks)) == sorted(expected)
+
+
+WORKER = """
+import sys
+from authsvc.telemetry.logs import LineHandler
+
+name, count, fillers = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+handler = LineHandler(open(1, "w", encoding="utf-8", closefd=False))
+for number in range(count):
+    head = f"{name} {number} "
+    filler = fillers[number % len(fillers)]
+    handler.write_line(head + filler * (number % 250 + 10 - len(head)) + "\\n")
+"""
+
+
+def test_the_lines_of_two_workers_on_one_pipe_never_interleave() -> None:
+    """Each line a write of its own within PIPE_BUF, which a pipe takes whole: the lines
+    of two processes on one stderr never cut into each other."""
+    read_end, write_end = os.pipe()
+    reader, chunks = read_all(read_end)
+    count, names = 3_000, ("w1", "w2")
+    try:
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, name, str(count), FILLERS], stdout=write_end
+            )
+            for name in names
+        ]
+    finally:
+        os.close(write_end)
+    assert [worker.wait(60) for worker in workers] == [0, 0]
+    lines = lines_read(reader, chunks)
+    assert sorted(lines) == sorted(
+        numbered_line(name, n, n % 250 + 10) for name in names for n in range(count)
+    )

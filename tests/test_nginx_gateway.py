@@ -243,7 +243,7 @@ async def test_the_roles_reach_the_upstream_and_a_clients_own_are_replaced(
     gateway: Gateway,
 ) -> None:
     user = await register(gateway.authsvc)
-    await gateway.authsvc.app[ACCOUNTS].set_roles(
+    await gateway.authsvc.server.app[ACCOUNTS].set_roles(
         user["user_id"], ["support", "billing:read"], operator="test"
     )
     pair = await login(gateway.authsvc)
@@ -252,7 +252,7 @@ async def test_the_roles_reach_the_upstream_and_a_clients_own_are_replaced(
     assert status == 200
     assert body["X-Auth-Roles"] == ["support,billing:read"]
 
-    await gateway.authsvc.app[ACCOUNTS].set_roles(user["user_id"], [], operator="test")
+    await gateway.authsvc.server.app[ACCOUNTS].set_roles(user["user_id"], [], operator="test")
     bare = await login(gateway.authsvc)
     status, _, body = await gateway.get("/orders", {**bearer(bare), "X-Auth-Roles": "admin"})
     assert status == 200

@@ -37,7 +37,7 @@ from prometheus_client import multiprocess
 
 from authsvc.config import Settings, SettingsError
 from authsvc.http.appkeys import STORE
-from authsvc.server.accesslog import ACCESS_LOGGER, AccessLogger, JsonAccessLogger
+from authsvc.server.accesslog import ACCESS_LOGGER, AccessLogger
 from authsvc.server.app import create_app
 from authsvc.server.keyring import load_key_ring, rotation_policy
 from authsvc.server.parser_errors import JsonErrorAppRunner
@@ -81,7 +81,7 @@ async def _serve_until_stopped(app: web.Application, settings: Settings, reuse_p
         shutdown_timeout=settings.shutdown_timeout,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
         access_log=ACCESS_LOGGER if settings.access_log else None,
-        access_log_class=JsonAccessLogger if settings.log_format == "json" else AccessLogger,
+        access_log_class=AccessLogger,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
