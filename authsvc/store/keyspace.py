@@ -12,6 +12,10 @@ several of them run on Redis Cluster too (all their keys hash to one slot):
     authsvc:{<uid>}:g:<sid>       str   the last rotation's successor (its refresh token, its
                                         access token's iat and jti), sealed with the token
                                         it replaced; kept only through the grace window
+    authsvc:{<uid>}:events        list  the user's security events, newest first, each a
+                                        MessagePack array (``eventcodec``): the newest
+                                        EVENTS_PER_USER, the key kept EVENTS_TTL after the
+                                        newest; readers leave out events older than that
     authsvc:username:<sha256(name)>
                                   str   normalised username -> user id
     authsvc:ratelimit:<scope>:<sha256(value)>
@@ -31,6 +35,9 @@ its position in the chain (``authsvc.tokens``), and no used token is remembered.
 
 ``epoch`` counts the user's logout-alls; a login whose password check read an older epoch
 than the one its script finds was overtaken by a logout-all and does not start a session.
+
+Every key of a user's hash tag is the user's: deleting them all (an account's deletion)
+leaves nothing of the user, events included.
 
 Session hashes expire with the session, the index with the user's last use plus the idle
 lifetime, sealed successors after the grace, and rate-limit keys once their bucket is full
@@ -63,6 +70,10 @@ def session(user_id: str, session_id: str) -> str:
 
 def successor(user_id: str, session_id: str) -> str:
     return f"{PREFIX}:{{{user_id}}}:g:{session_id}"
+
+
+def events(user_id: str) -> str:
+    return f"{PREFIX}:{{{user_id}}}:events"
 
 
 def username(normalized_username: str) -> str:

@@ -19,12 +19,14 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 
 from authsvc.errors import StoreUnavailable
-from authsvc.store import keyspace, scriptkeys
+from authsvc.store import eventcodec, keyspace, scriptkeys
 from authsvc.store.batching import CommandBatcher
 from authsvc.store.connect import RedisClient
 from authsvc.store.errors import translate_errors
 from authsvc.store.records import (
     Bucket,
+    EventLimits,
+    EventRecord,
     Login,
     LoginOutcome,
     Rotation,
@@ -51,12 +53,16 @@ SUCCESSOR_TTL_MARGIN = 2
 
 _SCRIPTS = (
     "login", "rotate", "session_live", "revoke_session", "revoke_user", "take_token",
-    "count_failure",
+    "count_failure", "record_event",
 )  # fmt: skip
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _encoded(event: EventRecord | None) -> bytes:
+    return b"" if event is None else eventcodec.encode(event)
 
 
 def _fit(text: str, limit: int = LISTPACK_VALUE_BYTES) -> str:
@@ -65,18 +71,28 @@ def _fit(text: str, limit: int = LISTPACK_VALUE_BYTES) -> str:
 
 
 class Store:
-    """Session, chain and user state in Redis."""
+    """Session, chain, user and security-event state in Redis.
+
+    A security event rides in the script that decides what caused it (``event`` and
+    ``*_event`` arguments: a login, the cap's evictions, a replay, a revocation), so
+    recording it costs no round trip of its own; ``record_event`` records one that no
+    script decides, ``list_events`` reads them.
+    """
 
     def __init__(
         self,
         redis: RedisClient,
         limits: SessionLimits,
         *,
+        events: EventLimits | None = None,
         retry_after: int = 1,
         on_unavailable: Callable[[], None] | None = None,
     ) -> None:
         self.redis = redis
         self.limits = limits
+        self.events = events or EventLimits()
+        # ARGV of every script that may record an event, before the event itself.
+        self._event_args = (self.events.per_user, self.events.ttl)
         self.retry_after = retry_after
         self._on_unavailable = on_unavailable
         self.check: StoreCheck | None = None
@@ -95,6 +111,7 @@ class Store:
         self._revoke_user = scripts["revoke_user"]
         self._take_token = scripts["take_token"]
         self._count_failure = scripts["count_failure"]
+        self._record_event = scripts["record_event"]
 
     @classmethod
     async def open(
@@ -102,6 +119,7 @@ class Store:
         redis: RedisClient,
         limits: SessionLimits,
         *,
+        events: EventLimits | None = None,
         retry_after: int = 1,
         on_unavailable: Callable[[], None] | None = None,
     ) -> Store:
@@ -110,7 +128,9 @@ class Store:
         A Redis that is down at start is not fatal: /readyz says so, EVALSHA loads the
         scripts on first use once it is back, and the settings are checked then.
         """
-        store = cls(redis, limits, retry_after=retry_after, on_unavailable=on_unavailable)
+        store = cls(
+            redis, limits, events=events, retry_after=retry_after, on_unavailable=on_unavailable
+        )
         with contextlib.suppress(StoreUnavailable):
             await store.load_scripts()
             await store.check_settings()
@@ -210,8 +230,14 @@ class Store:
         user_agent: str,
         ip: str,
         upgraded_password_hash: str | None,
+        event: EventRecord | None = None,
+        evicted_event: EventRecord | None = None,
     ) -> Login:
-        """Start a session at chain position 0, ending the least recently used beyond the cap."""
+        """Start a session at chain position 0, ending the least recently used beyond the cap.
+
+        Records ``event`` when the session starts, and ``evicted_event`` for each session
+        the cap ends, with that session's id (the script fills it in).
+        """
         reply = await self._login(
             scriptkeys.login(user.user_id, session_id),
             [
@@ -226,6 +252,9 @@ class Store:
                 ip,
                 upgraded_password_hash or "",
                 self.limits.max_sessions,
+                *self._event_args,
+                _encoded(event),
+                b"" if evicted_event is None else eventcodec.encode_without_session(evicted_event),
             ],
         )
         outcome = LoginOutcome(_text(reply[0]))
@@ -254,10 +283,12 @@ class Store:
         now: int,
         grace: int,
         bucket: Bucket | None = None,
+        replay_event: EventRecord | None = None,
     ) -> Rotation:
         """Rotate a session's chain; with a ``bucket``, take a token from it first.
 
         A refresh refused by the bucket changes nothing else (``RotationOutcome.LIMITED``).
+        A replay records ``replay_event``.
         ``sealed_successor`` is kept through the grace and handed back to a retry
         (``RotationOutcome.GRACE``); the store cannot open it.
         """
@@ -284,6 +315,8 @@ class Store:
                 self.limits.idle_ttl,
                 self.limits.max_age,
                 grace + SUCCESSOR_TTL_MARGIN,
+                *self._event_args,
+                _encoded(replay_event),
                 *bucket_args,
             ],
         )
@@ -306,19 +339,28 @@ class Store:
         return _text(reply[1]) if reply[0] == 1 else None
 
     @translate_errors
-    async def revoke_session(self, user_id: str, session_id: str, *, now: int) -> bool:
-        """End one session; False when it was not live."""
+    async def revoke_session(
+        self, user_id: str, session_id: str, *, now: int, event: EventRecord | None = None
+    ) -> bool:
+        """End one session; False when it was not live. Records ``event`` when it was."""
         reply = await self._revoke_session(
             scriptkeys.revoke_session(user_id, session_id),
-            [session_id, now, self.limits.idle_ttl, self.limits.max_age],
-        )
+            [session_id, now, self.limits.idle_ttl, self.limits.max_age,
+             *self._event_args, _encoded(event)],
+        )  # fmt: skip
         return bool(reply)
 
     @translate_errors
-    async def revoke_user(self, user_id: str) -> int:
-        """End every session of a user at once; return how many the user's index listed."""
+    async def revoke_user(self, user_id: str, *, event: EventRecord | None = None) -> int:
+        """End every session of a user at once; return how many the user's index listed.
+
+        Records ``event`` when the user exists.
+        """
         listed = await self.redis.zrange(keyspace.sessions(user_id), 0, REVOKE_BATCH - 1)
-        await self._revoke_user(scriptkeys.revoke_user(user_id, [_text(s) for s in listed]), [])
+        await self._revoke_user(
+            scriptkeys.revoke_user(user_id, [_text(s) for s in listed]),
+            [*self._event_args, _encoded(event)],
+        )
         return len(listed)
 
     @translate_errors
@@ -362,6 +404,30 @@ class Store:
             await self.redis.zrem(index_key, *ended)
         live.sort(key=lambda record: (record.created_at, record.session_id), reverse=True)
         return live
+
+    # -- security events -----------------------------------------------------------------
+
+    @translate_errors
+    async def record_event(self, user_id: str, event: EventRecord) -> None:
+        """Record an event no other script decides: one round trip."""
+        await self._record_event(
+            scriptkeys.record_event(user_id), [*self._event_args, eventcodec.encode(event)]
+        )
+
+    @translate_errors
+    async def record_no_event(self) -> None:
+        """The round trip ``record_event`` costs, recording nothing: for a login whose
+        username no account has, so that a wrong password's event does not tell from the
+        outside which usernames exist."""
+        await self._record_event(scriptkeys.record_event(secrets.token_hex(16)), [0, 0, b""])
+
+    @translate_errors
+    async def list_events(self, user_id: str, *, now: int) -> list[EventRecord]:
+        """The user's security events, newest first: the newest EVENTS_PER_USER, none
+        older than EVENTS_TTL (the list lives on while newer events come)."""
+        raw = await self.redis.lrange(keyspace.events(user_id), 0, self.events.per_user - 1)
+        events = (eventcodec.decode(item) for item in raw if isinstance(item, bytes))
+        return [e for e in events if e is not None and self.events.live(e, now=now)]
 
     # -- rate limits -------------------------------------------------------------------
 

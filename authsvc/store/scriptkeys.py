@@ -14,6 +14,7 @@ def login(user_id: str, session_id: str) -> list[str]:
         keyspace.user(user_id),
         keyspace.session(user_id, session_id),
         keyspace.sessions(user_id),
+        keyspace.events(user_id),
     ]
 
 
@@ -22,6 +23,7 @@ def rotate(user_id: str, session_id: str) -> list[str]:
         keyspace.session(user_id, session_id),
         keyspace.sessions(user_id),
         keyspace.successor(user_id, session_id),
+        keyspace.events(user_id),
     ]
 
 
@@ -38,14 +40,19 @@ def revoke_session(user_id: str, session_id: str) -> list[str]:
         keyspace.session(user_id, session_id),
         keyspace.sessions(user_id),
         keyspace.successor(user_id, session_id),
+        keyspace.events(user_id),
     ]
 
 
 def revoke_user(user_id: str, listed_session_ids: list[str]) -> list[str]:
-    keys = [keyspace.user(user_id), keyspace.sessions(user_id)]
+    keys = [keyspace.user(user_id), keyspace.sessions(user_id), keyspace.events(user_id)]
     for session_id in listed_session_ids:
         keys += [keyspace.session(user_id, session_id), keyspace.successor(user_id, session_id)]
     return keys
+
+
+def record_event(user_id: str) -> list[str]:
+    return [keyspace.events(user_id)]
 
 
 def take_token(scope: str, value: str) -> list[str]:

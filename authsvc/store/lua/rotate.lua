@@ -1,7 +1,9 @@
 -- include: bucket
+-- include: events
 -- Rotate a session's refresh token: the heart of single use, grace and replay.
 -- KEYS[1] session hash   KEYS[2] user's session index (zset)   KEYS[3] sealed successor
--- KEYS[4] (optional) the client address's refresh bucket, taken from first
+-- KEYS[4] user's list of events
+-- KEYS[5] (optional) the client address's refresh bucket, taken from first
 -- ARGV[1] session id   ARGV[2] position of the presented token in the chain
 -- ARGV[3] presented token hash   ARGV[4] successor token hash
 -- ARGV[5] sealed successor: its refresh token and its access token's claims, which open
@@ -9,7 +11,9 @@
 -- ARGV[6] now
 -- ARGV[7] grace seconds   ARGV[8] idle ttl   ARGV[9] session max age
 -- ARGV[10] seconds to keep the sealed successor (a little over the grace)
--- ARGV[11] ARGV[12] with KEYS[4]: the bucket's tokens and seconds to refill them all
+-- ARGV[11] events kept per user   ARGV[12] their ttl
+-- ARGV[13] the event a replay records (refresh_replay), or ""
+-- ARGV[14] ARGV[15] with KEYS[5]: the bucket's tokens and seconds to refill them all
 -- returns {"ok", expires_at} | {"grace", sealed successor, expires_at} | {"replay"} | {"unknown"}
 --   | {"limited", seconds until the bucket has a token}
 --
@@ -23,8 +27,8 @@ local idle_ttl, max_age, successor_ttl = tonumber(ARGV[8]), tonumber(ARGV[9]), A
 
 -- One round trip where the bucket can share the call (not on Cluster: another slot). A
 -- refused refresh changes nothing else, and its caller signs nothing.
-if KEYS[4] then
-  local retry_after = take_token(KEYS[4], ARGV[6], ARGV[11], ARGV[12])
+if KEYS[5] then
+  local retry_after = take_token(KEYS[5], ARGV[6], ARGV[14], ARGV[15])
   if retry_after > 0 then
     return {"limited", retry_after}
   end
@@ -77,6 +81,7 @@ if position < current_position then
   -- A used token came back after its grace: someone holds a copy. End this session only;
   -- the user's other sessions were not exposed by this token.
   revoke()
+  push_event(KEYS[4], ARGV[13], ARGV[11], ARGV[12])
   return {"replay"}
 end
 
