@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from authsvc.domain.events import LoginOutcome, RefreshOutcome, RevokeReason
+from authsvc.domain.events import LoginOutcome, RefreshOutcome, RevokeReason, SecurityEventType
 
 # The classic text format, which every Prometheus version reads; authsvc's names need
 # nothing newer.
@@ -86,6 +86,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.security_events = Counter(
+            "authsvc_security_events_total",
+            "Security events recorded (GET /v1/auth/events), by type.",
+            ["type"],
+            registry=self.registry,
+        )
         self.store_errors = Counter(
             "authsvc_store_errors_total",
             "Store calls that failed because Redis was unreachable or refused.",
@@ -100,6 +106,9 @@ class Metrics:
         }
         self._revocations = {
             reason: self.revocations.labels(reason) for reason in get_args(RevokeReason)
+        }
+        self._security_events = {
+            kind: self.security_events.labels(kind) for kind in get_args(SecurityEventType)
         }
 
     def request_finished(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -124,6 +133,9 @@ class Metrics:
     def sessions_revoked(self, reason: RevokeReason, count: int = 1) -> None:
         if count > 0:
             self._revocations[reason].inc(count)
+
+    def security_event(self, event_type: SecurityEventType) -> None:
+        self._security_events[event_type].inc()
 
     def store_error(self) -> None:
         self.store_errors.inc()
