@@ -71,6 +71,13 @@ async def run_every_flow(client: Any, clock: FakeClock) -> None:
     fourth = await login(client)
     assert (await client.post("/v1/auth/logout-all", headers=bearer(fourth))).status == 204
     assert (await client.get("/v1/auth/me", headers=bearer(fourth))).status == 401
+    fifth = await login(client)
+    events = await client.get("/v1/auth/events", headers=bearer(fifth))
+    assert events.status == 200
+    assert [e["type"] for e in (await events.json())["events"]] == [
+        "login", "logout_all", "login", "logout", "session_revoked", "refresh_replay",
+        "login", "login", "login", "login_failed",
+    ]  # fmt: skip
 
 
 def denied(nodes: list[redis.Redis]) -> set[str]:
