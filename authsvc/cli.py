@@ -1,19 +1,28 @@
-"""authsvc serve | keys generate | users create: parse arguments, build Settings, call in."""
+"""authsvc serve | keys generate | keys rotate | users ...: parse arguments, build Settings,
+call in.
+
+``users show | revoke | disable | enable | set-password | roles | delete --username NAME`` do
+what the operator API does, through the same ``AccountService``, without HTTP: exit 0 on
+success, 1 (one line on stderr) when no account has the name, 2 for a usage error.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
+import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from authsvc.config import Settings, SettingsError, load_settings
-from authsvc.errors import AuthsvcError
-from authsvc.http.appkeys import CLOCK, SESSIONS
+from authsvc.domain.accounts import Account, AccountService
+from authsvc.errors import AuthsvcError, NotFound
+from authsvc.http.appkeys import ACCOUNTS, CLOCK, SESSIONS
 from authsvc.server.app import create_app
 from authsvc.server.serve import serve
 from authsvc.store.embedded import EmbeddedStoreError
@@ -63,7 +72,72 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from stdin"
     )
     create.add_argument("--config", type=Path, help="TOML file of settings")
+    for name, text in _USER_COMMANDS.items():
+        command = users_commands.add_parser(name, help=text)
+        command.add_argument("--username", required=True)
+        command.add_argument("--config", type=Path, help="TOML file of settings")
+        if name == "roles":
+            command.add_argument(
+                "--role", action="append", default=[], help="a role (repeated; none clears them)"
+            )
     return parser
+
+
+# The operator's actions, as `authsvc users NAME --username ...`; the CLI's operator id in
+# the logs is "cli".
+_USER_COMMANDS = {
+    "show": "print the account as JSON (the User of the operator API)",
+    "revoke": "end every session of the account at once",
+    "disable": "disable the account: every session ends, logins are refused",
+    "enable": "enable the account again",
+    "set-password": "set the password, read from stdin; every session ends",
+    "roles": "set the roles that access tokens issued from now on carry",
+    "delete": "delete the account and everything the store holds of it",
+}
+CLI_OPERATOR = "cli"
+
+
+def _account_json(account: Account) -> str:
+    return json.dumps(
+        {
+            "user_id": account.user_id,
+            "username": account.username,
+            "created_at": account.created_at,
+            "disabled": account.disabled,
+            "roles": list(account.roles),
+            "session_count": account.session_count,
+        }
+    )
+
+
+async def _user_command(settings: Settings, args: argparse.Namespace, password: str) -> str:
+    """Run one ``users`` action on the account named ``args.username``; its output line.
+
+    Raises:
+        NotFound: no account has the name.
+        WeakPassword, InvalidRequest: a password or roles the rules refuse.
+    """
+    app = create_app(settings, key_ring=KeyRing.generated(settings.signing_alg))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        accounts, now = app[ACCOUNTS], app[CLOCK]()
+        account = await accounts.find(args.username, now=now)
+        uid, by = account.user_id, CLI_OPERATOR
+        actions: dict[str, Callable[[AccountService], Awaitable[None]]] = {
+            "revoke": lambda a: a.revoke_sessions(uid, operator=by),
+            "disable": lambda a: a.set_disabled(uid, True, operator=by),
+            "enable": lambda a: a.set_disabled(uid, False, operator=by),
+            "set-password": lambda a: a.set_password(uid, password, operator=by),
+            "roles": lambda a: a.set_roles(uid, args.role, operator=by),
+            "delete": lambda a: a.delete(uid, operator=by),
+        }
+        if args.users_command == "show":
+            return _account_json(account)
+        await actions[args.users_command](accounts)
+        return f"{args.users_command}: user {account.username} ({uid})"
+    finally:
+        await runner.cleanup()
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -136,9 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "serve":
             return serve(settings)
-        password = _read_password(args.password_stdin)
-        print(asyncio.run(_create_user(settings, args.username, password)))
+        if args.users_command == "create":
+            password = _read_password(args.password_stdin)
+            print(asyncio.run(_create_user(settings, args.username, password)))
+            return 0
+        new_password = _read_password(True) if args.users_command == "set-password" else ""
+        print(asyncio.run(_user_command(settings, args, new_password)))
         return 0
+    except NotFound as exc:
+        print(f"authsvc: {exc}: {args.username}", file=sys.stderr)
+        return 1
     except (SettingsError, KeyRingError, EmbeddedStoreError, AuthsvcError, OSError) as exc:
         print(f"authsvc: {exc}", file=sys.stderr)
         return 2

@@ -97,6 +97,7 @@ class Settings:
     signing_alg: SigningAlgorithm = "EdDSA"
     registration: Registration = "open"
     introspection_clients: tuple[tuple[str, str], ...] = ()
+    admin_clients: tuple[tuple[str, str], ...] = ()
     password_min_length: int = 12
     password_max_length: int = 128
     password_grant: bool = False
@@ -231,7 +232,7 @@ def _cast(name: str, raw: object) -> object:
         return raw
     if kind == "RateLimit":
         return RateLimit.parse(str(raw))
-    if name == "introspection_clients":
+    if name in ("introspection_clients", "admin_clients"):
         return _parse_clients(str(raw))
     if name == "trusted_proxies":
         return _parse_networks(",".join(raw) if isinstance(raw, list) else str(raw))

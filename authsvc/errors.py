@@ -15,6 +15,7 @@ AuthsvcError                       {"error", "error_description"}, status
 │   └── MissingToken               401 invalid_token, WWW-Authenticate: Bearer
 ├── InvalidClient                  401 invalid_client, WWW-Authenticate: Basic
 ├── RegistrationClosed             403 registration_closed
+├── AccountDisabled                403 account_disabled
 ├── NotFound                       404 not_found
 ├── MethodNotAllowed               405 method_not_allowed
 ├── UsernameTaken                  409 username_taken
@@ -133,6 +134,14 @@ class RegistrationClosed(AuthsvcError):
     code = "registration_closed"
     status = 403
     default_description = "registration is closed"
+
+
+class AccountDisabled(AuthsvcError):
+    """The right password of an account an operator has disabled."""
+
+    code = "account_disabled"
+    status = 403
+    default_description = "this account is disabled"
 
 
 class NotFound(AuthsvcError):

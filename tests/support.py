@@ -1,7 +1,9 @@
-"""Helpers shared by the tests: a Redis process, a fake clock, settings and HTTP shortcuts."""
+"""Helpers shared by the tests: a Redis process, a fake clock, settings, HTTP shortcuts and
+the contract's error assertions."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import Any
@@ -17,6 +19,11 @@ from servers import redis_server_binary as redis_server_binary
 
 from authsvc.config import RateLimit, Settings
 from authsvc.http import oauth, ops, v1
+from authsvc.tokens.access import AccessTokens
+from authsvc.tokens.keys import KeyRing
+
+# "ALICE" in fullwidth letters, which NFKC folds to plain "ALICE".
+FULLWIDTH_ALICE = "\uff21\uff2c\uff29\uff23\uff25"
 
 
 class FakeClock:
@@ -77,6 +84,18 @@ def bearer(pair: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {pair['access_token']}"}
 
 
+async def raw_request(client: TestClient[Any, Any], request: bytes) -> bytes:
+    """Send bytes no HTTP client library would send, and return the raw response."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 def every_route(session_id: str = "AAAAAAAAAAAAAAAAAAAAAA") -> list[tuple[str, str]]:
     """(method, path) of every route authsvc serves, from its route tables: a route added
     later is in every test that goes through them all."""
@@ -86,3 +105,49 @@ def every_route(session_id: str = "AAAAAAAAAAAAAAAAAAAAAA") -> list[tuple[str, s
         for route in table
         if isinstance(route, web.RouteDef)
     ]
+
+
+async def post_user(client: Any, username: str, password: str = TEST_PASSWORD) -> Any:
+    """POST /v1/users, whatever it answers (``register`` asserts a 201)."""
+    return await client.post("/v1/users", json={"username": username, "password": password})
+
+
+async def post_login(client: Any, username: str = "alice", password: str = TEST_PASSWORD) -> Any:
+    """POST /v1/auth/login, whatever it answers (``login`` asserts a 200)."""
+    return await client.post("/v1/auth/login", json={"username": username, "password": password})
+
+
+async def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """Assert the contract's error shape: exactly error and error_description, as JSON."""
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    body: dict[str, Any] = await response.json()
+    assert set(body) == {"error", "error_description"}
+    assert body["error"] == code
+    assert isinstance(body["error_description"], str)
+    assert body["error_description"]
+    return body
+
+
+async def assert_invalid_token(response: Any) -> None:
+    """A bad token: 401 invalid_token with the error attribute of RFC 6750 §3.1."""
+    await assert_error(response, 401, "invalid_token")
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
+async def assert_missing_token(response: Any) -> None:
+    """No token: 401 invalid_token, and no error attribute (RFC 6750 §3.1)."""
+    await assert_error(response, 401, "invalid_token")
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def access_tokens(settings: Settings, key_ring: KeyRing, **overrides: Any) -> AccessTokens:
+    """An AccessTokens like the app's, with some parameters changed."""
+    params: dict[str, Any] = {
+        "issuer": settings.effective_issuer,
+        "audience": settings.audience,
+        "client_id": settings.client_id,
+        "ttl": settings.access_token_ttl,
+    }
+    params.update(overrides)
+    return AccessTokens(key_ring, **params)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from servers import authsvc_command, child_env
-from support import TEST_PASSWORD, bearer, free_port, login
+from support import TEST_PASSWORD, bearer, free_port, login, register
 
 from authsvc.tokens.keys import KeyRing, SigningKey, generate_private_key, write_key_file
 from authsvc.tokens.rotation import ActiveKeys, RotationPolicy
@@ -282,3 +282,99 @@ def test_a_keys_dir_with_an_empty_refresh_secret_stops_the_start(tmp_path: Path)
         "serve", cwd=tmp_path, env=cli_env(AUTHSVC_KEYS_DIR=str(keys_dir), AUTHSVC_PORT="1")
     )
     assert_one_line_error(result, "refresh-token.secret")
+
+
+# users show | revoke | disable | enable | set-password | roles | delete
+
+
+def users(
+    command: str, *args: str, cwd: Path, env: dict[str, str], stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return run_cli("users", command, *args, cwd=cwd, env=env, stdin=stdin)
+
+
+async def test_users_show_prints_the_account_as_json(
+    tmp_path: Path, redis_url: str, make_client: Any
+) -> None:
+    client = await make_client()
+    user = await register(client, "grace")
+    await login(client, "grace")
+    env = cli_env(AUTHSVC_REDIS_URL=redis_url, **FAST_ARGON2)
+    result = users("show", "--username", " GRACE ", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown == {
+        "user_id": user["user_id"], "username": "grace", "created_at": shown["created_at"],
+        "disabled": False, "roles": [], "session_count": 1,
+    }  # fmt: skip
+    assert isinstance(shown["created_at"], int)
+
+
+async def test_users_commands_change_the_account_as_the_operator_api_does(
+    tmp_path: Path, redis_url: str, make_client: Any
+) -> None:
+    """With the settings of serve from a --config file, as well as the environment."""
+    client = await make_client()
+    await register(client, "heidi")
+    config = tmp_path / "authsvc.toml"
+    config.write_text(f'redis_url = "{redis_url}"\nargon2_time_cost = 1\nargon2_memory_cost = 64\n')
+    env = cli_env()
+    by_name = ("--username", "heidi", "--config", str(config))
+
+    def show() -> dict[str, Any]:
+        shown: dict[str, Any] = json.loads(users("show", *by_name, cwd=tmp_path, env=env).stdout)
+        return shown
+
+    pair = await login(client, "heidi")
+    assert users("revoke", *by_name, cwd=tmp_path, env=env).returncode == 0
+    assert (await client.get("/v1/auth/me", headers=bearer(pair))).status == 401
+
+    pair = await login(client, "heidi")
+    assert users("disable", *by_name, cwd=tmp_path, env=env).returncode == 0
+    assert (await client.get("/v1/auth/me", headers=bearer(pair))).status == 401
+    body = {"username": "heidi", "password": TEST_PASSWORD}
+    assert (await client.post("/v1/auth/login", json=body)).status == 403
+    assert show()["disabled"] is True
+    assert users("enable", *by_name, cwd=tmp_path, env=env).returncode == 0
+    pair = await login(client, "heidi")
+
+    new_password = "the cli set this passphrase"
+    set_password = users("set-password", *by_name, cwd=tmp_path, env=env, stdin=new_password + "\n")
+    assert set_password.returncode == 0, set_password.stderr
+    assert (await client.get("/v1/auth/me", headers=bearer(pair))).status == 401
+    assert (await client.post("/v1/auth/login", json=body)).status == 401
+    body["password"] = new_password
+    assert (await client.post("/v1/auth/login", json=body)).status == 200
+    weak = users("set-password", *by_name, cwd=tmp_path, env=env, stdin="short\n")
+    assert weak.returncode == 2
+    assert_one_line_error(weak, "password")
+
+    roles = users("roles", *by_name, "--role", "support", "--role", "a:b", cwd=tmp_path, env=env)
+    assert roles.returncode == 0, roles.stderr
+    assert show()["roles"] == ["support", "a:b"]
+    bad = users("roles", *by_name, "--role", "no spaces", cwd=tmp_path, env=env)
+    assert bad.returncode == 2
+    assert_one_line_error(bad, "role")
+    assert users("roles", *by_name, cwd=tmp_path, env=env).returncode == 0
+    assert show()["roles"] == []
+
+    assert users("delete", *by_name, cwd=tmp_path, env=env).returncode == 0
+    assert (await client.post("/v1/auth/login", json=body)).status == 401
+    gone = users("show", *by_name, cwd=tmp_path, env=env)
+    assert gone.returncode == 1
+    assert_one_line_error(gone, "heidi")
+
+
+@pytest.mark.parametrize(
+    "command", ["show", "revoke", "disable", "enable", "set-password", "roles", "delete"]
+)
+async def test_users_commands_exit_1_for_an_unknown_user_and_2_for_a_usage_error(
+    tmp_path: Path, redis_url: str, make_client: Any, command: str
+) -> None:
+    await make_client()
+    env = cli_env(AUTHSVC_REDIS_URL=redis_url, **FAST_ARGON2)
+    unknown = users(command, "--username", "nobody", cwd=tmp_path, env=env, stdin="x\n")
+    assert unknown.returncode == 1
+    assert_one_line_error(unknown, "nobody")
+    assert users(command, cwd=tmp_path, env=env).returncode == 2  # no --username
+    assert users(command, "--username", "x", "--bogus", cwd=tmp_path, env=env).returncode == 2

@@ -13,7 +13,6 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +31,7 @@ from authsvc.client import (
     StoreUnavailable,
     TokenPair,
     TransportError,
+    WeakPassword,
 )
 from authsvc.config import Settings
 from authsvc.server.app import create_app
@@ -162,6 +162,33 @@ async def test_wrong_password_raises_invalid_credentials(auth: AuthClient) -> No
     assert (raised.value.status, raised.value.error) == (401, "invalid_credentials")
 
 
+async def test_change_password_keeps_this_session_and_ends_the_others(
+    auth: AuthClient, tokens: TokenPair, authsvc: Authsvc
+) -> None:
+    other = await auth.login("alice", TEST_PASSWORD)
+    with pytest.raises(InvalidCredentials):
+        await auth.change_password(tokens.access_token, "not my password", "a long new phrase")
+    with pytest.raises(WeakPassword):
+        await auth.change_password(tokens.access_token, TEST_PASSWORD, "short")
+    await auth.change_password(tokens.access_token, TEST_PASSWORD, "a long new passphrase here")
+    assert (await get_json(authsvc.url + ME, tokens.access_token))[0] == 200
+    assert (await get_json(authsvc.url + ME, other.access_token))[0] == 401
+    assert (await auth.login("alice", "a long new passphrase here")).session_id
+
+
+async def test_delete_account_ends_every_session(
+    auth: AuthClient, tokens: TokenPair, authsvc: Authsvc
+) -> None:
+    with pytest.raises(InvalidCredentials):
+        await auth.delete_account(tokens.access_token, "not my password")
+    await auth.delete_account(tokens.access_token, TEST_PASSWORD)
+    assert (await get_json(authsvc.url + ME, tokens.access_token))[0] == 401
+    with pytest.raises(InvalidCredentials):
+        await auth.login("alice", TEST_PASSWORD)
+    with pytest.raises(InvalidToken):
+        await auth.delete_account(tokens.access_token, TEST_PASSWORD)
+
+
 async def test_refresh_rotates_within_the_same_session(
     auth: AuthClient, tokens: TokenPair, authsvc: Authsvc, clock: FakeClock
 ) -> None:
@@ -198,10 +225,9 @@ async def test_logout_all_ends_every_session_of_the_user(
 
 
 async def test_store_outage_raises_store_unavailable_with_retry_after(
-    aiohttp_server: Any, tmp_path: Path, clock: FakeClock, key_ring: KeyRing
+    aiohttp_server: Any, own_redis: RedisProcess, clock: FakeClock, key_ring: KeyRing
 ) -> None:
-    redis_process = RedisProcess(tmp_path / "redis")
-    redis_process.start()
+    redis_process = own_redis
     try:
         settings = fast_settings(redis_url=redis_process.url, store_timeout=0.5)
         service = await start_authsvc(aiohttp_server, settings, clock, key_ring)

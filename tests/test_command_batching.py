@@ -89,6 +89,7 @@ async def test_a_cancelled_caller_leaves_the_others_their_replies(
     assert await redis_client.get("n") == b"2"  # the cancelled command was sent all the same
 
 
+@pytest.mark.slow  # redis-py's connection retries: seconds
 async def test_an_unreachable_store_fails_every_caller_of_the_batch() -> None:
     client = redis.asyncio.Redis(port=free_port(), socket_connect_timeout=1)
     batcher = CommandBatcher(client)

@@ -425,3 +425,21 @@ def test_settings_are_frozen() -> None:
     settings = load_settings(environ={})
     with pytest.raises(AttributeError):
         settings.port = 1  # type: ignore[misc]
+
+
+# The settings the HTTP tests run with
+
+
+async def test_settings_fixture_is_the_default_contract(settings: Settings) -> None:
+    """The HTTP tests compare against the defaults that docs/api.md gives."""
+    defaults = Settings()
+    names = [
+        "access_token_ttl",
+        "refresh_token_ttl",
+        "session_max_age",
+        "refresh_reuse_grace",
+        "audience",
+        "password_min_length",
+    ]
+    for name in names:
+        assert getattr(settings, name) == getattr(defaults, name)

@@ -37,6 +37,9 @@ from authsvc.server.app import create_app
 from authsvc.server.parser_errors import JsonErrorAppRunner
 from authsvc.tokens.keys import KeyRing
 
+# Hypothesis runs of hundreds of requests each: seconds in all.
+pytestmark = pytest.mark.slow
+
 ROUTES = every_route("{session_id}")
 # Every request header authsvc's own code reads (grep authsvc/ for "headers"), and the one
 # aiohttp decodes the body by; aiohttp's framing headers are test_parser_errors' concern.

@@ -8,9 +8,19 @@ import logging
 from typing import Any
 
 import pytest
-from support import TEST_PASSWORD, FakeClock, bearer, login, register
+from support import (
+    FULLWIDTH_ALICE,
+    TEST_PASSWORD,
+    FakeClock,
+    assert_error,
+    bearer,
+    login,
+    post_login,
+    register,
+)
 
 from authsvc.config import RateLimit
+from authsvc.http.appkeys import HASHER
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 
@@ -27,6 +37,47 @@ async def _attempt(
         json={"username": username, "password": password},
         headers=headers,
     )
+
+
+async def test_login_rate_limit_per_username(make_client: Any) -> None:
+    client = await make_client(login_rate_limit=RateLimit(3, 60))
+    await register(client)
+    for _ in range(3):
+        response = await post_login(client, "alice", "wrong password!")
+        await assert_error(response, 401, "invalid_credentials")
+    limited = await post_login(client, "alice", "wrong password!")
+    await assert_error(limited, 429, "rate_limited")
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    # The right password does not get through either while the window lasts.
+    await assert_error(await post_login(client, "alice"), 429, "rate_limited")
+
+
+async def test_rate_limit_counts_username_variants_together(make_client: Any) -> None:
+    """The limit is per normalised username, so spelling it differently does not help."""
+    client = await make_client(login_rate_limit=RateLimit(3, 60))
+    await register(client)
+    for variant in ["alice", "ALICE", " Alice "]:
+        assert (await post_login(client, variant, "wrong password!")).status == 401
+    limited = await post_login(client, FULLWIDTH_ALICE, "wrong password!")
+    await assert_error(limited, 429, "rate_limited")
+
+
+async def test_login_rate_limit_per_client_address(make_client: Any) -> None:
+    client = await make_client(login_rate_limit=RateLimit(3, 60))
+    for name in ["u1", "u2", "u3"]:
+        assert (await post_login(client, name, "wrong password!")).status == 401
+    limited = await post_login(client, "u4", "wrong password!")
+    await assert_error(limited, 429, "rate_limited")
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+
+
+async def test_rate_limited_login_does_no_password_work(make_client: Any) -> None:
+    client = await make_client(login_rate_limit=RateLimit(1, 60))
+    assert (await post_login(client, "alice", "wrong password!")).status == 401
+    hasher = client.app[HASHER]
+    before = hasher.calls
+    assert (await post_login(client, "alice", "wrong password!")).status == 429
+    assert hasher.calls == before
 
 
 async def test_rate_limit_refills_steadily_with_no_double_burst_at_a_window_edge(

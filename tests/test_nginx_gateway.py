@@ -26,6 +26,8 @@ import pytest
 from aiohttp import web
 from support import bearer, free_port, login, register
 
+from authsvc.http.appkeys import ACCOUNTS
+
 pytestmark = pytest.mark.process
 
 RECIPE = Path(__file__).resolve().parent.parent / "config" / "nginx" / "forward-auth.conf"
@@ -138,7 +140,7 @@ class Upstream:
     async def echo(self, request: web.Request) -> web.Response:
         seen = {
             name: request.headers.getall(name, [])
-            for name in ("X-Auth-User-Id", "X-Auth-Session-Id")
+            for name in ("X-Auth-User-Id", "X-Auth-Session-Id", "X-Auth-Roles")
         }
         self.received.append(seen)
         return web.json_response(seen)
@@ -188,7 +190,12 @@ async def test_live_token_reaches_the_upstream_with_its_user_id(gateway: Gateway
     status, _, body = await gateway.get("/orders", bearer(pair))
 
     assert status == 200
-    assert body == {"X-Auth-User-Id": [user["user_id"]], "X-Auth-Session-Id": [pair["session_id"]]}
+    assert body == {
+        "X-Auth-User-Id": [user["user_id"]],
+        "X-Auth-Session-Id": [pair["session_id"]],
+        # nginx passes no header whose value is empty: none for a user without roles.
+        "X-Auth-Roles": [],
+    }
 
 
 async def test_request_without_token_gets_401_and_never_reaches_the_upstream(
@@ -224,7 +231,32 @@ async def test_identity_headers_sent_by_the_client_are_replaced(gateway: Gateway
     status, _, body = await gateway.get("/orders", {**bearer(pair), **forged})
 
     assert status == 200
-    assert body == {"X-Auth-User-Id": [user["user_id"]], "X-Auth-Session-Id": [pair["session_id"]]}
+    assert body == {
+        "X-Auth-User-Id": [user["user_id"]],
+        "X-Auth-Session-Id": [pair["session_id"]],
+        # nginx passes no header whose value is empty: none for a user without roles.
+        "X-Auth-Roles": [],
+    }
+
+
+async def test_the_roles_reach_the_upstream_and_a_clients_own_are_replaced(
+    gateway: Gateway,
+) -> None:
+    user = await register(gateway.authsvc)
+    await gateway.authsvc.app[ACCOUNTS].set_roles(
+        user["user_id"], ["support", "billing:read"], operator="test"
+    )
+    pair = await login(gateway.authsvc)
+
+    status, _, body = await gateway.get("/orders", {**bearer(pair), "X-Auth-Roles": "admin"})
+    assert status == 200
+    assert body["X-Auth-Roles"] == ["support,billing:read"]
+
+    await gateway.authsvc.app[ACCOUNTS].set_roles(user["user_id"], [], operator="test")
+    bare = await login(gateway.authsvc)
+    status, _, body = await gateway.get("/orders", {**bearer(bare), "X-Auth-Roles": "admin"})
+    assert status == 200
+    assert body["X-Auth-Roles"] == []
 
 
 async def test_verify_subrequest_location_is_not_reachable_from_outside(

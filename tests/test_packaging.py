@@ -20,6 +20,9 @@ from servers import TEST_PASSWORD, Server, authsvc_command, child_env
 
 import authsvc
 
+# Builds the wheel and a venv from it: a minute of pip.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 PIP_TIMEOUT = 600
 

@@ -3,6 +3,7 @@ of authsvc works under it, and Redis denies nothing but the optional CONFIG GET.
 
 from __future__ import annotations
 
+import base64
 import re
 import shlex
 from collections.abc import Iterator
@@ -14,6 +15,9 @@ import redis
 import redis.exceptions
 from support import TEST_PASSWORD, FakeClock, RedisProcess, bearer, fast_settings, login, refresh
 from topologies import RedisClusterProcesses
+
+# A Redis of its own with the guide's ACL user, and the suite's cluster.
+pytestmark = pytest.mark.slow
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "production.md"
 ACL_PASSWORD = "acl-test-password"
@@ -78,6 +82,49 @@ async def run_every_flow(client: Any, clock: FakeClock) -> None:
         "login", "logout_all", "login", "logout", "session_revoked", "refresh_replay",
         "login", "login", "login", "login_failed",
     ]  # fmt: skip
+    await run_account_flows(client)
+
+
+async def run_account_flows(client: Any) -> None:
+    """A password change, every operator action, and both deletions."""
+    new_password = "a new passphrase under acl"
+    pair = await login(client)
+    changed = await client.post(
+        "/v1/auth/password",
+        json={"current_password": TEST_PASSWORD, "new_password": new_password},
+        headers=bearer(pair),
+    )
+    assert changed.status == 204
+    user_id = (await (await client.get("/v1/auth/me", headers=bearer(pair))).json())["user_id"]
+    base = f"/v1/admin/users/{user_id}"
+    admin = {"Authorization": "Basic " + base64.b64encode(b"ops:ops-secret").decode()}
+    for method, path, body in [
+        ("GET", "/v1/admin/users?username=alice", None),
+        ("GET", base, None),
+        ("GET", f"{base}/sessions", None),
+        ("PUT", f"{base}/roles", {"roles": ["support"]}),
+        ("PUT", f"{base}/roles", {"roles": []}),
+        ("POST", f"{base}/disable", None),
+        ("POST", f"{base}/enable", None),
+        ("PUT", f"{base}/password", {"new_password": TEST_PASSWORD}),
+        ("DELETE", f"{base}/sessions", None),
+    ]:
+        response = await client.request(method, path, json=body, headers=admin)
+        assert response.status in (200, 204), (method, path, await response.text())
+    second = await login(client)
+    assert (
+        await client.delete(f"{base}/sessions/{second['session_id']}", headers=admin)
+    ).status == 204
+    third = await login(client)
+    deleted = await client.delete(
+        "/v1/users/me", json={"password": TEST_PASSWORD}, headers=bearer(third)
+    )
+    assert deleted.status == 204
+    await client.post("/v1/users", json={"username": "alice", "password": TEST_PASSWORD})
+    uid = (await (await client.get("/v1/admin/users?username=alice", headers=admin)).json())[
+        "user_id"
+    ]
+    assert (await client.delete(f"/v1/admin/users/{uid}", headers=admin)).status == 204
 
 
 def denied(nodes: list[redis.Redis]) -> set[str]:
@@ -88,7 +135,7 @@ async def test_authsvc_runs_every_flow_as_the_guides_acl_user(
     acl_redis: RedisProcess, client_for: Any, clock: FakeClock
 ) -> None:
     url = f"redis://authsvc:{ACL_PASSWORD}@127.0.0.1:{acl_redis.port}/0"
-    client = await client_for(fast_settings(redis_url=url))
+    client = await client_for(fast_settings(redis_url=url, admin_clients=(("ops", "ops-secret"),)))
 
     await run_every_flow(client, clock)
 
@@ -113,7 +160,9 @@ async def test_authsvc_runs_every_flow_as_the_guides_acl_user_on_cluster(
                 node.execute_command(*shlex.split(line))
             node.acl_log_reset()
         url = redis_cluster.url.replace("://", f"://authsvc:{ACL_PASSWORD}@", 1)
-        client = await client_for(fast_settings(redis_url=url))
+        client = await client_for(
+            fast_settings(redis_url=url, admin_clients=(("ops", "ops-secret"),))
+        )
 
         await run_every_flow(client, clock)
 

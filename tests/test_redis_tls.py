@@ -19,6 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from support import bearer, free_port, login, redis_server_binary, register
 
+# A Redis of its own that speaks TLS only.
+pytestmark = pytest.mark.slow
+
 ONE_DAY = datetime.timedelta(days=1)
 
 

@@ -1,4 +1,5 @@
-"""Rotation, grace and replay of refresh tokens, through HTTP on a real Redis."""
+"""Rotation, grace and replay of refresh tokens, and the refresh requests refused, through
+HTTP on a real Redis."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 from typing import Any
 
 import redis.asyncio
-from support import TEST_PASSWORD, FakeClock, bearer, login, refresh, register
+from support import TEST_PASSWORD, FakeClock, assert_error, bearer, login, refresh, register
 
 from authsvc.store import keyspace
 from authsvc.store.records import LoginOutcome, SessionLimits
@@ -253,3 +254,24 @@ async def test_concurrent_logins_and_logout_all_leave_no_old_session(client: Any
     assert results[0].status == 204
     assert {response.status for response in results[1:]} <= {200, 401}
     assert (await client.get("/v1/auth/me", headers=bearer(first))).status == 401
+
+
+# Refusals of a refresh request
+
+
+async def test_refresh_with_missing_field_or_wrong_type_is_invalid_request(client: Any) -> None:
+    for body in [{}, {"refresh_token": None}, {"refresh_token": 7}, {"token": "x"}]:
+        response = await client.post("/v1/auth/refresh", json=body)
+        await assert_error(response, 400, "invalid_request")
+    response = await client.post("/v1/auth/refresh", data={"refresh_token": "x"})
+    await assert_error(response, 415, "unsupported_media_type")
+
+
+async def test_refresh_of_unknown_token_is_invalid_grant(client: Any) -> None:
+    await register(client)
+    pair = await login(client)
+    user_id, session_id, position, _, mac = pair["refresh_token"].split(".")
+    response = await refresh(client, f"{user_id}.{session_id}.{position}.{'B' * 43}.{mac}")
+    await assert_error(response, 401, "invalid_grant")
+    # A wrong guess does not end the session: the real token still works.
+    assert (await refresh(client, pair["refresh_token"])).status == 200

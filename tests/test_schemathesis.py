@@ -5,7 +5,8 @@ a user would run it: every phase (the document's examples, its boundaries, fuzzi
 stateful sequences) and every check, so a 5xx, a response off the document, a request the
 document allows that the server refuses, or one it forbids that the server takes, fails here.
 It logs in for the Bearer endpoints (again after each logout) and presents an introspection
-client's Basic credentials, so those answer from their real paths, not with 401s.
+client's and an operator client's Basic credentials, so those answer from their real paths,
+not with 401s.
 
 Two settings widen schemathesis's defaults, each for what the document cannot say in JSON
 Schema and says in words: 413 counts as refusing a schema-violating request (a body over
@@ -34,6 +35,7 @@ RUN_TIMEOUT = 300
 HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 USERNAME = "alice"
 INTROSPECTION_CLIENT = ("gateway", "gateway-secret")
+ADMIN_CLIENT = ("ops", "ops-secret")
 # Every operation reachable on every request: nothing here may answer 429.
 GENEROUS = "1000000/1"
 
@@ -58,13 +60,20 @@ expected-statuses = [
 username = "{INTROSPECTION_CLIENT[0]}"
 password = "{INTROSPECTION_CLIENT[1]}"
 
+[auth.openapi.adminClient]
+username = "{ADMIN_CLIENT[0]}"
+password = "{ADMIN_CLIENT[1]}"
+
 [auth.dynamic.openapi.bearer]
 path = "/v1/auth/login"
 payload = {{ username = "{USERNAME}", password = "{TEST_PASSWORD}" }}
 extract_selector = "/access_token"
 
 [[operations]]
-include-name = ["POST /v1/users", "POST /oauth/token"]
+include-name = [
+    "POST /v1/users", "POST /oauth/token", "POST /v1/auth/password",
+    "PUT /v1/admin/users/{{user_id}}/password",
+]
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx",
 ]
@@ -112,11 +121,13 @@ def test_schemathesis_finds_the_server_as_the_document_says(
         {
             "AUTHSVC_REDIS_URL": redis_url,
             "AUTHSVC_INTROSPECTION_CLIENTS": ":".join(INTROSPECTION_CLIENT),
+            "AUTHSVC_ADMIN_CLIENTS": ":".join(ADMIN_CLIENT),
             "AUTHSVC_PASSWORD_GRANT": "true",
             "AUTHSVC_LOGIN_RATE_LIMIT": GENEROUS,
             "AUTHSVC_LOGIN_FAILURE_LIMIT": GENEROUS,
             "AUTHSVC_REGISTRATION_RATE_LIMIT": GENEROUS,
             "AUTHSVC_REFRESH_RATE_LIMIT": GENEROUS,
+            "AUTHSVC_CLIENT_AUTH_FAILURE_LIMIT": GENEROUS,
         },
     )
     assert server.register(USERNAME).status == 201

@@ -28,7 +28,8 @@ UA = {"User-Agent": "events-test/1.0"}
 LOCAL = "127.0.0.1"
 
 
-@pytest.fixture(params=["single", "cluster", "memory"])
+# A Cluster is processes of its own: slow (tests/README.md).
+@pytest.fixture(params=["single", pytest.param("cluster", marks=pytest.mark.slow), "memory"])
 def store_settings(request: pytest.FixtureRequest) -> Settings:
     """Settings for one store, empty at the start of the test."""
     if request.param == "memory":

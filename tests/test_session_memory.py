@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 import redis.asyncio
 from support import FakeClock, refresh
 
@@ -32,6 +33,9 @@ USER_AGENT = (
 )
 LIMITS = SessionLimits(idle_ttl=1_209_600, max_age=2_592_000, max_sessions=100)
 BUDGET_AT_LOGIN = 512  # bytes per live session: the issue's bound
+
+# Thousands of sessions and refreshes through the store's scripts: seconds.
+pytestmark = pytest.mark.slow
 
 
 async def _start_session(store: Store, refresh_tokens: RefreshTokens, now: int) -> RefreshToken:
@@ -123,3 +127,24 @@ async def test_a_token_from_deep_in_a_long_chain_is_still_a_replay(
     assert replay.status == 401
     assert (await replay.json())["error"] == "invalid_grant"
     assert (await refresh(client, tokens[-1])).status == 401
+
+
+async def test_roles_cost_the_user_record_only_what_they_hold(
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    """No field at all for no roles; a few roles, one field. (The user hash is a hashtable
+    with or without them: an argon2id hash is longer than a listpack value.)"""
+    store = Store(redis_client, LIMITS)
+    user_id = new_user_id()
+    password_hash = "$argon2id$v=19$m=65536,t=3,p=4$" + "a" * 22 + "$" + "b" * 43
+    assert await store.create_user(user_id, "alice", password_hash, now=int(time.time()))
+    key = keyspace.user(user_id)
+    before = await redis_client.memory_usage(key, samples=0)
+    await store.set_roles(user_id, ("support", "billing:read", "orders:write"))
+    with_roles = await redis_client.memory_usage(key, samples=0)
+    await store.set_roles(user_id, ())
+    assert await redis_client.hget(key, "roles") is None  # cleared: no field again
+    assert before is not None and with_roles is not None
+    # One more hashtable entry: its key and value strings and the entry itself.
+    assert with_roles - before <= 192
+    print(f"user record: {before} B without roles, {with_roles} B with three")

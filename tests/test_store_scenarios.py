@@ -21,7 +21,14 @@ from topologies import RedisClusterProcesses, SentinelProcesses
 
 from authsvc.config import RateLimit, Settings
 
-STORES = ["embedded", "single", "memory", "cluster", "sentinel"]
+# Embedded Valkey, Cluster and Sentinel are processes beyond the suite's one Redis: slow.
+STORES = [
+    pytest.param("embedded", marks=pytest.mark.slow),
+    "single",
+    "memory",
+    pytest.param("cluster", marks=pytest.mark.slow),
+    pytest.param("sentinel", marks=pytest.mark.slow),
+]
 
 
 @pytest.fixture(params=STORES)

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from support import RedisProcess, fast_settings
+
+# A Redis of each test's own to reconfigure, or the embedded store: processes of their own.
+pytestmark = pytest.mark.slow
 
 
 def _configure(server: RedisProcess, **settings: str) -> None:

@@ -10,6 +10,9 @@ import redis
 import redis.cluster
 from topologies import RedisClusterProcesses, SentinelProcesses
 
+# A cluster and sentinels of their own: Redis processes beyond the suite's.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def cluster(redis_cluster: RedisClusterProcesses) -> RedisClusterProcesses:

@@ -48,7 +48,7 @@ async def test_forward_auth_copies_every_identity_header_verify_answers_with(
     verified = await client.get(URL(forward_auth["address"]).path, headers=bearer(pair))
     identity = {name for name in verified.headers if name.lower().startswith("x-auth-")}
 
-    assert identity == {"X-Auth-User-Id", "X-Auth-Session-Id"}
+    assert identity == {"X-Auth-User-Id", "X-Auth-Session-Id", "X-Auth-Roles"}
     assert set(forward_auth["authResponseHeaders"]) == identity
     assert forward_auth.get("trustForwardHeader", False) is False
 

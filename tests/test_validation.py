@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from support import TEST_PASSWORD, bearer, login, register
+from support import assert_error as assert_error_shape
 
 from authsvc.server.app import create_app
 
@@ -142,3 +143,69 @@ async def test_bearer_routes_still_work_after_the_refactor(client: Any) -> None:
     await register(client)
     pair = await login(client)
     assert (await client.get("/v1/auth/me", headers=bearer(pair))).status == 200
+
+
+# The body of a JSON endpoint: JSON, as application/json, within the size limit
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"not json", b'{"username": "a",}', b"\xff\xfe"])
+async def test_register_with_invalid_json_is_invalid_request(client: Any, raw: bytes) -> None:
+    response = await client.post(
+        "/v1/users", data=raw, headers={"Content-Type": "application/json"}
+    )
+    await assert_error_shape(response, 400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"]
+)
+async def test_register_with_another_content_type_is_unsupported_media_type(
+    client: Any, content_type: str
+) -> None:
+    response = await client.post(
+        "/v1/users",
+        data=b'{"username": "alice", "password": "correct horse battery staple"}',
+        headers={"Content-Type": content_type},
+    )
+    await assert_error_shape(response, 415, "unsupported_media_type")
+
+
+async def test_json_with_charset_parameter_is_accepted(client: Any) -> None:
+    response = await client.post(
+        "/v1/users",
+        data=b'{"username": "alice", "password": "correct horse battery staple"}',
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert response.status == 201
+
+
+async def test_body_over_max_body_size_is_payload_too_large(make_client: Any) -> None:
+    client = await make_client(max_body_size=1024)
+    response = await client.post("/v1/users", json={"username": "alice", "password": "x" * 2000})
+    await assert_error_shape(response, 413, "payload_too_large")
+
+
+async def test_body_over_default_max_body_size_is_payload_too_large(client: Any) -> None:
+    response = await client.post(
+        "/v1/auth/login", json={"username": "alice", "password": "x" * 20_000}
+    )
+    await assert_error_shape(response, 413, "payload_too_large")
+
+
+async def test_error_bodies_never_carry_a_stack_trace(client: Any) -> None:
+    """Odd input gets a 4xx with a plain description, never a 500."""
+    odd_bodies: list[Any] = [
+        {"username": "a" * 10_000, "password": TEST_PASSWORD},
+        {"username": {"$ne": None}, "password": TEST_PASSWORD},
+        {"username": "alice", "password": TEST_PASSWORD, "device": "d" * 1000},
+        {"refresh_token": ["x"]},
+        1e309,
+        True,
+    ]
+    for path in ["/v1/users", "/v1/auth/login", "/v1/auth/refresh"]:
+        for body in odd_bodies:
+            response = await client.post(path, json=body)
+            assert response.status < 500, (path, body, response.status)
+            assert "Traceback" not in await response.text()
+            if response.status >= 400:
+                assert set(await response.json()) == {"error", "error_description"}

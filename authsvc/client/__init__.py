@@ -9,6 +9,7 @@ async with AuthClient("https://auth.example.com") as auth:
 
 from authsvc.client.api import AuthClient
 from authsvc.client.errors import (
+    AccountDisabled,
     ApiError,
     AuthsvcClientError,
     InvalidCredentials,
@@ -18,11 +19,13 @@ from authsvc.client.errors import (
     SessionExpired,
     StoreUnavailable,
     TransportError,
+    WeakPassword,
 )
 from authsvc.client.session import AuthSession, RequestContext, RetryPolicy, TokensCallback
 from authsvc.client.tokens import TokenPair
 
 __all__ = [
+    "AccountDisabled",
     "ApiError",
     "AuthClient",
     "AuthSession",
@@ -38,4 +41,5 @@ __all__ = [
     "TokenPair",
     "TokensCallback",
     "TransportError",
+    "WeakPassword",
 ]

@@ -1,4 +1,5 @@
-"""AuthClient: login, refresh, logout and logout-all against authsvc's /v1 API."""
+"""AuthClient: login, refresh, logout, logout-all, a password change and deleting the
+account against authsvc's /v1 API."""
 
 from __future__ import annotations
 
@@ -116,6 +117,34 @@ class AuthClient:
             InvalidToken: the token is invalid or its session has already ended.
         """
         await self._call("POST", "/v1/auth/logout-all", access_token=access_token)
+
+    async def change_password(
+        self, access_token: str, current_password: str, new_password: str
+    ) -> None:
+        """Set a new password; every other session of the user ends, this one stays.
+
+        The access token must be fresh (issued within AUTHSVC_SENSITIVE_MAX_AGE): refresh
+        first when it may not be.
+
+        Raises:
+            InvalidCredentials: the current password is wrong.
+            WeakPassword: the new password does not meet the policy.
+            InvalidToken: the token is invalid, not fresh, or its session has ended.
+            RateLimited: too many failed password checks for this account.
+        """
+        body = {"current_password": current_password, "new_password": new_password}
+        await self._call("POST", "/v1/auth/password", json=body, access_token=access_token)
+
+    async def delete_account(self, access_token: str, password: str) -> None:
+        """Delete the access token's account: every session ends, nothing of it is kept.
+
+        Raises:
+            InvalidCredentials: the password is wrong.
+            InvalidToken: the token is invalid, not fresh, or its session has ended.
+        """
+        await self._call(
+            "DELETE", "/v1/users/me", json={"password": password}, access_token=access_token
+        )
 
     def _token_pair(self, raw: bytes) -> TokenPair:
         try:

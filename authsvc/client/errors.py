@@ -5,6 +5,8 @@ AuthsvcClientError                 base of everything the client raises
 │                                  timeout, a success body that is not the contract's
 ├── ApiError                       authsvc (or a proxy before it) answered with an error
 │   ├── InvalidCredentials         401 invalid_credentials
+│   ├── AccountDisabled            403 account_disabled
+│   ├── WeakPassword               400 weak_password
 │   ├── InvalidGrant               401 invalid_grant
 │   ├── InvalidToken               401 invalid_token
 │   ├── RateLimited                429 rate_limited, retry_after
@@ -51,6 +53,18 @@ class InvalidCredentials(ApiError):
     code = "invalid_credentials"
 
 
+class AccountDisabled(ApiError):
+    """The password is right, and an operator has disabled the account."""
+
+    code = "account_disabled"
+
+
+class WeakPassword(ApiError):
+    """The new password does not meet authsvc's password policy."""
+
+    code = "weak_password"
+
+
 class InvalidGrant(ApiError):
     """The refresh token is unknown, expired, revoked or replayed."""
 
@@ -81,7 +95,15 @@ class SessionExpired(AuthsvcClientError):
 
 _BY_CODE: dict[str, type[ApiError]] = {
     cls.code: cls
-    for cls in (InvalidCredentials, InvalidGrant, InvalidToken, RateLimited, StoreUnavailable)
+    for cls in (
+        InvalidCredentials,
+        AccountDisabled,
+        WeakPassword,
+        InvalidGrant,
+        InvalidToken,
+        RateLimited,
+        StoreUnavailable,
+    )
     if cls.code is not None
 }
 

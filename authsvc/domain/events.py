@@ -19,6 +19,11 @@ SecurityEventType = Literal[
     "session_revoked", "password_changed", "account_disabled", "account_enabled",
     "roles_changed",
 ]  # fmt: skip
+# What changed an account (``AccountService``): by its owner or by an operator.
+AccountAction = Literal[
+    "password_changed", "account_deleted", "account_disabled", "account_enabled",
+    "roles_changed", "sessions_revoked",
+]  # fmt: skip
 
 
 class SessionEvents(Protocol):
@@ -29,6 +34,12 @@ class SessionEvents(Protocol):
     def sessions_revoked(self, reason: RevokeReason, count: int = 1) -> None: ...
 
     def security_event(self, event_type: SecurityEventType) -> None: ...
+
+    # Where a security event of the account is to be recorded (API.md, Security events):
+    # ``session_id`` is the session whose request caused it, when one did.
+    def account_changed(
+        self, action: AccountAction, user_id: str, *, session_id: str | None = None
+    ) -> None: ...
 
 
 class NoEvents:
@@ -44,4 +55,9 @@ class NoEvents:
         pass
 
     def security_event(self, event_type: SecurityEventType) -> None:
+        pass
+
+    def account_changed(
+        self, action: AccountAction, user_id: str, *, session_id: str | None = None
+    ) -> None:
         pass

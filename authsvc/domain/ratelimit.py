@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from authsvc.config import RateLimit
 from authsvc.domain.addresses import DEFAULT_IPV6_PREFIX, client_network
 from authsvc.errors import RateLimited
+from authsvc.store.keyspace import LOGIN_USER_SCOPE
 from authsvc.store.records import Bucket
 from authsvc.store.redis_store import Store
 
@@ -59,25 +60,31 @@ class Throttle:
             RateLimited: with the seconds until an attempt is allowed again.
         """
         if username:
-            await self._take("login-user", username, self._limits.login, now=now)
+            await self._take(LOGIN_USER_SCOPE, username, self._limits.login, now=now)
         if ip:
             await self._take("login-ip", self._client(ip), self._limits.login, now=now)
         if username:
             # Also for names no account has: an unknown user and a wrong password must
             # look the same, refusals included.
-            failures = self._limits.login_failures
-            retry_after = await self._store.count_failure(
-                username,
-                secrets.token_hex(8),
-                now=now,
-                limit=failures.attempts,
-                window=failures.window,
+            await self.password_attempt(username, now=now)
+
+    async def password_attempt(self, username: str, *, now: int) -> None:
+        """Count a password check of an account as a failure until ``login_succeeded``:
+        a login's, or the current password of a change (AUTHSVC_LOGIN_FAILURE_LIMIT).
+
+        Raises:
+            RateLimited: the account has had too many failures in the window.
+        """
+        failures = self._limits.login_failures
+        retry_after = await self._store.count_failure(
+            username, secrets.token_hex(8), now=now, limit=failures.attempts,
+            window=failures.window,
+        )  # fmt: skip
+        if retry_after:
+            raise RateLimited(
+                "too many failed logins (or password checks) for this account, retry later",
+                retry_after=retry_after,
             )
-            if retry_after:
-                raise RateLimited(
-                    "too many failed logins for this account, retry later",
-                    retry_after=retry_after,
-                )
 
     async def login_succeeded(self, username: str) -> None:
         """A verified password ends the account's run of failures (NIST: "consecutive")."""

@@ -18,6 +18,7 @@ from authsvc.domain.passwords import Hasher, PasswordPolicy, normalize_username
 from authsvc.domain.ratelimit import Throttle
 from authsvc.domain.security_events import SecurityEvents
 from authsvc.errors import (
+    AccountDisabled,
     InvalidCredentials,
     InvalidGrant,
     InvalidRequest,
@@ -65,6 +66,23 @@ class Principal:
     username: str
     session_id: str
     claims: AccessClaims
+
+
+def require_fresh(principal: Principal, *, now: int, max_age: int) -> None:
+    """Refuse a sensitive action to an access token not issued recently.
+
+    Raises:
+        InvalidToken: the token was issued (by a login or a refresh) more than ``max_age``
+            (SENSITIVE_MAX_AGE) seconds ago.
+    """
+    # A token a resource server kept, or one lifted from a log, is valid until exp;
+    # ending sessions, listing where the user is logged in, changing the password or
+    # deleting the account asks for a fresh one.
+    if now - principal.claims.issued_at > max_age:
+        raise InvalidToken(
+            f"this action needs an access token issued in the last "
+            f"{max_age} seconds; refresh the session or log in again"
+        )
 
 
 class SessionService:
@@ -152,6 +170,11 @@ class SessionService:
             await self._security.record(user.user_id, "login_failed", client=client, now=now)
             self._events.login_finished("invalid_credentials")
             raise InvalidCredentials()
+        if user.disabled:
+            # Only after the password check, which costs the same whatever follows: the
+            # answer tells a disabled account apart only to who knows its password.
+            self._events.login_finished("invalid_credentials")
+            raise AccountDisabled()
         await self._throttle.login_succeeded(name)
 
         session_id = new_session_id()
@@ -172,6 +195,8 @@ class SessionService:
         )
         if started.outcome is not LoginOutcome.OK:
             self._events.login_finished("invalid_credentials")
+            if started.outcome is LoginOutcome.DISABLED:
+                raise AccountDisabled()
             if started.outcome is LoginOutcome.REVOKED:
                 raise InvalidCredentials(
                     "every session was revoked while this login ran; log in again"
@@ -183,7 +208,7 @@ class SessionService:
                 user.user_id, dataclasses.replace(evicted_event, session_id=evicted)
             )
         access_token, access_expires_at = self._access.sign(
-            user_id=user.user_id, session_id=session_id, now=now
+            user_id=user.user_id, session_id=session_id, now=now, roles=started.roles
         )
         self._security.recorded(user.user_id, event)
         self._events.login_finished("ok")
@@ -244,10 +269,13 @@ class SessionService:
             raise InvalidGrant()
         else:
             self._events.refresh_finished("rotated")
-        # The same claims for the rotation and every retry of it: the same access token.
+        # The same claims for the rotation and every retry of it: the same access token,
+        # unless an operator changed the user's roles in between (a retry carries the
+        # roles current when it is answered, read by the same script).
         access_token, access_expires_at = self._access.sign(
-            user_id=user_id, session_id=session_id, now=successor.issued_at, jti=successor.jti
-        )
+            user_id=user_id, session_id=session_id, now=successor.issued_at,
+            jti=successor.jti, roles=rotation.roles,
+        )  # fmt: skip
         return TokenPair(
             access_token=access_token,
             expires_in=max(0, access_expires_at - now),
@@ -323,19 +351,7 @@ class SessionService:
         return True
 
     def _require_fresh(self, principal: Principal, *, now: int) -> None:
-        """Refuse a sensitive action to an access token not issued recently.
-
-        Raises:
-            InvalidToken: the token was issued (by a login or a refresh) more than
-                SENSITIVE_MAX_AGE seconds ago.
-        """
-        # A token a resource server kept, or one lifted from a log, is valid until exp;
-        # ending sessions or listing where the user is logged in asks for a fresh one.
-        if now - principal.claims.issued_at > self._sensitive_max_age:
-            raise InvalidToken(
-                f"this action needs an access token issued in the last "
-                f"{self._sensitive_max_age} seconds; refresh the session or log in again"
-            )
+        require_fresh(principal, now=now, max_age=self._sensitive_max_age)
 
     async def logout_all(
         self, principal: Principal, *, client: ClientInfo = NO_CLIENT, now: int

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from authsvc.clock import Clock
 from authsvc.config import Settings
+from authsvc.domain.accounts import AccountService
 from authsvc.domain.passwords import Hasher
 from authsvc.domain.ratelimit import Throttle
 from authsvc.domain.security_events import SecurityEvents
@@ -32,6 +33,7 @@ STORE = web.AppKey("store", Store)
 SESSIONS = web.AppKey("sessions", SessionService)
 # Record (operator API) and list a user's security events: see its module's docstring.
 SECURITY_EVENTS = web.AppKey("security_events", SecurityEvents)
+ACCOUNTS = web.AppKey("accounts", AccountService)
 HASHER = web.AppKey("hasher", Hasher)
 THROTTLE = web.AppKey("throttle", Throttle)
 UNTRUSTED_FORWARDING_WARNED = web.AppKey("untrusted_forwarding_warned", Once)

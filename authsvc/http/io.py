@@ -18,6 +18,7 @@ from authsvc.errors import (
 )
 from authsvc.http.appkeys import SETTINGS, UNTRUSTED_FORWARDING_WARNED
 from authsvc.http.errors import JSON_CONTENT_TYPE
+from authsvc.store.records import SessionRecord
 
 logger = logging.getLogger(__name__)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -120,6 +121,19 @@ def json_response(
         content_type=JSON_CONTENT_TYPE,
         charset="utf-8",
     )
+
+
+def session_fields(record: SessionRecord) -> dict[str, object]:
+    """A session as /v1/auth/sessions and the operator API list it (without ``current``)."""
+    return {
+        "session_id": record.session_id,
+        "created_at": record.created_at,
+        "last_used_at": record.last_used_at,
+        "expires_at": record.expires_at,
+        "device": record.device or None,
+        "user_agent": record.user_agent or None,
+        "ip": record.ip or None,
+    }
 
 
 def token_response(pair: TokenPair) -> web.Response:

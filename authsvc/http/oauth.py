@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import hdrs, web
 
 from authsvc.errors import (
+    AccountDisabled,
     InvalidCredentials,
     InvalidGrant,
     UnsupportedGrantType,
@@ -124,6 +125,9 @@ async def token(request: web.Request) -> web.Response:
         except InvalidCredentials:
             # §5.2: wrong resource owner credentials are an invalid_grant.
             raise InvalidGrant("invalid username or password") from None
+        except AccountDisabled:
+            # §5.2 has no other code for a grant the server will not honour.
+            raise InvalidGrant("this account is disabled") from None
         return token_response(pair)
     # §5.2: "The authorization grant type is not supported by the authorization server."
     raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
@@ -166,5 +170,6 @@ async def introspect(request: web.Request) -> web.Response:
         "token_type": "Bearer",
         "exp": claims.expires_at,
         "iat": claims.issued_at,
+        "roles": list(claims.roles),
     }
     return json_response(body, headers=NO_STORE)

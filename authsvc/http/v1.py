@@ -10,7 +10,7 @@ from aiohttp import web
 from authsvc.domain.passwords import USERNAME_MAX_LENGTH
 from authsvc.domain.sessions import Principal
 from authsvc.errors import RegistrationClosed
-from authsvc.http.appkeys import CLOCK, SESSIONS, SETTINGS
+from authsvc.http.appkeys import ACCOUNTS, CLOCK, SESSIONS, SETTINGS
 from authsvc.http.bodies import RefreshTokenText, read_json
 from authsvc.http.events import events_response
 from authsvc.http.io import (
@@ -19,6 +19,7 @@ from authsvc.http.io import (
     client_ip,
     json_response,
     request_client,
+    session_fields,
     token_response,
 )
 
@@ -49,6 +50,15 @@ class RefreshBody(msgspec.Struct, forbid_unknown_fields=True):
     refresh_token: RefreshTokenText
 
 
+class ChangePasswordBody(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: str
+    new_password: str
+
+
+class DeleteAccountBody(msgspec.Struct, forbid_unknown_fields=True):
+    password: str
+
+
 async def _principal(request: web.Request) -> Principal:
     return await request.app[SESSIONS].authenticate(bearer_token(request), now=request.app[CLOCK]())
 
@@ -62,6 +72,26 @@ async def register(request: web.Request) -> web.Response:
         body.username, body.password, ip=client_ip(request), now=request.app[CLOCK]()
     )
     return json_response({"user_id": user.user_id, "username": user.username}, status=201)
+
+
+@routes.delete("/v1/users/me")
+async def delete_account(request: web.Request) -> web.Response:
+    """The account goes with everything the store holds of it; the name is free again."""
+    principal = await _principal(request)
+    body = await read_json(request, DeleteAccountBody)
+    await request.app[ACCOUNTS].delete_own(principal, body.password, now=request.app[CLOCK]())
+    return web.Response(status=204)
+
+
+@routes.post("/v1/auth/password")
+async def change_password(request: web.Request) -> web.Response:
+    """A new password; every other session of the user ends at once, this one stays."""
+    principal = await _principal(request)
+    body = await read_json(request, ChangePasswordBody)
+    await request.app[ACCOUNTS].change_password(
+        principal, body.current_password, body.new_password, now=request.app[CLOCK]()
+    )
+    return web.Response(status=204)
 
 
 @routes.post("/v1/auth/login")
@@ -109,13 +139,7 @@ async def list_sessions(request: web.Request) -> web.Response:
         {
             "sessions": [
                 {
-                    "session_id": record.session_id,
-                    "created_at": record.created_at,
-                    "last_used_at": record.last_used_at,
-                    "expires_at": record.expires_at,
-                    "device": record.device or None,
-                    "user_agent": record.user_agent or None,
-                    "ip": record.ip or None,
+                    **session_fields(record),
                     "current": record.session_id == principal.session_id,
                 }
                 for record in records
@@ -166,6 +190,9 @@ async def verify(request: web.Request) -> web.Response:
         headers={
             "X-Auth-User-Id": principal.user_id,
             "X-Auth-Session-Id": principal.session_id,
+            # Present, and empty, when the user has no roles: a gateway that forwards it
+            # overwrites whatever a client sent under that name.
+            "X-Auth-Roles": ",".join(principal.claims.roles),
             **NO_STORE,
         },
     )

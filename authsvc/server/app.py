@@ -12,12 +12,14 @@ from aiohttp import web
 
 from authsvc.clock import Clock, system_clock
 from authsvc.config import Settings
+from authsvc.domain.accounts import AccountService
 from authsvc.domain.passwords import Hasher, PasswordPolicy
 from authsvc.domain.ratelimit import Limits, Throttle
 from authsvc.domain.security_events import SecurityEvents
 from authsvc.domain.sessions import SessionService
-from authsvc.http import oauth, ops, v1
+from authsvc.http import admin, oauth, ops, v1
 from authsvc.http.appkeys import (
+    ACCOUNTS,
     ACTIVE_KEYS,
     CLOCK,
     EMBEDDED_STORE_STATE,
@@ -77,6 +79,7 @@ def create_app(
     app.add_routes(v1.routes)
     app.add_routes(oauth.routes)
     app.add_routes(ops.routes)
+    app.add_routes(admin.routes)
     app.cleanup_ctx.append(_keys_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_services_ctx)
@@ -174,21 +177,30 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         ttl=settings.access_token_ttl,
     )
     app[SECURITY_EVENTS] = security_events = SecurityEvents(app[STORE], app[METRICS])
+    policy = PasswordPolicy(
+        settings.password_min_length,
+        settings.password_max_length,
+        service_names=("authsvc", settings.audience, settings.client_id),
+    )
     app[SESSIONS] = SessionService(
         app[STORE],
         hasher,
         access_tokens,
         RefreshTokens(app[KEY_RING].refresh_secret),
-        PasswordPolicy(
-            settings.password_min_length,
-            settings.password_max_length,
-            service_names=("authsvc", settings.audience, settings.client_id),
-        ),
+        policy,
         throttle,
         reuse_grace=settings.refresh_reuse_grace,
         sensitive_max_age=settings.sensitive_max_age,
         events=app[METRICS],
         security_events=security_events,
+    )
+    app[ACCOUNTS] = AccountService(
+        app[STORE],
+        hasher,
+        policy,
+        throttle,
+        sensitive_max_age=settings.sensitive_max_age,
+        events=app[METRICS],
     )
     yield
     await asyncio.to_thread(hasher.close)

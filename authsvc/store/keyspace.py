@@ -3,7 +3,8 @@
 Every key of one user's state carries the hash tag ``{<uid>}``, so the scripts that touch
 several of them run on Redis Cluster too (all their keys hash to one slot):
 
-    authsvc:{<uid>}:user          hash  username, password_hash, created_at, epoch
+    authsvc:{<uid>}:user          hash  username, password_hash, created_at, epoch, and
+                                        when set: roles (comma-separated), disabled ("1")
     authsvc:{<uid>}:sessions      zset  session id -> last used at: the user's live sessions,
                                         least recently used first
     authsvc:{<uid>}:s:<sid>       hash  one session: n (position of the chain's current
@@ -28,6 +29,10 @@ several of them run on Redis Cluster too (all their keys hash to one slot):
 
 The rate-limit keys lie outside any user's hash tag: each script touches one of them.
 
+Deleting an account deletes every key of its tag: ``user_keys`` and, for each session the
+index lists, ``session_keys`` name them all. A key added under the tag later goes in one of
+those two lists, or tests/test_account_deletion.py fails (it calls every function here).
+
 A session is live while it has an index entry, its hash exists, and neither its idle
 lifetime (from its last use) nor its maximum age (from created_at) has run out. So a
 session costs the same after 3,000 refreshes as after one: the refresh token's MAC proves
@@ -50,6 +55,8 @@ from __future__ import annotations
 import hashlib
 
 PREFIX = "authsvc"
+# The scope of the login bucket per username (``ratelimit``): deleting an account deletes it.
+LOGIN_USER_SCOPE = "login-user"
 
 
 def _digest(text: str) -> str:
@@ -87,3 +94,13 @@ def rate_limit(scope: str, value: str) -> str:
 
 def login_failures(normalized_username: str) -> str:
     return f"{PREFIX}:ratelimit:login-failures:{_digest(normalized_username)}"
+
+
+def user_keys(user_id: str) -> list[str]:
+    """Every key of a user's hash tag that is not one session's: what deletion deletes."""
+    return [user(user_id), sessions(user_id), events(user_id)]
+
+
+def session_keys(user_id: str, session_id: str) -> list[str]:
+    """Every key of one session of a user."""
+    return [session(user_id, session_id), successor(user_id, session_id)]

@@ -16,6 +16,7 @@ class RotationOutcome(enum.Enum):
 
 class LoginOutcome(enum.Enum):
     OK = "ok"
+    DISABLED = "disabled"
     REVOKED = "revoked"
     UNKNOWN = "unknown"
 
@@ -26,6 +27,9 @@ class UserRecord:
     username: str
     password_hash: str
     epoch: str
+    roles: tuple[str, ...] = ()
+    disabled: bool = False
+    created_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,8 @@ class Login:
     expires_at: int = 0
     # Sessions the cap (MAX_SESSIONS_PER_USER) ended to make room for this one.
     evicted: tuple[str, ...] = ()
+    # The user's roles as the login script found them.
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,8 @@ class Rotation:
     sealed_successor: bytes = b""
     # LIMITED: seconds until the client address's refresh bucket has a token again.
     retry_after: int = 0
+    # OK, GRACE: the user's roles now, for the access token signed after the rotation.
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

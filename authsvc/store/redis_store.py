@@ -53,7 +53,8 @@ SUCCESSOR_TTL_MARGIN = 2
 
 _SCRIPTS = (
     "login", "rotate", "session_live", "revoke_session", "revoke_user", "take_token",
-    "count_failure", "record_event",
+    "count_failure", "record_event", "change_password", "set_disabled", "set_roles",
+    "delete_user", "release_username",
 )  # fmt: skip
 
 
@@ -63,6 +64,16 @@ def _text(value: Any) -> str:
 
 def _encoded(event: EventRecord | None) -> bytes:
     return b"" if event is None else eventcodec.encode(event)
+
+
+def roles_field(roles: tuple[str, ...]) -> str:
+    """Roles as the user hash keeps them: comma-separated (a role has no comma)."""
+    return ",".join(roles)
+
+
+def _roles(value: Any) -> tuple[str, ...]:
+    text = "" if value is None else _text(value)
+    return tuple(text.split(",")) if text else ()
 
 
 def _fit(text: str, limit: int = LISTPACK_VALUE_BYTES) -> str:
@@ -112,6 +123,11 @@ class Store:
         self._take_token = scripts["take_token"]
         self._count_failure = scripts["count_failure"]
         self._record_event = scripts["record_event"]
+        self._change_password = scripts["change_password"]
+        self._set_disabled = scripts["set_disabled"]
+        self._set_roles = scripts["set_roles"]
+        self._delete_user = scripts["delete_user"]
+        self._release_username = scripts["release_username"]
 
     @classmethod
     async def open(
@@ -192,12 +208,24 @@ class Store:
         holder = await self.redis.get(username_key)
         if holder is not None and _text(holder) == user_id:
             return True
+        if holder is not None and not await self.redis.exists(keyspace.user(_text(holder))):
+            # A claim whose user hash is gone is a deleted account's whose deletion stopped
+            # before it freed the name (the user hash is written before any claim, and goes
+            # first when deleted): free it, and claim again.
+            await self._release_username(scriptkeys.release_username(username), [_text(holder)])
+            if await self.redis.set(username_key, user_id, nx=True):
+                return True
         await self.redis.delete(user_key)
         return False
 
     @translate_errors
     async def username_taken(self, username: str) -> bool:
-        return bool(await self.redis.exists(keyspace.username(username)))
+        """Whether an account holds the name; a claim left by an interrupted deletion (its
+        user hash is gone) does not count (``create_user`` frees it)."""
+        holder = await self.redis.get(keyspace.username(username))
+        if holder is None:
+            return False
+        return bool(await self.redis.exists(keyspace.user(_text(holder))))
 
     @translate_errors
     async def find_user(self, username: str) -> UserRecord | None:
@@ -209,12 +237,30 @@ class Store:
         """
         found = await self.redis.get(keyspace.username(username))
         user_id = secrets.token_hex(16) if found is None else _text(found)
+        record = await self._user_record(user_id)
+        return None if found is None else record
+
+    @translate_errors
+    async def user(self, user_id: str) -> UserRecord | None:
+        """The user of an id, or None: one round trip."""
+        return await self._user_record(user_id)
+
+    async def _user_record(self, user_id: str) -> UserRecord | None:
         fields = await self.redis.hmget(
-            keyspace.user(user_id), ["username", "password_hash", "epoch"]
+            keyspace.user(user_id),
+            ["username", "password_hash", "epoch", "roles", "disabled", "created_at"],
         )
-        if found is None or fields[0] is None:
+        if fields[0] is None:
             return None
-        return UserRecord(user_id, _text(fields[0]), _text(fields[1]), _text(fields[2]))
+        return UserRecord(
+            user_id,
+            _text(fields[0]),
+            _text(fields[1]),
+            _text(fields[2]),
+            roles=_roles(fields[3]),
+            disabled=fields[4] is not None,
+            created_at=int(fields[5] or 0),
+        )
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -260,7 +306,7 @@ class Store:
         outcome = LoginOutcome(_text(reply[0]))
         if outcome is not LoginOutcome.OK:
             return Login(outcome)
-        evicted = tuple(_text(sid) for sid in reply[2:])
+        evicted = tuple(_text(sid) for sid in reply[3:])
         if evicted:
             # Already ended by the script (their index entries are gone); this only frees
             # their memory, so a failure here costs nothing but a late expiry.
@@ -268,7 +314,7 @@ class Store:
             for sid in evicted:
                 keys += [keyspace.session(user.user_id, sid), keyspace.successor(user.user_id, sid)]
             await self.redis.delete(*keys)
-        return Login(outcome, expires_at=int(reply[1]), evicted=evicted)
+        return Login(outcome, expires_at=int(reply[1]), evicted=evicted, roles=_roles(reply[2]))
 
     @translate_errors
     async def rotate(
@@ -322,9 +368,14 @@ class Store:
         )
         outcome = RotationOutcome(_text(reply[0]))
         if outcome is RotationOutcome.OK:
-            return Rotation(outcome, expires_at=int(reply[1]))
+            return Rotation(outcome, expires_at=int(reply[1]), roles=_roles(reply[2]))
         if outcome is RotationOutcome.GRACE:
-            return Rotation(outcome, expires_at=int(reply[2]), sealed_successor=bytes(reply[1]))
+            return Rotation(
+                outcome,
+                expires_at=int(reply[2]),
+                sealed_successor=bytes(reply[1]),
+                roles=_roles(reply[3]),
+            )
         if outcome is RotationOutcome.LIMITED:
             return Rotation(outcome, retry_after=int(reply[1]))
         return Rotation(outcome)
@@ -428,6 +479,82 @@ class Store:
         raw = await self.redis.lrange(keyspace.events(user_id), 0, self.events.per_user - 1)
         events = (eventcodec.decode(item) for item in raw if isinstance(item, bytes))
         return [e for e in events if e is not None and self.events.live(e, now=now)]
+
+    # -- account changes ---------------------------------------------------------------
+
+    async def _forget_sessions(self, user_id: str, session_ids: list[Any]) -> tuple[str, ...]:
+        """Delete the keys of sessions a script has ended; return their ids.
+
+        Already ended (their index entries are gone): this only frees memory.
+        """
+        ended = tuple(_text(sid) for sid in session_ids)
+        if ended:
+            keys: list[str] = []
+            for sid in ended:
+                keys += keyspace.session_keys(user_id, sid)
+            await self.redis.delete(*keys)
+        return ended
+
+    @translate_errors
+    async def change_password(
+        self, user_id: str, password_hash: str, *, keep_session_id: str = ""
+    ) -> tuple[str, ...] | None:
+        """Set the password hash and end every session but ``keep_session_id``, at once.
+
+        Returns the ended sessions' ids, or None when there is no such user.
+        """
+        reply = await self._change_password(
+            scriptkeys.change_password(user_id), [password_hash, keep_session_id]
+        )
+        if not reply[0]:
+            return None
+        return await self._forget_sessions(user_id, reply[1:])
+
+    @translate_errors
+    async def set_disabled(self, user_id: str, disabled: bool) -> tuple[str, ...] | None:
+        """Disable (every session ends at once) or enable a user.
+
+        Returns the ended sessions' ids, or None when there is no such user.
+        """
+        reply = await self._set_disabled(
+            scriptkeys.set_disabled(user_id), ["1" if disabled else "0"]
+        )
+        if not reply[0]:
+            return None
+        return await self._forget_sessions(user_id, reply[1:])
+
+    @translate_errors
+    async def set_roles(self, user_id: str, roles: tuple[str, ...]) -> bool:
+        """Set a user's roles; False when there is no such user."""
+        return bool(await self._set_roles(scriptkeys.set_roles(user_id), [roles_field(roles)]))
+
+    @translate_errors
+    async def delete_user(self, user_id: str) -> int | None:
+        """Delete every key of the account; return how many sessions ended, or None.
+
+        Three slots on Cluster, so three steps, in this order: the user's own slot (one
+        script: its record, its session index, its events, its sessions), then the username claim
+        (only while it names this user), then the account's failure log and login bucket.
+        Once the first step has run the account can neither log in nor refresh, and its
+        access tokens are refused; if the process stops before the second, the name is
+        left claimed by a user who no longer exists, which ``create_user`` frees when the
+        name is registered again.
+        """
+        listed = [
+            _text(sid)
+            for sid in await self.redis.zrange(keyspace.sessions(user_id), 0, REVOKE_BATCH - 1)
+        ]
+        reply = await self._delete_user(scriptkeys.delete_user(user_id, listed), [])
+        if not reply:
+            return None
+        username, indexed = _text(reply[0]), [_text(sid) for sid in reply[1:]]
+        deleted = set(listed)
+        await self._forget_sessions(user_id, [sid for sid in indexed if sid not in deleted])
+        await self._release_username(scriptkeys.release_username(username), [user_id])
+        # Keyed by the name, not the id: one slot each on Cluster.
+        await self.redis.delete(keyspace.login_failures(username))
+        await self.redis.delete(keyspace.rate_limit(keyspace.LOGIN_USER_SCOPE, username))
+        return len(indexed)
 
     # -- rate limits -------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ def rotate(user_id: str, session_id: str) -> list[str]:
         keyspace.session(user_id, session_id),
         keyspace.sessions(user_id),
         keyspace.successor(user_id, session_id),
+        keyspace.user(user_id),
         keyspace.events(user_id),
     ]
 
@@ -61,3 +62,27 @@ def take_token(scope: str, value: str) -> list[str]:
 
 def count_failure(normalized_username: str) -> list[str]:
     return [keyspace.login_failures(normalized_username)]
+
+
+def change_password(user_id: str) -> list[str]:
+    return [keyspace.user(user_id), keyspace.sessions(user_id)]
+
+
+def set_disabled(user_id: str) -> list[str]:
+    return [keyspace.user(user_id), keyspace.sessions(user_id)]
+
+
+def set_roles(user_id: str) -> list[str]:
+    return [keyspace.user(user_id)]
+
+
+def delete_user(user_id: str, listed_session_ids: list[str]) -> list[str]:
+    # user_keys first: the script takes KEYS[1] for the user hash and KEYS[2] for the index.
+    keys = keyspace.user_keys(user_id)
+    for session_id in listed_session_ids:
+        keys += keyspace.session_keys(user_id, session_id)
+    return keys
+
+
+def release_username(normalized_username: str) -> list[str]:
+    return [keyspace.username(normalized_username)]

@@ -22,7 +22,13 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from authsvc.domain.events import LoginOutcome, RefreshOutcome, RevokeReason, SecurityEventType
+from authsvc.domain.events import (
+    AccountAction,
+    LoginOutcome,
+    RefreshOutcome,
+    RevokeReason,
+    SecurityEventType,
+)
 
 # The classic text format, which every Prometheus version reads; authsvc's names need
 # nothing newer.
@@ -92,6 +98,12 @@ class Metrics:
             ["type"],
             registry=self.registry,
         )
+        self.account_changes = Counter(
+            "authsvc_account_changes_total",
+            "Accounts changed by their owner or an operator, by action.",
+            ["action"],
+            registry=self.registry,
+        )
         self.store_errors = Counter(
             "authsvc_store_errors_total",
             "Store calls that failed because Redis was unreachable or refused.",
@@ -109,6 +121,9 @@ class Metrics:
         }
         self._security_events = {
             kind: self.security_events.labels(kind) for kind in get_args(SecurityEventType)
+        }
+        self._account_changes = {
+            action: self.account_changes.labels(action) for action in get_args(AccountAction)
         }
 
     def request_finished(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -136,6 +151,11 @@ class Metrics:
 
     def security_event(self, event_type: SecurityEventType) -> None:
         self._security_events[event_type].inc()
+
+    def account_changed(
+        self, action: AccountAction, user_id: str, *, session_id: str | None = None
+    ) -> None:
+        self._account_changes[action].inc()
 
     def store_error(self) -> None:
         self.store_errors.inc()

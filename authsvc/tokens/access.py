@@ -42,6 +42,8 @@ class _SignedClaims(msgspec.Struct):
     jti: str
     sid: str
     client_id: str
+    # RFC 9068 §2.2.3.1; a token issued before authsvc knew roles has none.
+    roles: list[str] = msgspec.field(default_factory=list)
     nbf: int | None = None
 
 
@@ -56,6 +58,7 @@ class AccessClaims:
     issued_at: int
     expires_at: int
     jti: str
+    roles: tuple[str, ...] = ()
 
 
 class AccessTokens:
@@ -86,12 +89,19 @@ class AccessTokens:
         self._cache_size = verified_cache_size
 
     def sign(
-        self, *, user_id: str, session_id: str, now: int, jti: str | None = None
+        self,
+        *,
+        user_id: str,
+        session_id: str,
+        now: int,
+        jti: str | None = None,
+        roles: tuple[str, ...] = (),
     ) -> tuple[str, int]:
         """Return an access token issued at ``now`` and its expiry.
 
         ``jti`` is a new one unless given: a grace retry signs the claims of the access
-        token its rotation issued (``Successor``) again.
+        token its rotation issued (``Successor``) again. ``roles`` are the user's as the
+        store read them for this login or rotation (RFC 9068 §2.2.3.1: ``[]`` when none).
         """
         key = self._keys.at(now).signer
         expires_at = now + self.ttl
@@ -104,6 +114,7 @@ class AccessTokens:
             "jti": jti or new_jti(),
             "sid": session_id,
             "client_id": self._client_id,
+            "roles": list(roles),
         }
         signer = self._signer
         if signer is None or signer.key is not key:
@@ -175,5 +186,6 @@ class AccessTokens:
             issued_at=claims.iat,
             expires_at=claims.exp,
             jti=claims.jti,
+            roles=tuple(claims.roles),
         )
         return access_claims, key

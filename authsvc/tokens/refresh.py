@@ -38,6 +38,7 @@ _REFRESH_TOKEN = re.compile(
     r"\.(?P<position>0|[1-9][0-9]{0,11})\.[A-Za-z0-9_-]{43})\.(?P<mac>[A-Za-z0-9_-]{22})$"
 )
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+_USER_ID = re.compile(r"^[0-9a-f]{32}$")
 _MAC_CONTEXT = b"authsvc/refresh-token/v1\n"
 MAC_BYTES = 16  # 128-bit tag: forging one is out of reach, and the token stays short
 STORED_HASH_BYTES = 16  # what the store keeps of the current token: a SHA-256 prefix
@@ -48,6 +49,11 @@ _SUCCESSOR_KEY_INFO = b"authsvc/successor/v2"
 
 def new_user_id() -> str:
     return uuid.uuid4().hex
+
+
+def is_user_id(text: str) -> bool:
+    """Whether ``text`` has the form of a user id (so it cannot reach another's keys)."""
+    return _USER_ID.fullmatch(text) is not None
 
 
 def new_session_id() -> str:

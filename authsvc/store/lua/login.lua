@@ -9,15 +9,22 @@
 -- ARGV[11] most live sessions per user
 -- ARGV[12] events kept per user   ARGV[13] their ttl   ARGV[14] the login's event or ""
 -- ARGV[15] an evicted session's event without its session id, or ""
--- returns {"ok", expires_at, evicted session id...} | {"revoked"} | {"unknown"}
+-- returns {"ok", expires_at, roles, evicted session id...} | {"disabled"} | {"revoked"}
+--   | {"unknown"}; roles are the user's, comma-separated ("" when none)
 local user_key, session_key, index_key = KEYS[1], KEYS[2], KEYS[3]
 local sid, token_hash = ARGV[1], ARGV[2]
 local now, idle_ttl, max_age = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local epoch_seen, max_sessions = ARGV[6], tonumber(ARGV[11])
 
-local epoch = redis.call("HGET", user_key, "epoch")
+local user = redis.call("HMGET", user_key, "epoch", "disabled", "roles")
+local epoch = user[1]
 if not epoch then
+  -- No such user, or one deleted while its password was being checked.
   return {"unknown"}
+end
+-- Disabled while this login checked the password (the caller refused it if it was already).
+if user[2] then
+  return {"disabled"}
 end
 -- A logout-all ran between the password check and now: it must end this session too.
 if epoch ~= epoch_seen then
@@ -29,7 +36,7 @@ end
 -- so that concurrent logins cannot overshoot it. Only the index entry goes: a session is
 -- live only while it has one, and the caller deletes the evicted sessions' hashes.
 redis.call("ZREMRANGEBYSCORE", index_key, "-inf", now - idle_ttl)
-local reply = {"ok", 0}
+local reply = {"ok", 0, user[3] or ""}
 local excess = redis.call("ZCARD", index_key) - max_sessions + 1
 if excess > 0 then
   local evicted = redis.call("ZRANGE", index_key, 0, excess - 1)

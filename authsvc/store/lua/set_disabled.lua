@@ -1,0 +1,19 @@
+-- include: end_sessions
+-- Disable a user (every session ends; login.lua refuses it) or enable it again.
+-- KEYS[1] user hash   KEYS[2] user's session index (zset)
+-- ARGV[1] "1" to disable, "0" to enable
+-- returns {1, ended session id...} | {0} when there is no such user
+local user_key, index_key = KEYS[1], KEYS[2]
+if redis.call("EXISTS", user_key) == 0 then
+  return {0}
+end
+if ARGV[1] == "0" then
+  redis.call("HDEL", user_key, "disabled")
+  return {1}
+end
+redis.call("HSET", user_key, "disabled", "1")
+local reply = {1}
+for _, sid in ipairs(end_sessions(user_key, index_key, "")) do
+  reply[#reply + 1] = sid
+end
+return reply
