@@ -63,6 +63,8 @@ BEARER_ROUTES = [
     ("POST", "/v1/auth/logout"),
     ("POST", "/v1/auth/logout-all"),
     ("DELETE", "/v1/auth/sessions/{session_id}"),
+    ("POST", "/v1/auth/password"),
+    ("DELETE", "/v1/users/me"),
     ("GET", "/v1/auth/events"),
 ]
 VERIFIER = ("verifier", "AccessTokens.verify")

@@ -223,9 +223,9 @@ async def test_a_stop_under_load_cuts_no_request_in_flight(
     async with writes_paused(redis_client):
         # Every client's next request reaches the store and waits there: 40 in flight.
         await wait_until_in_flight(server, len(clients))
+        signalled_at = asyncio.get_running_loop().time()  # the signal's moment, not later
         os.kill(server.pid, sig)
         await wait_until_refused(server)
-        signalled_at = asyncio.get_running_loop().time()
     await asyncio.wait_for(asyncio.gather(*tasks), STOP_TIMEOUT)
     assert await asyncio.to_thread(exit_status, server) == 0, server.log()
 
