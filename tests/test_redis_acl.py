@@ -108,6 +108,7 @@ async def run_account_flows(client: Any) -> None:
         ("POST", f"{base}/enable", None),
         ("PUT", f"{base}/password", {"new_password": TEST_PASSWORD}),
         ("DELETE", f"{base}/sessions", None),
+        ("GET", f"{base}/events", None),
     ]:
         response = await client.request(method, path, json=body, headers=admin)
         assert response.status in (200, 204), (method, path, await response.text())

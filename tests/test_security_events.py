@@ -1,9 +1,11 @@
 """Security events (API.md): each cause records its event with the request's client, the
-owner lists them newest first, each is a log line and a count, the list is capped and
-expires, and recording costs a login or a refresh no round trip of its own."""
+owner and operators list them newest first, each is a log line and a count, the list is
+capped and expires, and recording costs a login, a refresh or an account change no round
+trip of its own."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -26,6 +28,13 @@ from authsvc.telemetry.logs import json_formatter
 
 UA = {"User-Agent": "events-test/1.0"}
 LOCAL = "127.0.0.1"
+OPS = ("ops", "ops-secret")
+# The operator's request: its user agent is what the account's events record of it.
+OPERATOR = {
+    "Authorization": "Basic " + base64.b64encode(b"ops:ops-secret").decode(),
+    "User-Agent": "ops-console/2.1",
+}
+UNKNOWN_USER = "0" * 32
 
 
 # A Cluster is processes of its own: slow (tests/README.md).
@@ -71,6 +80,83 @@ def _event(kind: str, at: int, session_id: str | None, device: str = "") -> dict
         "user_agent": UA["User-Agent"],
         "device": device,
     }
+
+
+def _by_operator(kind: str, at: int, session_id: str | None = None) -> dict[str, Any]:
+    """An event an operator's request caused: that request's address and user agent."""
+    return {**_event(kind, at, session_id), "user_agent": OPERATOR["User-Agent"]}
+
+
+async def _admin_events(client: Any, user_id: str) -> list[dict[str, Any]]:
+    response = await client.get(f"/v1/admin/users/{user_id}/events", headers=OPERATOR)
+    assert response.status == 200, await response.text()
+    assert response.headers["Cache-Control"] == "no-store"
+    body = await response.json()
+    assert list(body) == ["events"]
+    events: list[dict[str, Any]] = body["events"]
+    return events
+
+
+async def _every_account_change(
+    client: Any, clock: FakeClock
+) -> tuple[str, dict[str, Any], list[Any]]:
+    """Cause every event of an account change (the owner's password change, each operator
+    action), a second apart; return the user id, a live pair and the events expected,
+    newest first."""
+    user_id = (await register(client))["user_id"]
+    admin = f"/v1/admin/users/{user_id}"
+    expected: list[dict[str, Any]] = []
+
+    a = await _login(client)
+    expected.append(_event("login", clock(), a["session_id"]))
+    clock.advance(1)
+    owners = "the owner chose this passphrase"
+    changed = await client.post(
+        "/v1/auth/password",
+        json={"current_password": TEST_PASSWORD, "new_password": owners},
+        headers={**bearer(a), **UA},
+    )
+    assert changed.status == 204, await changed.text()
+    expected.append(_event("password_changed", clock(), a["session_id"]))
+
+    clock.advance(1)
+    roles = await client.put(f"{admin}/roles", json={"roles": ["support"]}, headers=OPERATOR)
+    assert roles.status == 204
+    expected.append(_by_operator("roles_changed", clock()))
+
+    clock.advance(1)
+    b = await _login(client, password=owners)
+    expected.append(_event("login", clock(), b["session_id"]))
+    clock.advance(1)
+    one = await client.delete(f"{admin}/sessions/{b['session_id']}", headers=OPERATOR)
+    assert one.status == 204
+    expected.append(_by_operator("session_revoked", clock(), b["session_id"]))
+
+    clock.advance(1)
+    every = await client.delete(f"{admin}/sessions", headers=OPERATOR)
+    assert every.status == 204
+    # Ends a's session too: a logout-all no session of the user asked for.
+    expected.append(_by_operator("logout_all", clock()))
+
+    clock.advance(1)
+    assert (await client.post(f"{admin}/disable", headers=OPERATOR)).status == 204
+    expected.append(_by_operator("account_disabled", clock()))
+    clock.advance(1)
+    assert (await client.post(f"{admin}/enable", headers=OPERATOR)).status == 204
+    expected.append(_by_operator("account_enabled", clock()))
+
+    clock.advance(1)
+    operators = "an operator chose this passphrase"
+    set_password = await client.put(
+        f"{admin}/password", json={"new_password": operators}, headers=OPERATOR
+    )
+    assert set_password.status == 204
+    expected.append(_by_operator("password_changed", clock()))
+
+    clock.advance(1)
+    last = await _login(client, password=operators)
+    expected.append(_event("login", clock(), last["session_id"]))
+    return user_id, last, expected[::-1]
 
 
 async def _every_cause(client: Any, clock: FakeClock) -> tuple[dict[str, Any], list[Any]]:
@@ -141,6 +227,42 @@ async def test_every_cause_records_its_event_listed_newest_first(
     client = await client_for(store_settings)
     pair, expected = await _every_cause(client, clock)
     assert await _events(client, pair) == expected
+
+
+async def test_every_account_change_records_its_event_for_owner_and_operator(
+    client_for: Any, store_settings: Settings, clock: FakeClock
+) -> None:
+    """password_changed (the owner's, an operator's), roles_changed, session_revoked and
+    logout_all by an operator, account_disabled, account_enabled: each after its cause,
+    with the client of the request that caused it, listed alike for owner and operator."""
+    client = await client_for(dataclasses.replace(store_settings, admin_clients=(OPS,)))
+    user_id, pair, expected = await _every_account_change(client, clock)
+    assert await _events(client, pair) == expected
+    assert await _admin_events(client, user_id) == expected
+
+
+async def test_an_operator_lists_an_account_s_events(make_client: Any) -> None:
+    """200 newest first for an account; 404 not_found for an unknown user; 401
+    invalid_client without the operator's credentials, or with wrong ones."""
+    client = await make_client(admin_clients=(OPS,))
+    user_id = (await register(client))["user_id"]
+    first = await _login(client)
+    second = await _login(client)
+    listed = await _admin_events(client, user_id)
+    assert [(e["type"], e["session_id"]) for e in listed] == [
+        ("login", second["session_id"]),
+        ("login", first["session_id"]),
+    ]
+    for unknown in (UNKNOWN_USER, "not-a-user-id"):
+        missing = await client.get(f"/v1/admin/users/{unknown}/events", headers=OPERATOR)
+        assert missing.status == 404
+        assert (await missing.json())["error"] == "not_found"
+    wrong = "Basic " + base64.b64encode(b"ops:wrong").decode()
+    for headers in ({}, {"Authorization": wrong}, bearer(second)):
+        refused = await client.get(f"/v1/admin/users/{user_id}/events", headers=headers)
+        assert refused.status == 401
+        assert (await refused.json())["error"] == "invalid_client"
+        assert refused.headers["WWW-Authenticate"] == 'Basic realm="authsvc"'
 
 
 async def test_the_cap_evicting_a_session_records_session_evicted(
@@ -278,7 +400,8 @@ class Commands:
     def __init__(self, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         redis_client = client.app[STORE].redis
         names = ("login", "take_token", "count_failure", "rotate", "record_event",
-                 "revoke_session", "revoke_user", "session_live")  # fmt: skip
+                 "revoke_session", "revoke_user", "session_live", "change_password",
+                 "set_disabled", "set_roles")  # fmt: skip
         scripts = {
             hashlib.sha1(source(n).encode(), usedforsecurity=False).hexdigest(): n for n in names
         }
@@ -344,6 +467,64 @@ async def test_events_ride_in_the_scripts_of_login_refresh_and_revocation(
     ]
     assert rotated["session_id"] == first["session_id"]
     assert again["session_id"] == second["session_id"]
+
+
+async def test_account_changes_record_their_events_in_the_scripts_that_make_them(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No round trip of its own: each change's script records its event."""
+    client = await make_client(admin_clients=(OPS,))
+    user_id = (await register(client))["user_id"]
+    admin = f"/v1/admin/users/{user_id}"
+    pair = await login(client)
+    commands = Commands(client, monkeypatch)
+
+    new_password = "the owner chose this passphrase"
+    body = {"current_password": TEST_PASSWORD, "new_password": new_password}
+    assert (await client.post("/v1/auth/password", json=body, headers=bearer(pair))).status == 204
+    changes = [commands.take()]
+    assert (
+        await client.put(f"{admin}/roles", json={"roles": ["a"]}, headers=OPERATOR)
+    ).status == 204
+    changes.append(commands.take())
+    assert (await client.post(f"{admin}/disable", headers=OPERATOR)).status == 204
+    changes.append(commands.take())
+    assert (await client.post(f"{admin}/enable", headers=OPERATOR)).status == 204
+    changes.append(commands.take())
+    operators = {"new_password": "an operator chose this passphrase"}
+    assert (await client.put(f"{admin}/password", json=operators, headers=OPERATOR)).status == 204
+    changes.append(commands.take())
+    assert (await client.delete(f"{admin}/sessions", headers=OPERATOR)).status == 204
+    changes.append(commands.take())
+    for sent, script in zip(
+        changes,
+        ["change_password", "set_roles", "set_disabled", "set_disabled", "change_password",
+         "revoke_user"],
+        strict=True,
+    ):  # fmt: skip
+        assert f"script {script}" in sent
+        assert "script record_event" not in sent, sent
+    last = await login(client, password=operators["new_password"])
+    assert [e["type"] for e in await _events(client, last)] == [
+        "login", "logout_all", "password_changed", "account_enabled", "account_disabled",
+        "roles_changed", "password_changed", "login",
+    ]  # fmt: skip
+
+
+async def test_an_account_change_is_one_log_line_and_one_count(
+    make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client(admin_clients=(OPS,))
+    user_id = (await register(client))["user_id"]
+    with caplog.at_level(logging.INFO, logger="authsvc.domain.security_events"):
+        response = await client.post(f"/v1/admin/users/{user_id}/disable", headers=OPERATOR)
+        assert response.status == 204
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "account_disabled"]
+    assert len(lines) == 1
+    assert lines[0].user_id == user_id
+    assert lines[0].session_id is None
+    text = await (await client.get("/metrics")).text()
+    assert 'authsvc_security_events_total{type="account_disabled"} 1.0' in text
 
 
 async def test_an_account_s_keys_hold_its_events(

@@ -9,23 +9,23 @@ An event whose cause a store script decides rides in that script, so it costs no
 trip of its own: ``SessionService`` builds it with ``event()``, hands it to the script
 (``Store.login``'s ``event`` and ``evicted_event``, ``Store.rotate``'s ``replay_event``,
 ``Store.revoke_session``'s and ``Store.revoke_user``'s ``event``), and reports it with
-``recorded()`` once the script says it happened. The types recorded so far: ``login``,
-``login_failed``, ``refresh_replay``, ``session_evicted``, ``logout``, ``logout_all``,
-``session_revoked``.
+``recorded()`` once the script says it happened. ``AccountService`` does the same for
+the account changes: ``Store.change_password``'s, ``set_disabled``'s and ``set_roles``'s
+``event`` (``password_changed``, ``account_disabled``, ``account_enabled``,
+``roles_changed``), and for an operator's ``session_revoked`` (one session) and
+``logout_all`` (every session, ``session_id`` null). Only ``login_failed`` costs a call of
+its own (``record``, in ``record_event.lua``).
 
-For the rest (``password_changed``, ``account_disabled``, ``account_enabled``,
-``roles_changed``) and the operator API, the calls are::
+Who caused an event gives its client: the user's request (``http.io.request_client``),
+the operator's request for the operator API (the operator's ip and user agent: that
+request caused it), ``NO_CLIENT`` (empty strings) for the CLI, where no request did.
+Deleting an account records nothing: its events go with it. Listing::
 
-    events = app[SECURITY_EVENTS]            # authsvc.http.appkeys; this class
-    await events.record(user_id, "roles_changed", client=client, now=now)
-    # one round trip; session_id=... when a session is concerned, client=NO_CLIENT when
-    # no request caused it (the CLI)
-    await store.revoke_user(user_id, event=events.event("account_disabled", client=client,
-                                                        now=now))
-    events.recorded(user_id, that_event)     # after a script of yours stored it
-    listed = await events.list_events(user_id, now=now)   # GET /v1/admin/users/{user_id}/events
+    listed = await events.list_events(user_id, now=now)
     # -> list[EventRecord], newest first; authsvc.http.events.events_response(listed)
     #    answers {"events": [...]} with Cache-Control: no-store
+    # (GET /v1/auth/events through SessionService.list_events,
+    #  GET /v1/admin/users/{user_id}/events through AccountService.events)
 
 A script of your own records one with ``-- include: events`` and ``push_event(KEYS[i],
 ARGV[j], per_user, ttl)`` (``lua/lib/events.lua``), passing ``Store.events``'s limits and

@@ -89,8 +89,9 @@ async def change_password(request: web.Request) -> web.Response:
     principal = await _principal(request)
     body = await read_json(request, ChangePasswordBody)
     await request.app[ACCOUNTS].change_password(
-        principal, body.current_password, body.new_password, now=request.app[CLOCK]()
-    )
+        principal, body.current_password, body.new_password,
+        client=request_client(request), now=request.app[CLOCK](),
+    )  # fmt: skip
     return web.Response(status=204)
 
 

@@ -201,6 +201,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         throttle,
         sensitive_max_age=settings.sensitive_max_age,
         events=app[METRICS],
+        security_events=security_events,
     )
     yield
     await asyncio.to_thread(hasher.close)

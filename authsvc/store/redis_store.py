@@ -497,36 +497,53 @@ class Store:
 
     @translate_errors
     async def change_password(
-        self, user_id: str, password_hash: str, *, keep_session_id: str = ""
+        self,
+        user_id: str,
+        password_hash: str,
+        *,
+        keep_session_id: str = "",
+        event: EventRecord | None = None,
     ) -> tuple[str, ...] | None:
         """Set the password hash and end every session but ``keep_session_id``, at once.
 
-        Returns the ended sessions' ids, or None when there is no such user.
+        Returns the ended sessions' ids, or None when there is no such user. Records
+        ``event`` when the user exists.
         """
         reply = await self._change_password(
-            scriptkeys.change_password(user_id), [password_hash, keep_session_id]
+            scriptkeys.change_password(user_id),
+            [password_hash, keep_session_id, *self._event_args, _encoded(event)],
         )
         if not reply[0]:
             return None
         return await self._forget_sessions(user_id, reply[1:])
 
     @translate_errors
-    async def set_disabled(self, user_id: str, disabled: bool) -> tuple[str, ...] | None:
+    async def set_disabled(
+        self, user_id: str, disabled: bool, *, event: EventRecord | None = None
+    ) -> tuple[str, ...] | None:
         """Disable (every session ends at once) or enable a user.
 
-        Returns the ended sessions' ids, or None when there is no such user.
+        Returns the ended sessions' ids, or None when there is no such user. Records
+        ``event`` when the user exists.
         """
         reply = await self._set_disabled(
-            scriptkeys.set_disabled(user_id), ["1" if disabled else "0"]
+            scriptkeys.set_disabled(user_id),
+            ["1" if disabled else "0", *self._event_args, _encoded(event)],
         )
         if not reply[0]:
             return None
         return await self._forget_sessions(user_id, reply[1:])
 
     @translate_errors
-    async def set_roles(self, user_id: str, roles: tuple[str, ...]) -> bool:
-        """Set a user's roles; False when there is no such user."""
-        return bool(await self._set_roles(scriptkeys.set_roles(user_id), [roles_field(roles)]))
+    async def set_roles(
+        self, user_id: str, roles: tuple[str, ...], *, event: EventRecord | None = None
+    ) -> bool:
+        """Set a user's roles; False when there is no such user. Records ``event`` when the
+        user exists."""
+        reply = await self._set_roles(
+            scriptkeys.set_roles(user_id), [roles_field(roles), *self._event_args, _encoded(event)]
+        )
+        return bool(reply)
 
     @translate_errors
     async def delete_user(self, user_id: str) -> int | None:

@@ -65,15 +65,15 @@ def count_failure(normalized_username: str) -> list[str]:
 
 
 def change_password(user_id: str) -> list[str]:
-    return [keyspace.user(user_id), keyspace.sessions(user_id)]
+    return [keyspace.user(user_id), keyspace.sessions(user_id), keyspace.events(user_id)]
 
 
 def set_disabled(user_id: str) -> list[str]:
-    return [keyspace.user(user_id), keyspace.sessions(user_id)]
+    return [keyspace.user(user_id), keyspace.sessions(user_id), keyspace.events(user_id)]
 
 
 def set_roles(user_id: str) -> list[str]:
-    return [keyspace.user(user_id)]
+    return [keyspace.user(user_id), keyspace.events(user_id)]
 
 
 def delete_user(user_id: str, listed_session_ids: list[str]) -> list[str]:
