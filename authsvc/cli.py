@@ -124,12 +124,14 @@ async def _user_command(settings: Settings, args: argparse.Namespace, password: 
         accounts, now = app[ACCOUNTS], app[CLOCK]()
         account = await accounts.find(args.username, now=now)
         uid, by = account.user_id, CLI_OPERATOR
+        # Each change is a security event of the account, with no client: no request
+        # caused it (the event's ip, user_agent and device are "").
         actions: dict[str, Callable[[AccountService], Awaitable[None]]] = {
-            "revoke": lambda a: a.revoke_sessions(uid, operator=by),
-            "disable": lambda a: a.set_disabled(uid, True, operator=by),
-            "enable": lambda a: a.set_disabled(uid, False, operator=by),
-            "set-password": lambda a: a.set_password(uid, password, operator=by),
-            "roles": lambda a: a.set_roles(uid, args.role, operator=by),
+            "revoke": lambda a: a.revoke_sessions(uid, operator=by, now=now),
+            "disable": lambda a: a.set_disabled(uid, True, operator=by, now=now),
+            "enable": lambda a: a.set_disabled(uid, False, operator=by, now=now),
+            "set-password": lambda a: a.set_password(uid, password, operator=by, now=now),
+            "roles": lambda a: a.set_roles(uid, args.role, operator=by, now=now),
             "delete": lambda a: a.delete(uid, operator=by),
         }
         if args.users_command == "show":

@@ -123,6 +123,9 @@ class Settings:
     # logout-all, listing sessions and ending another session take only access tokens
     # issued (by a login or a refresh) this recently.
     sensitive_max_age: int = 300
+    # Security events (GET /v1/auth/events) kept per user: the newest, for at most 90 days.
+    events_per_user: int = 50
+    events_ttl: int = 7_776_000
     # Peers whose X-Forwarded-For is believed (load balancers, reverse proxies), as CIDRs.
     trusted_proxies: tuple[Network, ...] = ()
     # RFC 9106 §4, second recommended option (64 MiB, 3 passes, 4 lanes).
@@ -213,7 +216,7 @@ _POSITIVE = {
     "port", "workers", "access_token_ttl", "refresh_token_ttl", "session_max_age",
     "password_min_length", "password_max_length", "argon2_time_cost", "argon2_memory_cost",
     "argon2_parallelism", "store_retry_after", "max_body_size", "max_sessions_per_user",
-    "sensitive_max_age", "rate_limit_ipv6_prefix",
+    "sensitive_max_age", "rate_limit_ipv6_prefix", "events_per_user", "events_ttl",
 }  # fmt: skip
 _NON_NEGATIVE = {"refresh_reuse_grace", "hash_concurrency", "hash_queue_limit", "jwks_max_age"}
 

@@ -65,6 +65,7 @@ BEARER_ROUTES = [
     ("DELETE", "/v1/auth/sessions/{session_id}"),
     ("POST", "/v1/auth/password"),
     ("DELETE", "/v1/users/me"),
+    ("GET", "/v1/auth/events"),
 ]
 VERIFIER = ("verifier", "AccessTokens.verify")
 TEN_YEARS = 10 * 365 * 86_400

@@ -63,7 +63,8 @@ def username_traces(name: str) -> list[str]:
 
 
 async def _leave_every_kind_of_state(client: Any) -> dict[str, Any]:
-    """Sessions, a rotation's sealed successor, a failure log, login buckets and roles."""
+    """Sessions, a rotation's sealed successor, a failure log, login buckets, roles and
+    security events (the operator's roles_changed among them)."""
     user = await register(client)
     await client.put(
         f"/v1/admin/users/{user['user_id']}/roles", json={"roles": ["support"]}, headers=ADMIN
@@ -90,6 +91,7 @@ async def test_the_store_keeps_nothing_of_a_deleted_account(
     user_id = pair["user_id"]
     with redis.Redis.from_url(redis_url) as store:
         assert traces([store], user_id), "the scan finds the account before its deletion"
+        assert store.llen(keyspace.events(user_id)) >= 4, "its events are there to delete"
         if by == "owner":
             response = await client.delete(
                 "/v1/users/me", json={"password": TEST_PASSWORD}, headers=bearer(pair)
@@ -122,7 +124,8 @@ def test_every_key_of_a_users_hash_tag_is_one_that_deletion_deletes() -> None:
             assert f"{{{user_id}}}" in key, f"keyspace.{name} names a key outside the tag"
             assert key in deleted, f"keyspace.{name} makes {key}, which deletion misses"
             checked += 1
-    assert checked >= 4
+    assert keyspace.events(user_id) in deleted
+    assert checked >= 5
 
 
 async def test_a_login_racing_the_deletion_starts_no_session(

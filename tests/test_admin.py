@@ -65,7 +65,7 @@ async def test_every_operator_route_refuses_all_while_no_client_is_configured(
 ) -> None:
     user = await register(client)
     routes = admin_routes(user["user_id"])
-    assert len(routes) == 10  # the table of API.md, the events developer's route aside
+    assert len(routes) == 11  # the table of API.md, GET .../events included
     for method, path in routes:
         for headers in ({}, ADMIN):
             response = await call(client, method, path, headers)

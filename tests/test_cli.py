@@ -358,6 +358,17 @@ async def test_users_commands_change_the_account_as_the_operator_api_does(
     assert users("roles", *by_name, cwd=tmp_path, env=env).returncode == 0
     assert show()["roles"] == []
 
+    # Each change is a security event of the account, with no client: no request made it.
+    listed = await client.get(
+        "/v1/auth/events", headers=bearer(await login(client, "heidi", password=new_password))
+    )
+    by_cli = [e for e in (await listed.json())["events"] if e["type"] != "login"]
+    assert [e["type"] for e in by_cli if e["ip"] == ""] == [
+        "roles_changed", "roles_changed", "password_changed", "account_enabled",
+        "account_disabled", "logout_all",
+    ]  # fmt: skip
+    assert all(e["session_id"] is None and e["user_agent"] == "" for e in by_cli if e["ip"] == "")
+
     assert users("delete", *by_name, cwd=tmp_path, env=env).returncode == 0
     assert (await client.post("/v1/auth/login", json=body)).status == 401
     gone = users("show", *by_name, cwd=tmp_path, env=env)

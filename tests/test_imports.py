@@ -133,6 +133,8 @@ def test_nothing_below_http_imports_aiohttp(room: str) -> None:
     assert wrong == []
 
 
+# Each case runs an interpreter: a process, so slow (tests/README.md).
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("module", "absent"),
     [

@@ -109,7 +109,14 @@ class StoreCalls:
         redis_client = client.app[STORE].redis
         scripts = {
             hashlib.sha1(source(name).encode(), usedforsecurity=False).hexdigest(): name
-            for name in ("login", "take_token", "count_failure", "session_live", "rotate")
+            for name in (
+                "login",
+                "take_token",
+                "count_failure",
+                "session_live",
+                "rotate",
+                "record_event",
+            )
         }
         self._calls: list[str] = []
         send = redis_client.execute_command
@@ -140,11 +147,15 @@ async def test_known_and_unknown_usernames_cost_the_same_store_calls(
     assert (await post_login(client, "alice", TEST_PASSWORD)).status == 200
     right_password = calls.take()
 
+    # A wrong password records a login_failed event; an unknown user's login makes the same
+    # call, recording nothing.
     assert wrong_password == unknown_user
+    assert unknown_user[-1] == "script record_event"
     # Up to the password check, the right password costs what an unknown user does; what
     # follows it (clearing the failures, the session) only its holder sees.
-    assert right_password[: len(unknown_user)] == unknown_user
-    assert right_password[len(unknown_user) :] == ["DEL", "script login"]
+    checked = unknown_user[:-1]
+    assert right_password[: len(checked)] == checked
+    assert right_password[len(checked) :] == ["DEL", "script login"]
 
 
 async def test_login_with_unusable_username_still_costs_a_verification(client: Any) -> None:

@@ -25,7 +25,8 @@ WINDOW = 12
 TEXT_LINE = re.compile(
     r"\S+ \S+ (?P<level>[A-Z]+) (?P<logger>[\w.]+)\[\d+\] (?P<request_id>\S+): (?P<message>.*)"
 )
-REQUEST_LOGGERS = {"authsvc.access", "authsvc.domain.sessions"}
+SERVICE_LOGGERS = {"authsvc.domain.sessions", "authsvc.domain.security_events"}
+REQUEST_LOGGERS = {"authsvc.access", *SERVICE_LOGGERS}
 
 
 def secret_windows(secret: str, public_prefix: int = 0) -> set[str]:
@@ -115,8 +116,17 @@ def test_log_lines_carry_request_ids_and_never_a_secret(
     access = [e for e in entries if e["logger"] == "authsvc.access"]
     # (Server.start polls /healthz until the server answers.)
     assert [e["request_id"] for e in access if "/healthz" not in e["message"]] == sent
-    service = [e for e in entries if e["logger"] == "authsvc.domain.sessions"]
-    assert len(service) == 5  # registered, 2 sessions started, one ended, all ended
+    service = [e for e in entries if e["logger"] in SERVICE_LOGGERS]
+    # registered; the security events: a failed login, 2 sessions started, one ended, all
+    assert len(service) == 6
+    if log_format == "json":  # an event's type, user and session are fields of their own
+        events = [(e["event"], e["session_id"]) for e in service if "event" in e]
+        assert events == [
+            ("login_failed", None), ("login", first["session_id"]),
+            ("logout", first["session_id"]), ("login", second["session_id"]),
+            ("logout_all", second["session_id"]),
+        ]  # fmt: skip
+        assert all(e["user_id"] for e in service if "event" in e)
     assert all(e.get("request_id") in sent for e in service), service
     assert all("request_id" in e for e in entries if e["logger"] in REQUEST_LOGGERS)
 

@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 from support import bearer, free_port, login, register
 
-from authsvc.http.appkeys import ACCOUNTS
+from authsvc.http.appkeys import ACCOUNTS, CLOCK
 
 pytestmark = pytest.mark.process
 
@@ -243,8 +243,9 @@ async def test_the_roles_reach_the_upstream_and_a_clients_own_are_replaced(
     gateway: Gateway,
 ) -> None:
     user = await register(gateway.authsvc)
-    await gateway.authsvc.server.app[ACCOUNTS].set_roles(
-        user["user_id"], ["support", "billing:read"], operator="test"
+    app = gateway.authsvc.app
+    await app[ACCOUNTS].set_roles(
+        user["user_id"], ["support", "billing:read"], operator="test", now=app[CLOCK]()
     )
     pair = await login(gateway.authsvc)
 
@@ -252,7 +253,7 @@ async def test_the_roles_reach_the_upstream_and_a_clients_own_are_replaced(
     assert status == 200
     assert body["X-Auth-Roles"] == ["support,billing:read"]
 
-    await gateway.authsvc.server.app[ACCOUNTS].set_roles(user["user_id"], [], operator="test")
+    await app[ACCOUNTS].set_roles(user["user_id"], [], operator="test", now=app[CLOCK]())
     bare = await login(gateway.authsvc)
     status, _, body = await gateway.get("/orders", {**bearer(bare), "X-Auth-Roles": "admin"})
     assert status == 200

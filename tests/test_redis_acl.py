@@ -75,6 +75,13 @@ async def run_every_flow(client: Any, clock: FakeClock) -> None:
     fourth = await login(client)
     assert (await client.post("/v1/auth/logout-all", headers=bearer(fourth))).status == 204
     assert (await client.get("/v1/auth/me", headers=bearer(fourth))).status == 401
+    fifth = await login(client)
+    events = await client.get("/v1/auth/events", headers=bearer(fifth))
+    assert events.status == 200
+    assert [e["type"] for e in (await events.json())["events"]] == [
+        "login", "logout_all", "login", "logout", "session_revoked", "refresh_replay",
+        "login", "login", "login", "login_failed",
+    ]  # fmt: skip
     await run_account_flows(client)
 
 
@@ -101,6 +108,7 @@ async def run_account_flows(client: Any) -> None:
         ("POST", f"{base}/enable", None),
         ("PUT", f"{base}/password", {"new_password": TEST_PASSWORD}),
         ("DELETE", f"{base}/sessions", None),
+        ("GET", f"{base}/events", None),
     ]:
         response = await client.request(method, path, json=body, headers=admin)
         assert response.status in (200, 204), (method, path, await response.text())

@@ -169,6 +169,8 @@ async def test_store_keeps_only_hashes_of_refresh_tokens(
             values = list(await redis_client.smembers(key))
         elif kind == b"string":
             values = [await redis_client.get(key)]
+        elif kind == b"list":  # the user's security events
+            values = list(await redis_client.lrange(key, 0, -1))
         else:
             values = [
                 member for member, _ in await redis_client.zrange(key, 0, -1, withscores=True)

@@ -5,6 +5,16 @@ password (API.md, Accounts); an operator (the operator API, the CLI) looks accou
 ends their sessions, disables and enables them, sets passwords and roles, and deletes them.
 Every change that ends sessions ends them in one store script, access tokens included.
 Takes plain values and ``now``; returns frozen dataclasses; raises ``errors.*``.
+
+Every change but a deletion is a security event of the account (API.md, Security events),
+recorded by the store script that makes the change (no round trip of its own):
+``password_changed`` (the owner's change, with the owner's session and request; an
+operator's), ``account_disabled``, ``account_enabled``, ``roles_changed``,
+``session_revoked`` (an operator ending one session, with its id) and ``logout_all`` (an
+operator ending every session: the same ending as the owner's logout-all, with no session
+id, as no session of the user asked for it). An operator's event carries the ``ip`` and
+``user_agent`` of the operator's request, which caused it (``client``); the CLI's carry
+none (``NO_CLIENT``). A deletion records nothing: the events go with the account.
 """
 
 from __future__ import annotations
@@ -14,12 +24,14 @@ import logging
 import re
 from dataclasses import dataclass
 
+from authsvc.domain.clients import NO_CLIENT, ClientInfo
 from authsvc.domain.events import AccountAction, NoEvents, SessionEvents
 from authsvc.domain.passwords import Hasher, PasswordPolicy, normalize_username
 from authsvc.domain.ratelimit import Throttle
+from authsvc.domain.security_events import SecurityEvents
 from authsvc.domain.sessions import Principal, require_fresh
 from authsvc.errors import InvalidCredentials, InvalidRequest, InvalidToken, NotFound
-from authsvc.store.records import SessionRecord, UserRecord
+from authsvc.store.records import EventRecord, SessionRecord, UserRecord
 from authsvc.store.redis_store import Store
 from authsvc.tokens.refresh import is_session_id, is_user_id
 
@@ -70,6 +82,7 @@ class AccountService:
         *,
         sensitive_max_age: int,
         events: SessionEvents | None = None,
+        security_events: SecurityEvents | None = None,
     ) -> None:
         self._store = store
         self._hasher = hasher
@@ -77,6 +90,7 @@ class AccountService:
         self._throttle = throttle
         self._sensitive_max_age = sensitive_max_age  # SENSITIVE_MAX_AGE
         self._events = events or NoEvents()
+        self._security = security_events or SecurityEvents(store, self._events)
 
     # -- the owner -----------------------------------------------------------------------
 
@@ -100,7 +114,13 @@ class AccountService:
         await self._throttle.login_succeeded(principal.username)
 
     async def change_password(
-        self, principal: Principal, current_password: str, new_password: str, *, now: int
+        self,
+        principal: Principal,
+        current_password: str,
+        new_password: str,
+        *,
+        client: ClientInfo = NO_CLIENT,
+        now: int,
     ) -> None:
         """Set a new password; every other session of the user ends, this one stays.
 
@@ -116,11 +136,15 @@ class AccountService:
         await asyncio.to_thread(self._policy.check, new_password, principal.username)
         await self._check_password(principal, current_password, now=now)
         password_hash = await self._hasher.hash(new_password)
+        event = self._security.event(
+            "password_changed", session_id=principal.session_id, client=client, now=now
+        )
         ended = await self._store.change_password(
-            principal.user_id, password_hash, keep_session_id=principal.session_id
+            principal.user_id, password_hash, keep_session_id=principal.session_id, event=event
         )
         if ended is None:
             raise InvalidToken("the session of this access token has ended")
+        self._security.recorded(principal.user_id, event)
         self._events.sessions_revoked("revoke", len(ended))
         self._events.account_changed(
             "password_changed", principal.user_id, session_id=principal.session_id
@@ -185,52 +209,100 @@ class AccountService:
         await self._existing(user_id)
         return await self._store.list_sessions(user_id, now=now)
 
-    def _changed(self, action: AccountAction, operator: str, user_id: str) -> None:
-        self._events.account_changed(action, user_id)
-        logger.info("operator %s: %s, user %s", operator, action, user_id)
-
-    async def revoke_sessions(self, user_id: str, *, operator: str) -> None:
-        """End every session of the user at once, access tokens included.
+    async def events(self, user_id: str, *, now: int) -> list[EventRecord]:
+        """The user's security events, newest first.
 
         Raises:
             NotFound: no account has this id.
         """
         await self._existing(user_id)
-        ended = await self._store.revoke_user(user_id)
+        return await self._security.list_events(user_id, now=now)
+
+    def _changed(self, action: AccountAction, operator: str, user_id: str) -> None:
+        self._events.account_changed(action, user_id)
+        logger.info("operator %s: %s, user %s", operator, action, user_id)
+
+    async def revoke_sessions(
+        self, user_id: str, *, operator: str, client: ClientInfo = NO_CLIENT, now: int
+    ) -> None:
+        """End every session of the user at once, access tokens included (a logout_all
+        event without a session id).
+
+        Raises:
+            NotFound: no account has this id.
+        """
+        await self._existing(user_id)
+        event = self._security.event("logout_all", client=client, now=now)
+        ended = await self._store.revoke_user(user_id, event=event)
+        self._security.recorded(user_id, event)
         self._events.sessions_revoked("revoke", ended)
         self._changed("sessions_revoked", operator, user_id)
 
     async def revoke_session(
-        self, user_id: str, session_id: str, *, operator: str, now: int
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        operator: str,
+        client: ClientInfo = NO_CLIENT,
+        now: int,
     ) -> None:
-        """End one session of the user.
+        """End one session of the user (a session_revoked event).
 
         Raises:
             NotFound: no account has this id, or it has no such live session.
         """
         await self._existing(user_id)
+        event = self._security.event(
+            "session_revoked", session_id=session_id, client=client, now=now
+        )
         if not is_session_id(session_id) or not await self._store.revoke_session(
-            user_id, session_id, now=now
+            user_id, session_id, now=now, event=event
         ):
             raise NotFound("no such session")
+        self._security.recorded(user_id, event)
         self._events.sessions_revoked("revoke")
         logger.info(
             "operator %s: session revoked, user %s session %s", operator, user_id, session_id
         )
 
-    async def set_disabled(self, user_id: str, disabled: bool, *, operator: str) -> None:
+    async def set_disabled(
+        self,
+        user_id: str,
+        disabled: bool,
+        *,
+        operator: str,
+        client: ClientInfo = NO_CLIENT,
+        now: int,
+    ) -> None:
         """Disable (every session ends, logins get account_disabled) or enable an account.
 
         Raises:
             NotFound: no account has this id.
         """
-        ended = await self._store.set_disabled(user_id, disabled) if is_user_id(user_id) else None
+        event = self._security.event(
+            "account_disabled" if disabled else "account_enabled", client=client, now=now
+        )
+        ended = (
+            await self._store.set_disabled(user_id, disabled, event=event)
+            if is_user_id(user_id)
+            else None
+        )
         if ended is None:
             raise NotFound("no such user")
+        self._security.recorded(user_id, event)
         self._events.sessions_revoked("revoke", len(ended))
         self._changed("account_disabled" if disabled else "account_enabled", operator, user_id)
 
-    async def set_password(self, user_id: str, new_password: str, *, operator: str) -> None:
+    async def set_password(
+        self,
+        user_id: str,
+        new_password: str,
+        *,
+        operator: str,
+        client: ClientInfo = NO_CLIENT,
+        now: int,
+    ) -> None:
         """Set a password for the user; every session ends.
 
         Raises:
@@ -241,13 +313,23 @@ class AccountService:
         user = await self._existing(user_id)
         await asyncio.to_thread(self._policy.check, new_password, user.username)
         password_hash = await self._hasher.hash(new_password)
-        ended = await self._store.change_password(user_id, password_hash)
+        event = self._security.event("password_changed", client=client, now=now)
+        ended = await self._store.change_password(user_id, password_hash, event=event)
         if ended is None:
             raise NotFound("no such user")
+        self._security.recorded(user_id, event)
         self._events.sessions_revoked("revoke", len(ended))
         self._changed("password_changed", operator, user_id)
 
-    async def set_roles(self, user_id: str, roles: list[str], *, operator: str) -> None:
+    async def set_roles(
+        self,
+        user_id: str,
+        roles: list[str],
+        *,
+        operator: str,
+        client: ClientInfo = NO_CLIENT,
+        now: int,
+    ) -> None:
         """Set the roles that every access token issued from now on carries.
 
         Raises:
@@ -255,8 +337,12 @@ class AccountService:
             NotFound: no account has this id.
         """
         checked = check_roles(roles)
-        if not is_user_id(user_id) or not await self._store.set_roles(user_id, checked):
+        event = self._security.event("roles_changed", client=client, now=now)
+        if not is_user_id(user_id) or not await self._store.set_roles(
+            user_id, checked, event=event
+        ):
             raise NotFound("no such user")
+        self._security.recorded(user_id, event)
         self._changed("roles_changed", operator, user_id)
 
     async def delete(self, user_id: str, *, operator: str) -> None:

@@ -1,8 +1,9 @@
-"""What the session service reports as it decides: each login's and refresh's outcome, and
-every session it ends with the reason why.
+"""What the session service reports as it decides: each login's and refresh's outcome,
+every session it ends with the reason why, and every security event it records.
 
-``SessionService`` calls a ``SessionEvents``; ``metrics.Metrics`` counts them. The label
-values are the contract's (API.md, Operations), so they are spelt here once.
+``SessionService`` (and ``SecurityEvents``) call a ``SessionEvents``; ``metrics.Metrics``
+counts them. The label values are the contract's (API.md, Operations and Security
+events), so they are spelt here once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ from typing import Literal, Protocol
 LoginOutcome = Literal["ok", "invalid_credentials", "rate_limited"]
 RefreshOutcome = Literal["rotated", "grace", "replay", "invalid"]
 RevokeReason = Literal["logout", "logout_all", "delete", "replay", "revoke", "evicted"]
+# What ``GET /v1/auth/events`` lists and ``authsvc_security_events_total{type}`` counts.
+SecurityEventType = Literal[
+    "login", "login_failed", "refresh_replay", "session_evicted", "logout", "logout_all",
+    "session_revoked", "password_changed", "account_disabled", "account_enabled",
+    "roles_changed",
+]  # fmt: skip
 # What changed an account (``AccountService``): by its owner or by an operator.
 AccountAction = Literal[
     "password_changed", "account_deleted", "account_disabled", "account_enabled",
@@ -25,6 +32,8 @@ class SessionEvents(Protocol):
     def refresh_finished(self, outcome: RefreshOutcome) -> None: ...
 
     def sessions_revoked(self, reason: RevokeReason, count: int = 1) -> None: ...
+
+    def security_event(self, event_type: SecurityEventType) -> None: ...
 
     # Where a security event of the account is to be recorded (API.md, Security events):
     # ``session_id`` is the session whose request caused it, when one did.
@@ -43,6 +52,9 @@ class NoEvents:
         pass
 
     def sessions_revoked(self, reason: RevokeReason, count: int = 1) -> None:
+        pass
+
+    def security_event(self, event_type: SecurityEventType) -> None:
         pass
 
     def account_changed(

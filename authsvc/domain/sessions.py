@@ -7,12 +7,16 @@ nothing of aiohttp.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
-from authsvc.domain.events import NoEvents, SessionEvents
+from authsvc.domain.clients import NO_CLIENT, ClientInfo
+from authsvc.domain.events import NoEvents, RevokeReason, SessionEvents
 from authsvc.domain.passwords import Hasher, PasswordPolicy, normalize_username
 from authsvc.domain.ratelimit import Throttle
+from authsvc.domain.security_events import SecurityEvents
 from authsvc.errors import (
     AccountDisabled,
     InvalidCredentials,
@@ -23,7 +27,7 @@ from authsvc.errors import (
     RateLimited,
     UsernameTaken,
 )
-from authsvc.store.records import LoginOutcome, RotationOutcome, SessionRecord
+from authsvc.store.records import EventRecord, LoginOutcome, RotationOutcome, SessionRecord
 from authsvc.store.redis_store import Store
 from authsvc.tokens.access import AccessClaims, AccessTokens, new_jti
 from authsvc.tokens.refresh import (
@@ -64,15 +68,6 @@ class Principal:
     claims: AccessClaims
 
 
-@dataclass(frozen=True, slots=True)
-class ClientInfo:
-    """What a login records about the client, all plain strings."""
-
-    device: str = ""
-    user_agent: str = ""
-    ip: str = ""
-
-
 def require_fresh(principal: Principal, *, now: int, max_age: int) -> None:
     """Refuse a sensitive action to an access token not issued recently.
 
@@ -105,6 +100,7 @@ class SessionService:
         reuse_grace: int,
         sensitive_max_age: int,
         events: SessionEvents | None = None,
+        security_events: SecurityEvents | None = None,
     ) -> None:
         self._store = store
         self._hasher = hasher
@@ -115,6 +111,7 @@ class SessionService:
         self._reuse_grace = reuse_grace  # REFRESH_REUSE_GRACE
         self._sensitive_max_age = sensitive_max_age  # SENSITIVE_MAX_AGE
         self._events = events or NoEvents()
+        self._security = security_events or SecurityEvents(store, self._events)
 
     async def register(self, username: str, password: str, *, ip: str = "", now: int) -> User:
         """Create an account; the 64 MiB hash comes last, after every cheap check.
@@ -164,10 +161,13 @@ class SessionService:
             # Same cost as a wrong password, so response times do not tell which
             # usernames exist.
             await self._hasher.verify_dummy(password)
+            # Nothing to record the failure under; the same round trip a known user's costs.
+            await self._security.record_nothing()
             self._events.login_finished("invalid_credentials")
             raise InvalidCredentials()
         verification = await self._hasher.verify(user.password_hash, password)
         if verification is None:
+            await self._security.record(user.user_id, "login_failed", client=client, now=now)
             self._events.login_finished("invalid_credentials")
             raise InvalidCredentials()
         if user.disabled:
@@ -179,6 +179,8 @@ class SessionService:
 
         session_id = new_session_id()
         refresh_token = self._refresh.mint(user.user_id, session_id)
+        event = self._security.event("login", session_id=session_id, client=client, now=now)
+        evicted_event = self._security.event("session_evicted", client=client, now=now)
         started = await self._store.login(
             user,
             session_id,
@@ -188,6 +190,8 @@ class SessionService:
             user_agent=client.user_agent,
             ip=client.ip,
             upgraded_password_hash=verification.new_hash,
+            event=event,
+            evicted_event=evicted_event,
         )
         if started.outcome is not LoginOutcome.OK:
             self._events.login_finished("invalid_credentials")
@@ -200,15 +204,13 @@ class SessionService:
             raise InvalidCredentials()
         self._events.sessions_revoked("evicted", len(started.evicted))
         for evicted in started.evicted:
-            logger.info(
-                "session evicted: user %s session %s (over MAX_SESSIONS_PER_USER)",
-                user.user_id,
-                evicted,
+            self._security.recorded(
+                user.user_id, dataclasses.replace(evicted_event, session_id=evicted)
             )
         access_token, access_expires_at = self._access.sign(
             user_id=user.user_id, session_id=session_id, now=now, roles=started.roles
         )
-        logger.info("session started: user %s session %s", user.user_id, session_id)
+        self._security.recorded(user.user_id, event)
         self._events.login_finished("ok")
         return TokenPair(
             access_token=access_token,
@@ -218,8 +220,11 @@ class SessionService:
             session_id=session_id,
         )
 
-    async def refresh(self, refresh_token: str, *, ip: str = "", now: int) -> TokenPair:
-        """Rotate a refresh token; a replay after the grace window revokes the session.
+    async def refresh(
+        self, refresh_token: str, *, client: ClientInfo = NO_CLIENT, now: int
+    ) -> TokenPair:
+        """Rotate a refresh token; a replay after the grace window revokes the session
+        (and records a ``refresh_replay`` event of the request's ``client``).
 
         Raises:
             InvalidGrant: the token is malformed, unknown, expired, revoked or replayed.
@@ -237,10 +242,15 @@ class SessionService:
         user_id, session_id = presented.user_id, presented.session_id
         minted = self._refresh.successor(presented)
         successor = Successor(minted.value, issued_at=now, jti=new_jti())
+        # Built for every refresh, recorded by the rotation's own script only on a replay.
+        replay = self._security.event(
+            "refresh_replay", session_id=session_id, client=client, now=now
+        )
         rotation = await self._store.rotate(
             user_id, session_id, presented.position, presented.hash, minted.hash,
             seal_successor(presented, successor),
-            now=now, grace=self._reuse_grace, bucket=self._throttle.refresh_bucket(ip),
+            now=now, grace=self._reuse_grace, bucket=self._throttle.refresh_bucket(client.ip),
+            replay_event=replay,
         )  # fmt: skip
         if rotation.outcome is RotationOutcome.LIMITED:
             raise RateLimited(retry_after=rotation.retry_after)
@@ -250,11 +260,7 @@ class SessionService:
             successor = open_successor(presented, rotation.sealed_successor)
             self._events.refresh_finished("grace")
         elif rotation.outcome is RotationOutcome.REPLAY:
-            logger.warning(
-                "refresh token replayed after its grace: session %s of user %s revoked",
-                session_id,
-                user_id,
-            )
+            self._security.recorded(user_id, replay)
             self._events.refresh_finished("replay")
             self._events.sessions_revoked("replay")
             raise InvalidGrant("the refresh token was already used; the session is revoked")
@@ -291,7 +297,7 @@ class SessionService:
             raise InvalidToken("the session of this access token has ended")
         return Principal(claims.user_id, username, claims.session_id, claims)
 
-    async def revoke_token(self, token: str, *, now: int) -> None:
+    async def revoke_token(self, token: str, *, client: ClientInfo = NO_CLIENT, now: int) -> None:
         """End the session of a refresh or access token (RFC 7009); quiet about the rest.
 
         A refresh token counts when its MAC is ours: any token of the chain names the
@@ -307,9 +313,7 @@ class SessionService:
             except InvalidToken:
                 return  # RFC 7009 §2.2: an invalid token is no error
             user_id, session_id = claims.user_id, claims.session_id
-        if await self._store.revoke_session(user_id, session_id, now=now):
-            self._events.sessions_revoked("revoke")
-            logger.info("session revoked: user %s session %s", user_id, session_id)
+        await self._end_session(user_id, session_id, "session_revoked", "revoke", client, now)
 
     async def introspect(self, token: str, *, now: int) -> Principal | None:
         """Return the principal of an active access token, else None (RFC 7662 §2.2).
@@ -322,26 +326,57 @@ class SessionService:
         except InvalidToken:
             return None
 
-    async def logout(self, principal: Principal, *, now: int) -> None:
-        if await self._store.revoke_session(principal.user_id, principal.session_id, now=now):
-            self._events.sessions_revoked("logout")
-        logger.info("session ended: user %s session %s", principal.user_id, principal.session_id)
+    async def logout(
+        self, principal: Principal, *, client: ClientInfo = NO_CLIENT, now: int
+    ) -> None:
+        await self._end_session(
+            principal.user_id, principal.session_id, "logout", "logout", client, now
+        )
+
+    async def _end_session(
+        self,
+        user_id: str,
+        session_id: str,
+        event_type: Literal["logout", "session_revoked"],
+        reason: RevokeReason,
+        client: ClientInfo,
+        now: int,
+    ) -> bool:
+        """End one session, recording its event in the same script; False when not live."""
+        event = self._security.event(event_type, session_id=session_id, client=client, now=now)
+        if not await self._store.revoke_session(user_id, session_id, now=now, event=event):
+            return False
+        self._events.sessions_revoked(reason)
+        self._security.recorded(user_id, event)
+        return True
 
     def _require_fresh(self, principal: Principal, *, now: int) -> None:
         require_fresh(principal, now=now, max_age=self._sensitive_max_age)
 
-    async def logout_all(self, principal: Principal, *, now: int) -> None:
+    async def logout_all(
+        self, principal: Principal, *, client: ClientInfo = NO_CLIENT, now: int
+    ) -> None:
         """End every session of the user.
 
         Raises:
             InvalidToken: the access token is not fresh enough.
         """
         self._require_fresh(principal, now=now)
-        ended = await self._store.revoke_user(principal.user_id)
+        event = self._security.event(
+            "logout_all", session_id=principal.session_id, client=client, now=now
+        )
+        ended = await self._store.revoke_user(principal.user_id, event=event)
         self._events.sessions_revoked("logout_all", ended)
-        logger.info("every session ended: user %s", principal.user_id)
+        self._security.recorded(principal.user_id, event)
 
-    async def revoke_session(self, principal: Principal, session_id: str, *, now: int) -> None:
+    async def revoke_session(
+        self,
+        principal: Principal,
+        session_id: str,
+        *,
+        client: ClientInfo = NO_CLIENT,
+        now: int,
+    ) -> None:
         """End one of the principal's sessions; another than its own needs a fresh token.
 
         Raises:
@@ -350,14 +385,21 @@ class SessionService:
         """
         if session_id != principal.session_id:
             self._require_fresh(principal, now=now)
-        if not is_session_id(session_id) or not await self._store.revoke_session(
-            principal.user_id, session_id, now=now
+        if not is_session_id(session_id) or not await self._end_session(
+            principal.user_id, session_id, "session_revoked", "delete", client, now
         ):
             raise NotFound("no such session")
-        self._events.sessions_revoked("delete")
-        logger.info("session revoked: user %s session %s", principal.user_id, session_id)
 
     async def list_sessions(self, principal: Principal, *, now: int) -> list[SessionRecord]:
         """Raises: InvalidToken when the access token is not fresh enough."""
         self._require_fresh(principal, now=now)
         return await self._store.list_sessions(principal.user_id, now=now)
+
+    async def list_events(self, principal: Principal, *, now: int) -> list[EventRecord]:
+        """The user's security events, newest first.
+
+        Raises: InvalidToken when the access token is not fresh enough (as listing sessions:
+        the events tell where and when the user logged in).
+        """
+        self._require_fresh(principal, now=now)
+        return await self._security.list_events(principal.user_id, now=now)

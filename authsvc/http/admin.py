@@ -4,7 +4,9 @@ Every call authenticates as a client of AUTHSVC_ADMIN_CLIENTS with HTTP Basic, d
 as RFC 6749 §2.3.1 says and compared in constant time (``client_auth``); failures are
 throttled per address, as introspection's are. With no client configured every call is
 401 invalid_client. What a call changes is logged by ``AccountService`` with the client
-id, the action and the user id.
+id, the action and the user id, and recorded as a security event of the account (listed by
+``GET /v1/admin/users/{user_id}/events``) with the ip and user agent of the operator's
+request, which caused it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from authsvc.errors import InvalidRequest
 from authsvc.http.appkeys import ACCOUNTS, CLOCK, SETTINGS, THROTTLE
 from authsvc.http.bodies import read_json
 from authsvc.http.client_auth import authenticate_client_throttled
-from authsvc.http.io import NO_STORE, json_response, session_fields
+from authsvc.http.events import events_response
+from authsvc.http.io import NO_STORE, json_response, request_client, session_fields
 
 routes = web.RouteTableDef()
 
@@ -99,10 +102,22 @@ async def list_sessions(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/v1/admin/users/{user_id}/events")
+async def list_events(request: web.Request) -> web.Response:
+    await _operator(request)
+    events = await request.app[ACCOUNTS].events(
+        request.match_info["user_id"], now=request.app[CLOCK]()
+    )
+    return events_response(events)
+
+
 @routes.delete("/v1/admin/users/{user_id}/sessions")
 async def revoke_sessions(request: web.Request) -> web.Response:
     operator = await _operator(request)
-    await request.app[ACCOUNTS].revoke_sessions(request.match_info["user_id"], operator=operator)
+    await request.app[ACCOUNTS].revoke_sessions(
+        request.match_info["user_id"], operator=operator,
+        client=request_client(request), now=request.app[CLOCK](),
+    )  # fmt: skip
     return web.Response(status=204)
 
 
@@ -111,7 +126,7 @@ async def revoke_session(request: web.Request) -> web.Response:
     operator = await _operator(request)
     await request.app[ACCOUNTS].revoke_session(
         request.match_info["user_id"], request.match_info["session_id"],
-        operator=operator, now=request.app[CLOCK](),
+        operator=operator, client=request_client(request), now=request.app[CLOCK](),
     )  # fmt: skip
     return web.Response(status=204)
 
@@ -119,7 +134,10 @@ async def revoke_session(request: web.Request) -> web.Response:
 @routes.post("/v1/admin/users/{user_id}/disable")
 async def disable(request: web.Request) -> web.Response:
     operator = await _operator(request)
-    await request.app[ACCOUNTS].set_disabled(request.match_info["user_id"], True, operator=operator)
+    await request.app[ACCOUNTS].set_disabled(
+        request.match_info["user_id"], True, operator=operator,
+        client=request_client(request), now=request.app[CLOCK](),
+    )  # fmt: skip
     return web.Response(status=204)
 
 
@@ -127,8 +145,9 @@ async def disable(request: web.Request) -> web.Response:
 async def enable(request: web.Request) -> web.Response:
     operator = await _operator(request)
     await request.app[ACCOUNTS].set_disabled(
-        request.match_info["user_id"], False, operator=operator
-    )
+        request.match_info["user_id"], False, operator=operator,
+        client=request_client(request), now=request.app[CLOCK](),
+    )  # fmt: skip
     return web.Response(status=204)
 
 
@@ -137,8 +156,9 @@ async def set_password(request: web.Request) -> web.Response:
     operator = await _operator(request)
     body = await read_json(request, PasswordBody)
     await request.app[ACCOUNTS].set_password(
-        request.match_info["user_id"], body.new_password, operator=operator
-    )
+        request.match_info["user_id"], body.new_password, operator=operator,
+        client=request_client(request), now=request.app[CLOCK](),
+    )  # fmt: skip
     return web.Response(status=204)
 
 
@@ -147,6 +167,7 @@ async def set_roles(request: web.Request) -> web.Response:
     operator = await _operator(request)
     body = await read_json(request, RolesBody)
     await request.app[ACCOUNTS].set_roles(
-        request.match_info["user_id"], body.roles, operator=operator
-    )
+        request.match_info["user_id"], body.roles, operator=operator,
+        client=request_client(request), now=request.app[CLOCK](),
+    )  # fmt: skip
     return web.Response(status=204)

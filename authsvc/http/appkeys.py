@@ -9,6 +9,7 @@ from authsvc.config import Settings
 from authsvc.domain.accounts import AccountService
 from authsvc.domain.passwords import Hasher
 from authsvc.domain.ratelimit import Throttle
+from authsvc.domain.security_events import SecurityEvents
 from authsvc.domain.sessions import SessionService
 from authsvc.store.redis_store import Store
 from authsvc.store.supervision import StoreState
@@ -30,6 +31,8 @@ KEY_RING = web.AppKey("key_ring", KeyRing)
 ACTIVE_KEYS = web.AppKey("active_keys", ActiveKeys)
 STORE = web.AppKey("store", Store)
 SESSIONS = web.AppKey("sessions", SessionService)
+# Record (operator API) and list a user's security events: see its module's docstring.
+SECURITY_EVENTS = web.AppKey("security_events", SecurityEvents)
 ACCOUNTS = web.AppKey("accounts", AccountService)
 HASHER = web.AppKey("hasher", Hasher)
 THROTTLE = web.AppKey("throttle", Throttle)

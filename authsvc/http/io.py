@@ -10,6 +10,7 @@ from aiohttp import web
 
 from authsvc.config import Network
 from authsvc.domain.addresses import IPAddress, normalized_address, parse_address
+from authsvc.domain.clients import ClientInfo
 from authsvc.domain.sessions import TokenPair
 from authsvc.errors import (
     InvalidToken,
@@ -62,6 +63,11 @@ def header_text(request: web.Request, name: str) -> str:
 
 def client_user_agent(request: web.Request) -> str:
     return header_text(request, "User-Agent")[:USER_AGENT_MAX_LENGTH]
+
+
+def request_client(request: web.Request, *, device: str = "") -> ClientInfo:
+    """The request's client as sessions and security events record it."""
+    return ClientInfo(device=device, user_agent=client_user_agent(request), ip=client_ip(request))
 
 
 def client_ip(request: web.Request) -> str:

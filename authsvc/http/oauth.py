@@ -14,7 +14,6 @@ from typing import Annotated
 import msgspec
 from aiohttp import hdrs, web
 
-from authsvc.domain.sessions import ClientInfo
 from authsvc.errors import (
     AccountDisabled,
     InvalidCredentials,
@@ -24,7 +23,7 @@ from authsvc.errors import (
 from authsvc.http.appkeys import ACTIVE_KEYS, CLOCK, SESSIONS, SETTINGS, THROTTLE
 from authsvc.http.bodies import RefreshTokenText, form_as, read_form, read_form_values
 from authsvc.http.client_auth import authenticate_client_throttled
-from authsvc.http.io import NO_STORE, client_ip, client_user_agent, json_response, token_response
+from authsvc.http.io import NO_STORE, json_response, request_client, token_response
 
 routes = web.RouteTableDef()
 
@@ -113,13 +112,16 @@ async def token(request: web.Request) -> web.Response:
     if grant_type == "refresh_token":
         refresh = form_as(values, RefreshGrantForm)
         # The address's refresh bucket, shared with /v1/auth/refresh, before any signing.
-        pair = await sessions.refresh(refresh.refresh_token, ip=client_ip(request), now=now)
+        pair = await sessions.refresh(
+            refresh.refresh_token, client=request_client(request), now=now
+        )
         return token_response(pair)
     if grant_type == "password" and request.app[SETTINGS].password_grant:
         owner = form_as(values, PasswordGrantForm)
-        client = ClientInfo(user_agent=client_user_agent(request), ip=client_ip(request))
         try:
-            pair = await sessions.login(owner.username, owner.password, client, now=now)
+            pair = await sessions.login(
+                owner.username, owner.password, request_client(request), now=now
+            )
         except InvalidCredentials:
             # §5.2: wrong resource owner credentials are an invalid_grant.
             raise InvalidGrant("invalid username or password") from None
@@ -136,7 +138,9 @@ async def revoke(request: web.Request) -> web.Response:
     """RFC 7009: end the session of a refresh or access token."""
     form = await read_form(request, TokenHintForm)
     # §2.1: the hint only speeds up the lookup; both kinds are tried whatever it says.
-    await request.app[SESSIONS].revoke_token(form.token, now=request.app[CLOCK]())
+    await request.app[SESSIONS].revoke_token(
+        form.token, client=request_client(request), now=request.app[CLOCK]()
+    )
     # §2.2: "The authorization server responds with HTTP status code 200 if the token has
     # been revoked successfully or if the client submitted an invalid token."
     return web.Response(status=200, headers=NO_STORE)

@@ -8,16 +8,17 @@ import msgspec
 from aiohttp import web
 
 from authsvc.domain.passwords import USERNAME_MAX_LENGTH
-from authsvc.domain.sessions import ClientInfo, Principal
+from authsvc.domain.sessions import Principal
 from authsvc.errors import RegistrationClosed
 from authsvc.http.appkeys import ACCOUNTS, CLOCK, SESSIONS, SETTINGS
 from authsvc.http.bodies import RefreshTokenText, read_json
+from authsvc.http.events import events_response
 from authsvc.http.io import (
     NO_STORE,
     bearer_token,
     client_ip,
-    client_user_agent,
     json_response,
+    request_client,
     session_fields,
     token_response,
 )
@@ -88,17 +89,16 @@ async def change_password(request: web.Request) -> web.Response:
     principal = await _principal(request)
     body = await read_json(request, ChangePasswordBody)
     await request.app[ACCOUNTS].change_password(
-        principal, body.current_password, body.new_password, now=request.app[CLOCK]()
-    )
+        principal, body.current_password, body.new_password,
+        client=request_client(request), now=request.app[CLOCK](),
+    )  # fmt: skip
     return web.Response(status=204)
 
 
 @routes.post("/v1/auth/login")
 async def login(request: web.Request) -> web.Response:
     body = await read_json(request, LoginBody)
-    client = ClientInfo(
-        device=body.device or "", user_agent=client_user_agent(request), ip=client_ip(request)
-    )
+    client = request_client(request, device=body.device or "")
     pair = await request.app[SESSIONS].login(
         body.username, body.password, client, now=request.app[CLOCK]()
     )
@@ -109,7 +109,7 @@ async def login(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     body = await read_json(request, RefreshBody)
     pair = await request.app[SESSIONS].refresh(
-        body.refresh_token, ip=client_ip(request), now=request.app[CLOCK]()
+        body.refresh_token, client=request_client(request), now=request.app[CLOCK]()
     )
     return token_response(pair)
 
@@ -117,14 +117,18 @@ async def refresh(request: web.Request) -> web.Response:
 @routes.post("/v1/auth/logout")
 async def logout(request: web.Request) -> web.Response:
     principal = await _principal(request)
-    await request.app[SESSIONS].logout(principal, now=request.app[CLOCK]())
+    await request.app[SESSIONS].logout(
+        principal, client=request_client(request), now=request.app[CLOCK]()
+    )
     return web.Response(status=204)
 
 
 @routes.post("/v1/auth/logout-all")
 async def logout_all(request: web.Request) -> web.Response:
     principal = await _principal(request)
-    await request.app[SESSIONS].logout_all(principal, now=request.app[CLOCK]())
+    await request.app[SESSIONS].logout_all(
+        principal, client=request_client(request), now=request.app[CLOCK]()
+    )
     return web.Response(status=204)
 
 
@@ -150,9 +154,19 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def revoke_session(request: web.Request) -> web.Response:
     principal = await _principal(request)
     await request.app[SESSIONS].revoke_session(
-        principal, request.match_info["session_id"], now=request.app[CLOCK]()
+        principal,
+        request.match_info["session_id"],
+        client=request_client(request),
+        now=request.app[CLOCK](),
     )
     return web.Response(status=204)
+
+
+@routes.get("/v1/auth/events")
+async def list_events(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    events = await request.app[SESSIONS].list_events(principal, now=request.app[CLOCK]())
+    return events_response(events)
 
 
 @routes.get("/v1/auth/me")

@@ -15,6 +15,7 @@ from authsvc.config import Settings
 from authsvc.domain.accounts import AccountService
 from authsvc.domain.passwords import Hasher, PasswordPolicy
 from authsvc.domain.ratelimit import Limits, Throttle
+from authsvc.domain.security_events import SecurityEvents
 from authsvc.domain.sessions import SessionService
 from authsvc.http import admin, oauth, ops, v1
 from authsvc.http.appkeys import (
@@ -25,6 +26,7 @@ from authsvc.http.appkeys import (
     HASHER,
     KEY_RING,
     METRICS,
+    SECURITY_EVENTS,
     SESSIONS,
     SETTINGS,
     STORE,
@@ -36,7 +38,7 @@ from authsvc.http.observe import request_middleware, set_response_headers
 from authsvc.server.keyring import load_key_ring, rotation_policy
 from authsvc.store.connect import open_redis
 from authsvc.store.embedded import EmbeddedValkey
-from authsvc.store.records import SessionLimits
+from authsvc.store.records import EventLimits, SessionLimits
 from authsvc.store.redis_store import Store
 from authsvc.store.supervision import StoreState
 from authsvc.telemetry.metrics import Metrics
@@ -133,6 +135,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
             app[STORE] = await Store.open(
                 redis,
                 limits,
+                events=EventLimits(per_user=settings.events_per_user, ttl=settings.events_ttl),
                 retry_after=settings.store_retry_after,
                 on_unavailable=app[METRICS].store_error,
             )
@@ -173,6 +176,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         client_id=settings.client_id,
         ttl=settings.access_token_ttl,
     )
+    app[SECURITY_EVENTS] = security_events = SecurityEvents(app[STORE], app[METRICS])
     policy = PasswordPolicy(
         settings.password_min_length,
         settings.password_max_length,
@@ -188,6 +192,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         reuse_grace=settings.refresh_reuse_grace,
         sensitive_max_age=settings.sensitive_max_age,
         events=app[METRICS],
+        security_events=security_events,
     )
     app[ACCOUNTS] = AccountService(
         app[STORE],
@@ -196,6 +201,7 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         throttle,
         sensitive_max_age=settings.sensitive_max_age,
         events=app[METRICS],
+        security_events=security_events,
     )
     yield
     await asyncio.to_thread(hasher.close)

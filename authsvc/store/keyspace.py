@@ -13,6 +13,10 @@ several of them run on Redis Cluster too (all their keys hash to one slot):
     authsvc:{<uid>}:g:<sid>       str   the last rotation's successor (its refresh token, its
                                         access token's iat and jti), sealed with the token
                                         it replaced; kept only through the grace window
+    authsvc:{<uid>}:events        list  the user's security events, newest first, each a
+                                        MessagePack array (``eventcodec``): the newest
+                                        EVENTS_PER_USER, the key kept EVENTS_TTL after the
+                                        newest; readers leave out events older than that
     authsvc:username:<sha256(name)>
                                   str   normalised username -> user id
     authsvc:ratelimit:<scope>:<sha256(value)>
@@ -36,6 +40,9 @@ its position in the chain (``authsvc.tokens``), and no used token is remembered.
 
 ``epoch`` counts the user's logout-alls; a login whose password check read an older epoch
 than the one its script finds was overtaken by a logout-all and does not start a session.
+
+Every key of a user's hash tag is the user's: deleting them all (an account's deletion)
+leaves nothing of the user, events included.
 
 Session hashes expire with the session, the index with the user's last use plus the idle
 lifetime, sealed successors after the grace, and rate-limit keys once their bucket is full
@@ -72,6 +79,10 @@ def successor(user_id: str, session_id: str) -> str:
     return f"{PREFIX}:{{{user_id}}}:g:{session_id}"
 
 
+def events(user_id: str) -> str:
+    return f"{PREFIX}:{{{user_id}}}:events"
+
+
 def username(normalized_username: str) -> str:
     # Hashed so that a username holding "{...}" cannot choose its own hash slot.
     return f"{PREFIX}:username:{_digest(normalized_username)}"
@@ -87,7 +98,7 @@ def login_failures(normalized_username: str) -> str:
 
 def user_keys(user_id: str) -> list[str]:
     """Every key of a user's hash tag that is not one session's: what deletion deletes."""
-    return [user(user_id), sessions(user_id)]
+    return [user(user_id), sessions(user_id), events(user_id)]
 
 
 def session_keys(user_id: str, session_id: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""What the store returns: outcomes of its scripts and records of users and sessions."""
+"""What the store returns: outcomes of its scripts and records of users, sessions and events."""
 
 from __future__ import annotations
 
@@ -93,3 +93,31 @@ class StoreCheck:
     maxmemory_policy: str | None  # None when CONFIG GET is not allowed
     persistence: bool | None
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One security event of a user, as the store keeps it (``eventcodec``).
+
+    ``type`` is the contract's name of the event (``login``, ``refresh_replay``...: see
+    ``authsvc.domain.events.SecurityEventType``); ``ip``, ``user_agent`` and ``device`` are
+    those of the request that caused it, empty when it had none.
+    """
+
+    type: str
+    at: int
+    session_id: str | None = None
+    ip: str = ""
+    user_agent: str = ""
+    device: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventLimits:
+    """How many security events a user keeps, and for how long."""
+
+    per_user: int = 50  # EVENTS_PER_USER: the newest are kept
+    ttl: int = 7_776_000  # EVENTS_TTL, seconds: 90 days
+
+    def live(self, event: EventRecord, *, now: int) -> bool:
+        return event.at + self.ttl > now

@@ -19,12 +19,14 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 
 from authsvc.errors import StoreUnavailable
-from authsvc.store import keyspace, scriptkeys
+from authsvc.store import eventcodec, keyspace, scriptkeys
 from authsvc.store.batching import CommandBatcher
 from authsvc.store.connect import RedisClient
 from authsvc.store.errors import translate_errors
 from authsvc.store.records import (
     Bucket,
+    EventLimits,
+    EventRecord,
     Login,
     LoginOutcome,
     Rotation,
@@ -51,13 +53,17 @@ SUCCESSOR_TTL_MARGIN = 2
 
 _SCRIPTS = (
     "login", "rotate", "session_live", "revoke_session", "revoke_user", "take_token",
-    "count_failure", "change_password", "set_disabled", "set_roles", "delete_user",
-    "release_username",
+    "count_failure", "record_event", "change_password", "set_disabled", "set_roles",
+    "delete_user", "release_username",
 )  # fmt: skip
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _encoded(event: EventRecord | None) -> bytes:
+    return b"" if event is None else eventcodec.encode(event)
 
 
 def roles_field(roles: tuple[str, ...]) -> str:
@@ -76,18 +82,28 @@ def _fit(text: str, limit: int = LISTPACK_VALUE_BYTES) -> str:
 
 
 class Store:
-    """Session, chain and user state in Redis."""
+    """Session, chain, user and security-event state in Redis.
+
+    A security event rides in the script that decides what caused it (``event`` and
+    ``*_event`` arguments: a login, the cap's evictions, a replay, a revocation), so
+    recording it costs no round trip of its own; ``record_event`` records one that no
+    script decides, ``list_events`` reads them.
+    """
 
     def __init__(
         self,
         redis: RedisClient,
         limits: SessionLimits,
         *,
+        events: EventLimits | None = None,
         retry_after: int = 1,
         on_unavailable: Callable[[], None] | None = None,
     ) -> None:
         self.redis = redis
         self.limits = limits
+        self.events = events or EventLimits()
+        # ARGV of every script that may record an event, before the event itself.
+        self._event_args = (self.events.per_user, self.events.ttl)
         self.retry_after = retry_after
         self._on_unavailable = on_unavailable
         self.check: StoreCheck | None = None
@@ -106,6 +122,7 @@ class Store:
         self._revoke_user = scripts["revoke_user"]
         self._take_token = scripts["take_token"]
         self._count_failure = scripts["count_failure"]
+        self._record_event = scripts["record_event"]
         self._change_password = scripts["change_password"]
         self._set_disabled = scripts["set_disabled"]
         self._set_roles = scripts["set_roles"]
@@ -118,6 +135,7 @@ class Store:
         redis: RedisClient,
         limits: SessionLimits,
         *,
+        events: EventLimits | None = None,
         retry_after: int = 1,
         on_unavailable: Callable[[], None] | None = None,
     ) -> Store:
@@ -126,7 +144,9 @@ class Store:
         A Redis that is down at start is not fatal: /readyz says so, EVALSHA loads the
         scripts on first use once it is back, and the settings are checked then.
         """
-        store = cls(redis, limits, retry_after=retry_after, on_unavailable=on_unavailable)
+        store = cls(
+            redis, limits, events=events, retry_after=retry_after, on_unavailable=on_unavailable
+        )
         with contextlib.suppress(StoreUnavailable):
             await store.load_scripts()
             await store.check_settings()
@@ -256,8 +276,14 @@ class Store:
         user_agent: str,
         ip: str,
         upgraded_password_hash: str | None,
+        event: EventRecord | None = None,
+        evicted_event: EventRecord | None = None,
     ) -> Login:
-        """Start a session at chain position 0, ending the least recently used beyond the cap."""
+        """Start a session at chain position 0, ending the least recently used beyond the cap.
+
+        Records ``event`` when the session starts, and ``evicted_event`` for each session
+        the cap ends, with that session's id (the script fills it in).
+        """
         reply = await self._login(
             scriptkeys.login(user.user_id, session_id),
             [
@@ -272,6 +298,9 @@ class Store:
                 ip,
                 upgraded_password_hash or "",
                 self.limits.max_sessions,
+                *self._event_args,
+                _encoded(event),
+                b"" if evicted_event is None else eventcodec.encode_without_session(evicted_event),
             ],
         )
         outcome = LoginOutcome(_text(reply[0]))
@@ -300,10 +329,12 @@ class Store:
         now: int,
         grace: int,
         bucket: Bucket | None = None,
+        replay_event: EventRecord | None = None,
     ) -> Rotation:
         """Rotate a session's chain; with a ``bucket``, take a token from it first.
 
         A refresh refused by the bucket changes nothing else (``RotationOutcome.LIMITED``).
+        A replay records ``replay_event``.
         ``sealed_successor`` is kept through the grace and handed back to a retry
         (``RotationOutcome.GRACE``); the store cannot open it.
         """
@@ -330,6 +361,8 @@ class Store:
                 self.limits.idle_ttl,
                 self.limits.max_age,
                 grace + SUCCESSOR_TTL_MARGIN,
+                *self._event_args,
+                _encoded(replay_event),
                 *bucket_args,
             ],
         )
@@ -357,19 +390,28 @@ class Store:
         return _text(reply[1]) if reply[0] == 1 else None
 
     @translate_errors
-    async def revoke_session(self, user_id: str, session_id: str, *, now: int) -> bool:
-        """End one session; False when it was not live."""
+    async def revoke_session(
+        self, user_id: str, session_id: str, *, now: int, event: EventRecord | None = None
+    ) -> bool:
+        """End one session; False when it was not live. Records ``event`` when it was."""
         reply = await self._revoke_session(
             scriptkeys.revoke_session(user_id, session_id),
-            [session_id, now, self.limits.idle_ttl, self.limits.max_age],
-        )
+            [session_id, now, self.limits.idle_ttl, self.limits.max_age,
+             *self._event_args, _encoded(event)],
+        )  # fmt: skip
         return bool(reply)
 
     @translate_errors
-    async def revoke_user(self, user_id: str) -> int:
-        """End every session of a user at once; return how many the user's index listed."""
+    async def revoke_user(self, user_id: str, *, event: EventRecord | None = None) -> int:
+        """End every session of a user at once; return how many the user's index listed.
+
+        Records ``event`` when the user exists.
+        """
         listed = await self.redis.zrange(keyspace.sessions(user_id), 0, REVOKE_BATCH - 1)
-        await self._revoke_user(scriptkeys.revoke_user(user_id, [_text(s) for s in listed]), [])
+        await self._revoke_user(
+            scriptkeys.revoke_user(user_id, [_text(s) for s in listed]),
+            [*self._event_args, _encoded(event)],
+        )
         return len(listed)
 
     @translate_errors
@@ -414,6 +456,30 @@ class Store:
         live.sort(key=lambda record: (record.created_at, record.session_id), reverse=True)
         return live
 
+    # -- security events -----------------------------------------------------------------
+
+    @translate_errors
+    async def record_event(self, user_id: str, event: EventRecord) -> None:
+        """Record an event no other script decides: one round trip."""
+        await self._record_event(
+            scriptkeys.record_event(user_id), [*self._event_args, eventcodec.encode(event)]
+        )
+
+    @translate_errors
+    async def record_no_event(self) -> None:
+        """The round trip ``record_event`` costs, recording nothing: for a login whose
+        username no account has, so that a wrong password's event does not tell from the
+        outside which usernames exist."""
+        await self._record_event(scriptkeys.record_event(secrets.token_hex(16)), [0, 0, b""])
+
+    @translate_errors
+    async def list_events(self, user_id: str, *, now: int) -> list[EventRecord]:
+        """The user's security events, newest first: the newest EVENTS_PER_USER, none
+        older than EVENTS_TTL (the list lives on while newer events come)."""
+        raw = await self.redis.lrange(keyspace.events(user_id), 0, self.events.per_user - 1)
+        events = (eventcodec.decode(item) for item in raw if isinstance(item, bytes))
+        return [e for e in events if e is not None and self.events.live(e, now=now)]
+
     # -- account changes ---------------------------------------------------------------
 
     async def _forget_sessions(self, user_id: str, session_ids: list[Any]) -> tuple[str, ...]:
@@ -431,43 +497,60 @@ class Store:
 
     @translate_errors
     async def change_password(
-        self, user_id: str, password_hash: str, *, keep_session_id: str = ""
+        self,
+        user_id: str,
+        password_hash: str,
+        *,
+        keep_session_id: str = "",
+        event: EventRecord | None = None,
     ) -> tuple[str, ...] | None:
         """Set the password hash and end every session but ``keep_session_id``, at once.
 
-        Returns the ended sessions' ids, or None when there is no such user.
+        Returns the ended sessions' ids, or None when there is no such user. Records
+        ``event`` when the user exists.
         """
         reply = await self._change_password(
-            scriptkeys.change_password(user_id), [password_hash, keep_session_id]
+            scriptkeys.change_password(user_id),
+            [password_hash, keep_session_id, *self._event_args, _encoded(event)],
         )
         if not reply[0]:
             return None
         return await self._forget_sessions(user_id, reply[1:])
 
     @translate_errors
-    async def set_disabled(self, user_id: str, disabled: bool) -> tuple[str, ...] | None:
+    async def set_disabled(
+        self, user_id: str, disabled: bool, *, event: EventRecord | None = None
+    ) -> tuple[str, ...] | None:
         """Disable (every session ends at once) or enable a user.
 
-        Returns the ended sessions' ids, or None when there is no such user.
+        Returns the ended sessions' ids, or None when there is no such user. Records
+        ``event`` when the user exists.
         """
         reply = await self._set_disabled(
-            scriptkeys.set_disabled(user_id), ["1" if disabled else "0"]
+            scriptkeys.set_disabled(user_id),
+            ["1" if disabled else "0", *self._event_args, _encoded(event)],
         )
         if not reply[0]:
             return None
         return await self._forget_sessions(user_id, reply[1:])
 
     @translate_errors
-    async def set_roles(self, user_id: str, roles: tuple[str, ...]) -> bool:
-        """Set a user's roles; False when there is no such user."""
-        return bool(await self._set_roles(scriptkeys.set_roles(user_id), [roles_field(roles)]))
+    async def set_roles(
+        self, user_id: str, roles: tuple[str, ...], *, event: EventRecord | None = None
+    ) -> bool:
+        """Set a user's roles; False when there is no such user. Records ``event`` when the
+        user exists."""
+        reply = await self._set_roles(
+            scriptkeys.set_roles(user_id), [roles_field(roles), *self._event_args, _encoded(event)]
+        )
+        return bool(reply)
 
     @translate_errors
     async def delete_user(self, user_id: str) -> int | None:
         """Delete every key of the account; return how many sessions ended, or None.
 
         Three slots on Cluster, so three steps, in this order: the user's own slot (one
-        script: its record, its session index, its sessions), then the username claim
+        script: its record, its session index, its events, its sessions), then the username claim
         (only while it names this user), then the account's failure log and login bucket.
         Once the first step has run the account can neither log in nor refresh, and its
         access tokens are refused; if the process stops before the second, the name is

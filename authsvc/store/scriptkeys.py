@@ -14,6 +14,7 @@ def login(user_id: str, session_id: str) -> list[str]:
         keyspace.user(user_id),
         keyspace.session(user_id, session_id),
         keyspace.sessions(user_id),
+        keyspace.events(user_id),
     ]
 
 
@@ -23,6 +24,7 @@ def rotate(user_id: str, session_id: str) -> list[str]:
         keyspace.sessions(user_id),
         keyspace.successor(user_id, session_id),
         keyspace.user(user_id),
+        keyspace.events(user_id),
     ]
 
 
@@ -39,14 +41,19 @@ def revoke_session(user_id: str, session_id: str) -> list[str]:
         keyspace.session(user_id, session_id),
         keyspace.sessions(user_id),
         keyspace.successor(user_id, session_id),
+        keyspace.events(user_id),
     ]
 
 
 def revoke_user(user_id: str, listed_session_ids: list[str]) -> list[str]:
-    keys = [keyspace.user(user_id), keyspace.sessions(user_id)]
+    keys = [keyspace.user(user_id), keyspace.sessions(user_id), keyspace.events(user_id)]
     for session_id in listed_session_ids:
         keys += [keyspace.session(user_id, session_id), keyspace.successor(user_id, session_id)]
     return keys
+
+
+def record_event(user_id: str) -> list[str]:
+    return [keyspace.events(user_id)]
 
 
 def take_token(scope: str, value: str) -> list[str]:
@@ -58,15 +65,15 @@ def count_failure(normalized_username: str) -> list[str]:
 
 
 def change_password(user_id: str) -> list[str]:
-    return [keyspace.user(user_id), keyspace.sessions(user_id)]
+    return [keyspace.user(user_id), keyspace.sessions(user_id), keyspace.events(user_id)]
 
 
 def set_disabled(user_id: str) -> list[str]:
-    return [keyspace.user(user_id), keyspace.sessions(user_id)]
+    return [keyspace.user(user_id), keyspace.sessions(user_id), keyspace.events(user_id)]
 
 
 def set_roles(user_id: str) -> list[str]:
-    return [keyspace.user(user_id)]
+    return [keyspace.user(user_id), keyspace.events(user_id)]
 
 
 def delete_user(user_id: str, listed_session_ids: list[str]) -> list[str]:

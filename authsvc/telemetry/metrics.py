@@ -22,7 +22,13 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from authsvc.domain.events import AccountAction, LoginOutcome, RefreshOutcome, RevokeReason
+from authsvc.domain.events import (
+    AccountAction,
+    LoginOutcome,
+    RefreshOutcome,
+    RevokeReason,
+    SecurityEventType,
+)
 
 # The classic text format, which every Prometheus version reads; authsvc's names need
 # nothing newer.
@@ -86,6 +92,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.security_events = Counter(
+            "authsvc_security_events_total",
+            "Security events recorded (GET /v1/auth/events), by type.",
+            ["type"],
+            registry=self.registry,
+        )
         self.account_changes = Counter(
             "authsvc_account_changes_total",
             "Accounts changed by their owner or an operator, by action.",
@@ -106,6 +118,9 @@ class Metrics:
         }
         self._revocations = {
             reason: self.revocations.labels(reason) for reason in get_args(RevokeReason)
+        }
+        self._security_events = {
+            kind: self.security_events.labels(kind) for kind in get_args(SecurityEventType)
         }
         self._account_changes = {
             action: self.account_changes.labels(action) for action in get_args(AccountAction)
@@ -133,6 +148,9 @@ class Metrics:
     def sessions_revoked(self, reason: RevokeReason, count: int = 1) -> None:
         if count > 0:
             self._revocations[reason].inc(count)
+
+    def security_event(self, event_type: SecurityEventType) -> None:
+        self._security_events[event_type].inc()
 
     def account_changed(
         self, action: AccountAction, user_id: str, *, session_id: str | None = None

@@ -1,5 +1,7 @@
--- Delete a user's own slot: its record, its session index and its sessions, at once.
--- KEYS[1] user hash   KEYS[2] user's session index (zset)
+-- Delete a user's own slot: its record, its session index, its security events and its
+-- sessions, at once.
+-- KEYS[1] user hash   KEYS[2] user's session index (zset)   KEYS[3] user's list of events
+--   (keyspace.user_keys)
 -- KEYS[3..] the keys of the sessions the caller read from the index (keyspace.session_keys)
 -- returns {username, session id...} with the ids the index holds now (their keys the
 -- caller deletes too: sessions started after it read the index), or {} when no such user

@@ -1,9 +1,14 @@
+-- include: events
 -- Create a session for a user whose password was just verified; enforce the session cap.
+-- Record its security events: a login, and a session_evicted for each session the cap ends.
 -- KEYS[1] user hash   KEYS[2] session hash   KEYS[3] user's session index (zset)
+-- KEYS[4] user's list of events
 -- ARGV[1] session id   ARGV[2] refresh token hash   ARGV[3] now   ARGV[4] idle ttl
 -- ARGV[5] session max age   ARGV[6] user epoch read before the password check
 -- ARGV[7] device   ARGV[8] user agent   ARGV[9] ip   ARGV[10] upgraded password hash or ""
 -- ARGV[11] most live sessions per user
+-- ARGV[12] events kept per user   ARGV[13] their ttl   ARGV[14] the login's event or ""
+-- ARGV[15] an evicted session's event without its session id, or ""
 -- returns {"ok", expires_at, roles, evicted session id...} | {"disabled"} | {"revoked"}
 --   | {"unknown"}; roles are the user's, comma-separated ("" when none)
 local user_key, session_key, index_key = KEYS[1], KEYS[2], KEYS[3]
@@ -38,6 +43,9 @@ if excess > 0 then
   redis.call("ZREM", index_key, unpack(evicted))
   for _, evicted_sid in ipairs(evicted) do
     reply[#reply + 1] = evicted_sid
+    if ARGV[15] ~= "" then
+      push_event(KEYS[4], with_session_id(ARGV[15], evicted_sid), ARGV[12], ARGV[13])
+    end
   end
 end
 
@@ -54,5 +62,6 @@ redis.call("EXPIREAT", index_key, now + idle_ttl)
 if ARGV[10] ~= "" then
   redis.call("HSET", user_key, "password_hash", ARGV[10])
 end
+push_event(KEYS[4], ARGV[14], ARGV[12], ARGV[13])
 reply[2] = expires_at
 return reply

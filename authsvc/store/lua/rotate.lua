@@ -1,8 +1,10 @@
 -- include: bucket
+-- include: events
 -- Rotate a session's refresh token: the heart of single use, grace and replay.
 -- KEYS[1] session hash   KEYS[2] user's session index (zset)   KEYS[3] sealed successor
 -- KEYS[4] user hash, whose roles the successor's access token carries
--- KEYS[5] (optional) the client address's refresh bucket, taken from first
+-- KEYS[5] user's list of events
+-- KEYS[6] (optional) the client address's refresh bucket, taken from first
 -- ARGV[1] session id   ARGV[2] position of the presented token in the chain
 -- ARGV[3] presented token hash   ARGV[4] successor token hash
 -- ARGV[5] sealed successor: its refresh token and its access token's claims, which open
@@ -10,7 +12,9 @@
 -- ARGV[6] now
 -- ARGV[7] grace seconds   ARGV[8] idle ttl   ARGV[9] session max age
 -- ARGV[10] seconds to keep the sealed successor (a little over the grace)
--- ARGV[11] ARGV[12] with KEYS[5]: the bucket's tokens and seconds to refill them all
+-- ARGV[11] events kept per user   ARGV[12] their ttl
+-- ARGV[13] the event a replay records (refresh_replay), or ""
+-- ARGV[14] ARGV[15] with KEYS[6]: the bucket's tokens and seconds to refill them all
 -- returns {"ok", expires_at, roles} | {"grace", sealed successor, expires_at, roles}
 --   | {"replay"} | {"unknown"} | {"limited", seconds until the bucket has a token}
 --   roles: the user's now, comma-separated ("" when none), read here so that a refresh
@@ -20,14 +24,15 @@
 -- position is true. The state is constant: the chain's current position and token hash, and
 -- the time of its last rotation (the index score), however long the chain grows.
 local session_key, index_key, successor_key, user_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local events_key = KEYS[5]
 local sid, position, presented, successor = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local sealed, now, grace = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local idle_ttl, max_age, successor_ttl = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 
 -- One round trip where the bucket can share the call (not on Cluster: another slot). A
 -- refused refresh changes nothing else, and its caller signs nothing.
-if KEYS[5] then
-  local retry_after = take_token(KEYS[5], ARGV[6], ARGV[11], ARGV[12])
+if KEYS[6] then
+  local retry_after = take_token(KEYS[6], ARGV[6], ARGV[14], ARGV[15])
   if retry_after > 0 then
     return {"limited", retry_after}
   end
@@ -80,6 +85,7 @@ if position < current_position then
   -- A used token came back after its grace: someone holds a copy. End this session only;
   -- the user's other sessions were not exposed by this token.
   revoke()
+  push_event(events_key, ARGV[13], ARGV[11], ARGV[12])
   return {"replay"}
 end
 
