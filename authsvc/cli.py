@@ -98,16 +98,7 @@ CLI_OPERATOR = "cli"
 
 
 def _account_json(account: Account) -> str:
-    return json.dumps(
-        {
-            "user_id": account.user_id,
-            "username": account.username,
-            "created_at": account.created_at,
-            "disabled": account.disabled,
-            "roles": list(account.roles),
-            "session_count": account.session_count,
-        }
-    )
+    return json.dumps(account.fields())
 
 
 async def _user_command(settings: Settings, args: argparse.Namespace, password: str) -> str:

@@ -54,6 +54,17 @@ class Account:
     roles: tuple[str, ...]
     session_count: int
 
+    def fields(self) -> dict[str, object]:
+        """The User object of docs/api.md, as the operator API and the CLI show it."""
+        return {
+            "user_id": self.user_id,
+            "username": self.username,
+            "created_at": self.created_at,
+            "disabled": self.disabled,
+            "roles": list(self.roles),
+            "session_count": self.session_count,
+        }
+
 
 def check_roles(roles: list[str]) -> tuple[str, ...]:
     """Return roles as the store keeps them: in order, each once.

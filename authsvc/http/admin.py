@@ -54,14 +54,7 @@ async def _operator(request: web.Request) -> str:
 
 def _user(account: Account) -> web.Response:
     return json_response(
-        {
-            "user_id": account.user_id,
-            "username": account.username,
-            "created_at": account.created_at,
-            "disabled": account.disabled,
-            "roles": list(account.roles),
-            "session_count": account.session_count,
-        },
+        account.fields(),
         headers=NO_STORE,
     )
 
