@@ -303,6 +303,7 @@ for number in range(count):
 """
 
 
+@pytest.mark.slow  # two worker processes
 def test_the_lines_of_two_workers_on_one_pipe_never_interleave() -> None:
     """Each line a write of its own within PIPE_BUF, which a pipe takes whole: the lines
     of two processes on one stderr never cut into each other."""
