@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import hashlib
 import json
 import random
 import time
@@ -21,10 +22,11 @@ from typing import Any
 import pytest
 import redis.asyncio
 from netproxy import NetProxy
-from support import TEST_PASSWORD, RedisProcess, bearer, fast_settings, login, register
+from support import TEST_PASSWORD, FakeClock, RedisProcess, bearer, fast_settings, login, register
 from support import refresh as refresh_request
 
 from authsvc.store import keyspace
+from authsvc.store.scripts import source
 
 RETRY_AFTER = 2
 STORE_TIMEOUT = 0.5
@@ -81,6 +83,11 @@ async def _answer(response: Any) -> tuple[int, Any]:
         assert body["error"] == "store_unavailable", body
         assert response.headers["Retry-After"] == str(RETRY_AFTER)
     return status, body
+
+
+def _script_sha(name: str) -> bytes:
+    """What an EVALSHA of script ``name`` carries on the wire."""
+    return hashlib.sha1(source(name).encode(), usedforsecurity=False).hexdigest().encode()
 
 
 async def _within_guard(request: Any) -> Any:
@@ -255,6 +262,44 @@ async def _assert_one_chain(
     assert (await direct.hget(keyspace.session(user_id, pair["session_id"]), "n")) == b"2"
     me = await client.get("/v1/auth/me", headers=bearer(await following.json()))
     assert me.status == 200
+
+
+async def test_login_whose_reply_was_lost_ends_no_second_session_at_the_cap(
+    client_for: Any, proxy: NetProxy, direct: redis.asyncio.Redis, clock: FakeClock
+) -> None:
+    """At the session cap, a login ends the least recently used session; its reply lost,
+    redis-py runs the script again: that run finds its session made, ends no other one,
+    and records no second login event."""
+    settings = fast_settings(
+        redis_url=proxy.url, store_timeout=STORE_TIMEOUT, max_sessions_per_user=3
+    )
+    client = await client_for(settings)
+    created = await register(client)
+    sessions = []
+    for _ in range(3):
+        sessions.append(await login(client))
+        clock.advance(1)  # the least recently used is the oldest
+    oldest, *kept = sessions
+    proxy.lose_replies(containing=_script_sha("login"), times=1)
+
+    status, pair = await _answer(
+        await client.post("/v1/auth/login", json={"username": "alice", "password": TEST_PASSWORD})
+    )
+
+    assert status == 200, pair
+    assert proxy.resets == 1
+    listed = await client.get("/v1/auth/sessions", headers=bearer(pair))
+    assert listed.status == 200, await listed.text()
+    live = {s["session_id"] for s in (await listed.json())["sessions"]}
+    assert live == {pair["session_id"], *(k["session_id"] for k in kept)}
+    assert oldest["session_id"] not in live
+    for session in kept:
+        assert (await client.get("/v1/auth/me", headers=bearer(session))).status == 200
+    events = await (await client.get("/v1/auth/events", headers=bearer(pair))).json()
+    types = [e["type"] for e in events["events"]]
+    assert types.count("login") == 4
+    assert types.count("session_evicted") == 1
+    assert await direct.zcard(keyspace.sessions(created["user_id"])) == 3
 
 
 async def test_a_hung_connection_is_abandoned_after_the_store_timeout(

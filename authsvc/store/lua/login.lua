@@ -31,6 +31,15 @@ if epoch ~= epoch_seen then
   return {"revoked"}
 end
 
+-- The same login run again: redis-py sends a command once more when its reply was lost
+-- (a connection reset after Redis ran it). The session this login made is there with its
+-- token: answer as the first run did, and end no other session, record no second event.
+local made = redis.call("HMGET", session_key, "h", "c")
+if made[1] == token_hash and redis.call("ZSCORE", index_key, sid) then
+  local made_at = tonumber(made[2])
+  return {"ok", math.min(made_at + idle_ttl, made_at + max_age), user[3] or ""}
+end
+
 -- The index scores each session by its last use, so its head is the least recently used.
 -- Idle sessions have ended already; the cap ends the least recently used live ones, here,
 -- so that concurrent logins cannot overshoot it. Only the index entry goes: a session is
