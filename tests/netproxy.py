@@ -7,7 +7,7 @@ and copies bytes both ways. The faults, each until ``normal()``:
 - ``bandwidth``: bytes per second each way, per connection;
 - ``cut_replies(after=N)``: every connection (or the next ``times`` ones) is reset once
   ``N`` bytes of replies have passed since the call: a reply cut in the middle of a
-  pipeline;
+  pipeline; with ``stall=True`` the connection goes silent there instead (hung);
 - ``lose_replies(containing=b"...")``: a connection whose request holds those bytes is
   reset when the reply arrives, before any of it passes: the command ran, its reply is
   lost;
@@ -106,15 +106,17 @@ class NetProxy:
         self.half_open = False
         self._cut_after: int | None = None
         self._cuts_left: int | None = None
+        self._stall = False
         self.cut_generation = getattr(self, "cut_generation", 0) + 1
         self._lose_marker: bytes | None = None
         self._losses_left = 0
 
-    def cut_replies(self, after: int, times: int | None = None) -> None:
-        """Reset a connection once ``after`` reply bytes have passed on it from now on;
-        ``times`` connections, or every one (``None``)."""
+    def cut_replies(self, after: int, times: int | None = None, *, stall: bool = False) -> None:
+        """Reset a connection once ``after`` reply bytes have passed on it from now on, or
+        with ``stall`` hang it there; ``times`` connections, or every one (``None``)."""
         self._cut_after = after
         self._cuts_left = times
+        self._stall = stall
         self.cut_generation += 1
 
     def lose_replies(self, containing: bytes, times: int = 1) -> None:
@@ -210,7 +212,9 @@ class NetProxy:
                     await asyncio.sleep(self.latency)
                 data, cut = inspect(link, data)
                 await self._write(writer, data)
-                if cut:
+                if cut and inspect == self._on_reply and self._stall:
+                    link.silent = True
+                elif cut:
                     link.reset()
                     return
 

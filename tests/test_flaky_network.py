@@ -194,6 +194,22 @@ async def test_batched_callers_get_their_own_replies_while_pipelines_are_cut(
     await _one_live_chain_each(flaky_client, direct, users)
 
 
+async def test_batched_callers_get_their_own_replies_or_503_when_pipelines_stall(
+    flaky_client: Any, proxy: NetProxy, direct: redis.asyncio.Redis
+) -> None:
+    """The same, with connections that go silent in the middle of a batch's replies: the
+    callers whose replies came get them, the others a 503 after the store timeout."""
+    users = await _users(flaky_client, 30)
+    for after in (0, 250, 1200):
+        proxy.cut_replies(after=after, stall=True)
+        await _traffic(flaky_client, users, rounds=1)
+    proxy.normal()
+    await _traffic(flaky_client, users, rounds=1)
+
+    assert sum(u.answers.get(503, 0) for u in users) > 0
+    await _one_live_chain_each(flaky_client, direct, users)
+
+
 async def test_connections_reset_at_random_moments_answer_only_contract_codes(
     flaky_client: Any, proxy: NetProxy, direct: redis.asyncio.Redis
 ) -> None:
