@@ -1,6 +1,6 @@
 """What every request goes through: its request id, the contract's error body for any
-exception, its metrics, and the headers every response carries (X-Request-Id, a Server
-header that names no versions)."""
+exception, its metrics, CORS preflights, and the headers every response carries
+(X-Request-Id, a Server header that names no versions, CORS for a listed origin)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 
 from authsvc.http.appkeys import METRICS
 from authsvc.http.bodies import read_body
+from authsvc.http.cors import add_cors_headers, preflight
 from authsvc.http.errors import contract_error_response
 from authsvc.telemetry.metrics import UNMATCHED_ROUTE
 from authsvc.telemetry.requestid import HEADER, current_request_id, new_request_id, request_id_for
@@ -42,12 +43,18 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     started = time.perf_counter()
     in_flight = request.app[METRICS].http_requests_in_flight
     in_flight.inc()
+    route: str | None = None  # the route's template, where the router found none
     try:
         if hdrs.CONTENT_ENCODING in request.headers:
             # Decoded here, whatever the route: a coding that fails fails before any
             # handler, not in aiohttp after the answer (an ERROR and a traceback there).
             await read_body(request)
-        response = await handler(request)
+        # A preflight is answered here: no route takes OPTIONS (http/cors.py).
+        answer = await preflight(request) if request.method == hdrs.METH_OPTIONS else None
+        if answer is None:
+            response = await handler(request)
+        else:
+            route, response = answer
     except Exception as exc:
         error = contract_error_response(request, exc)
         if error is None:  # a redirect, or an aiohttp error page without a contract body
@@ -61,7 +68,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         _end_unreadable_body(request, response)
     # A request cancelled by a client that went away, or by the shutdown bound, is not
     # counted: it has no status.
-    _count(request, response.status, started)
+    _count(request, response.status, started, route)
     return response
 
 
@@ -74,9 +81,9 @@ def _end_unreadable_body(request: web.Request, response: web.StreamResponse) -> 
     request.content.feed_eof()
 
 
-def _count(request: web.Request, status: int, started: float) -> None:
+def _count(request: web.Request, status: int, started: float, route: str | None = None) -> None:
     request.app[METRICS].request_finished(
-        route_of(request), request.method, status, time.perf_counter() - started
+        route or route_of(request), request.method, status, time.perf_counter() - started
     )
 
 
@@ -85,3 +92,4 @@ async def set_response_headers(request: web.Request, response: web.StreamRespons
     response.headers[HEADER] = request.get(REQUEST_ID) or new_request_id()
     # aiohttp's default names the Python and aiohttp versions: no need to tell scanners.
     response.headers["Server"] = SERVER
+    add_cors_headers(request, response)
