@@ -18,7 +18,7 @@ from servers import Servers
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_SOURCE = ROOT / "authsvc" / "http" / "web" / "authsvc.js"
-PAGE_PATHS = ["/account", "/account/account.css", "/account/account.js"]
+PAGE_PATHS = ["/account", "/account/account.css", "/account/account.js", "/account/favicon.svg"]
 CSP = "default-src 'self'; frame-ancestors 'none'"
 
 
@@ -120,6 +120,7 @@ async def test_the_account_page_has_no_inline_code_and_no_external_assets(client
     assert sorted(referenced) == [
         "/account/account.css",
         "/account/account.js",
+        "/account/favicon.svg",
         "/client/authsvc.js",
     ]
     for path in referenced:

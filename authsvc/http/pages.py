@@ -56,6 +56,7 @@ CLIENT = Asset.load("authsvc.js", "text/javascript; charset=utf-8")
 ACCOUNT_HTML = Asset.load("account.html", "text/html; charset=utf-8")
 ACCOUNT_CSS = Asset.load("account.css", "text/css; charset=utf-8")
 ACCOUNT_JS = Asset.load("account.js", "text/javascript; charset=utf-8")
+ACCOUNT_ICON = Asset.load("favicon.svg", "image/svg+xml")
 
 
 @routes.get("/client/authsvc.js")
@@ -98,3 +99,9 @@ async def account_stylesheet(request: web.Request) -> web.Response:
 async def account_script(request: web.Request) -> web.Response:
     _account_page_on(request)
     return ACCOUNT_JS.response(request, {**_PAGE_HEADERS, "Cache-Control": ASSET_CACHE_CONTROL})
+
+
+@routes.get("/account/favicon.svg")
+async def account_icon(request: web.Request) -> web.Response:
+    _account_page_on(request)
+    return ACCOUNT_ICON.response(request, {**_PAGE_HEADERS, "Cache-Control": ASSET_CACHE_CONTROL})

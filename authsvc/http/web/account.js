@@ -4,7 +4,7 @@
 import { Authsvc, SignedOut } from "/client/authsvc.js";
 
 const $ = (id) => document.getElementById(id);
-const auth = new Authsvc({ onSignedOut: () => showSignIn() });
+const auth = new Authsvc({ device: thisDevice(), onSignedOut: () => showSignIn() });
 
 const EVENTS = {
   login: "Signed in",
@@ -20,27 +20,41 @@ const EVENTS = {
   roles_changed: "Roles changed",
 };
 
-/** "Firefox 128 on Windows": the browser and system of a User-Agent, simply. */
+/**
+ * The browser and system of a User-Agent, simply. authsvc keeps its first 64 bytes (a
+ * session's record stays small), which name the system but often not the browser: then
+ * the engine says what it can (Gecko's rv:, WebKit's build).
+ */
 export function describeUserAgent(userAgent) {
   if (!userAgent) return { browser: "Unknown browser", system: "" };
   const ua = userAgent;
-  const version = (pattern) => (ua.match(pattern) || [])[1]?.split(".")[0] || "";
+  const major = (pattern) => (ua.match(pattern) || [])[1]?.split(".")[0] || "";
+  const named = (name, pattern) => `${name} ${major(pattern)}`.trim();
   let browser;
-  if (/Edg\//.test(ua)) browser = `Edge ${version(/Edg\/([\d.]+)/)}`;
-  else if (/OPR\//.test(ua)) browser = `Opera ${version(/OPR\/([\d.]+)/)}`;
-  else if (/Firefox\//.test(ua)) browser = `Firefox ${version(/Firefox\/([\d.]+)/)}`;
-  else if (/HeadlessChrome\//.test(ua)) browser = `Headless Chrome ${version(/HeadlessChrome\/([\d.]+)/)}`;
-  else if (/Chrom(e|ium)\//.test(ua)) browser = `Chrome ${version(/Chrom(?:e|ium)\/([\d.]+)/)}`;
-  else if (/Safari\//.test(ua) && /Version\//.test(ua)) browser = `Safari ${version(/Version\/([\d.]+)/)}`;
+  if (/Edg\//.test(ua)) browser = named("Edge", /Edg\/([\d.]+)/);
+  else if (/OPR\//.test(ua)) browser = named("Opera", /OPR\/([\d.]+)/);
+  else if (/Firefox\//.test(ua)) browser = named("Firefox", /Firefox\/([\d.]+)/);
+  else if (/HeadlessChrome\//.test(ua)) browser = named("Headless Chrome", /HeadlessChrome\/([\d.]+)/);
+  else if (/Chrom(e|ium)\//.test(ua)) browser = named("Chrome", /Chrom(?:e|ium)\/([\d.]+)/);
+  else if (/Version\/[\d.]+.*Safari\//.test(ua)) browser = named("Safari", /Version\/([\d.]+)/);
+  else if (/rv:[\d.]+\) Gecko\//.test(ua)) browser = named("Firefox", /rv:([\d.]+)\)/);
+  else if (/AppleWebKit\/537\.36/.test(ua)) browser = "Chrome-based browser";
+  else if (/AppleWebKit\/6\d\d/.test(ua)) browser = "Safari";
   else browser = ua.split(/[\s/]/)[0] || "Unknown browser"; // curl/8.5, python-requests/2
   let system = "";
   if (/iPhone|iPad|iPod/.test(ua)) system = "iOS";
   else if (/Android/.test(ua)) system = "Android";
   else if (/Windows/.test(ua)) system = "Windows";
-  else if (/Mac OS X|Macintosh/.test(ua)) system = "macOS";
   else if (/CrOS/.test(ua)) system = "ChromeOS";
+  else if (/Mac OS X|Macintosh/.test(ua)) system = "macOS";
   else if (/Linux/.test(ua)) system = "Linux";
-  return { browser: browser.trim(), system };
+  return { browser, system };
+}
+
+/** This browser, as the session list will name it ("Chrome 131 on macOS"). */
+function thisDevice() {
+  const { browser, system } = describeUserAgent(navigator.userAgent);
+  return system ? `${browser} on ${system}` : browser;
 }
 
 function when(seconds) {
