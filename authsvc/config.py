@@ -30,6 +30,7 @@ _TOOL_VARIABLES = {
     "AUTHSVC_VENV",
     "AUTHSVC_EXTRAS",
     "AUTHSVC_INSTALL",
+    "AUTHSVC_TEST_CHROMIUM",
 }
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
