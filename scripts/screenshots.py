@@ -62,6 +62,8 @@ async def shoot(server: Server, out: Path) -> None:
             await expect(page.locator("#events li").first).to_be_visible()
             await page.screenshot(path=str(out / name), full_page=True)
             print(f"wrote {(out / name).relative_to(ROOT)}")
+            await page.click("#sign-out")  # the next width signs in afresh
+            await expect(page.locator("#sign-in")).to_be_visible()
             await context.close()
         await browser.close()
 

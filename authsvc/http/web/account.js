@@ -40,6 +40,7 @@ export function describeUserAgent(userAgent) {
   else if (/rv:[\d.]+\) Gecko\//.test(ua)) browser = named("Firefox", /rv:([\d.]+)\)/);
   else if (/AppleWebKit\/537\.36/.test(ua)) browser = "Chrome-based browser";
   else if (/AppleWebKit\/6\d\d/.test(ua)) browser = "Safari";
+  else if (/^Mozilla\//.test(ua)) browser = "";
   else browser = ua.split(/[\s/]/)[0] || "Unknown browser"; // curl/8.5, python-requests/2
   let system = "";
   if (/iPhone|iPad|iPod/.test(ua)) system = "iOS";
@@ -48,7 +49,18 @@ export function describeUserAgent(userAgent) {
   else if (/CrOS/.test(ua)) system = "ChromeOS";
   else if (/Mac OS X|Macintosh/.test(ua)) system = "macOS";
   else if (/Linux/.test(ua)) system = "Linux";
+  // Every browser on iOS is WebKit's, Safari most of all.
+  if (!browser) browser = system === "iOS" ? "Safari" : "Web browser";
   return { browser, system };
+}
+
+/** What a session or an event was: its device's name, and what its User-Agent adds. */
+function describeClient(device, userAgent) {
+  const { browser, system } = describeUserAgent(userAgent);
+  const parsed = system ? `${browser}, ${system}` : browser;
+  if (!device) return { name: system || browser, detail: system ? browser : "" };
+  // The account page names its device "Chrome 131 on macOS": nothing to add then.
+  return { name: device, detail: system && device.includes(system) ? "" : parsed };
 }
 
 /** This browser, as the session list will name it ("Chrome 131 on macOS"). */
@@ -109,10 +121,10 @@ async function renderSessions() {
   sessions.sort((a, b) => Number(b.current) - Number(a.current) || b.last_used_at - a.last_used_at);
   for (const session of sessions) {
     const row = template.content.firstElementChild.cloneNode(true);
-    const { browser, system } = describeUserAgent(session.user_agent);
+    const { name, detail } = describeClient(session.device, session.user_agent);
     row.dataset.sessionId = session.session_id;
-    row.querySelector(".device").textContent = session.device || system || "Unknown device";
-    row.querySelector(".browser").textContent = session.device && system ? `${browser}, ${system}` : browser;
+    row.querySelector(".device").textContent = name;
+    row.querySelector(".browser").textContent = detail;
     row.querySelector(".address").textContent = session.ip || "unknown address";
     setTime(row.querySelector(".last-used"), session.last_used_at);
     if (session.current) {
@@ -137,10 +149,9 @@ async function renderEvents() {
     row.dataset.type = event.type;
     row.querySelector(".what").textContent = EVENTS[event.type] || event.type;
     setTime(row.querySelector(".when"), event.at);
-    const { browser, system } = describeUserAgent(event.user_agent);
-    const from = [event.ip, event.user_agent ? `${browser}${system ? `, ${system}` : ""}` : ""]
-      .filter(Boolean)
-      .join(" · ");
+    const client = describeClient(event.device, event.user_agent);
+    const what = event.user_agent || event.device ? [client.name, client.detail] : [];
+    const from = [event.ip, what.filter(Boolean).join(", ")].filter(Boolean).join(" · ");
     row.querySelector(".from").textContent = from ? ` · ${from}` : "";
     list.append(row);
   }
