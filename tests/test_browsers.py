@@ -259,9 +259,11 @@ async def test_a_page_on_another_origin_logs_in_and_never_sees_the_refresh_token
 async def test_two_tabs_refreshing_at_the_same_instant_share_one_refresh_20_rounds(
     context: BrowserContext, servers: Servers, tmp_path: Path, store: str, keys_dir: Path
 ) -> None:
-    """With no grace at all, a second refresh with the same cookie would be a replay and
-    end the session: the Web Lock makes the tabs take turns, and the tab that waited adopts
-    the broadcast token, so each round sends one refresh and neither tab is logged out."""
+    """The Web Lock makes the tabs take turns, and the tab that waited adopts the token
+    the other broadcast: each round sends exactly one refresh, both tabs hold the same
+    access token, and neither is ever logged out. The grace is the least authsvc allows
+    (0: a second use within the same second still gets the successor), so the client
+    does not lean on it."""
     port = free_port()
     server = start_authsvc(
         servers,
@@ -325,6 +327,34 @@ async def test_after_logout_in_one_tab_the_others_refresh_is_refused_and_its_coo
     assert await refresh_cookie(context) is None
     status = same_site.authsvc.request("GET", "/v1/auth/me", token=pair["access_token"]).status
     assert status == 401
+
+
+async def test_a_refresh_racing_a_logout_never_brings_the_session_back(
+    context: BrowserContext, same_site: Setup
+) -> None:
+    """One tab logs out while the other refreshes, at the same instant, 5 rounds: however
+    they interleave, both tabs end signed out, the cookie is gone, and the session is over
+    (the logout waits for the refresh lock; a late token for an ended session is ignored)."""
+    register(same_site.authsvc, "alice")
+    first = await open_app(context, same_site.spa)
+    second = await open_app(context, same_site.spa)
+    for round_ in range(5):
+        pair = await first.evaluate(LOGIN, ["alice", TEST_PASSWORD])
+        await second.evaluate("auth.refresh()")
+        at = time.time() * 1000 + 150
+        wait = "await new Promise((go) => setTimeout(go, at - Date.now()));"
+        await asyncio.gather(
+            first.evaluate(f"async (at) => {{ {wait} await auth.logout(); }}", at),
+            second.evaluate(
+                f"async (at) => {{ {wait} return auth.refresh().catch((e) => e.name); }}", at
+            ),
+        )
+        for tab in (first, second):
+            state = await tab.evaluate("[auth.signedIn, auth.sessionId]")
+            assert state == [False, None], f"round {round_}"
+        assert await refresh_cookie(context) is None, f"round {round_}"
+        reply = same_site.authsvc.request("GET", "/v1/auth/me", token=pair["access_token"])
+        assert reply.status == 401, f"round {round_}"
 
 
 async def test_an_unlisted_origin_reads_nothing(

@@ -83,6 +83,7 @@ export class Authsvc {
     this._sessionId = null;
     this._csrfToken = this._load();
     this._peer = null; // {promise, resolve} while another tab has announced a refresh
+    this._ended = new Set(); // sessions this tab saw end
     this.refreshes = 0; // refresh requests this tab has sent (for tests and metrics)
     this._channel =
       typeof BroadcastChannel === "function" ? new BroadcastChannel(this._lockName) : null;
@@ -132,33 +133,47 @@ export class Authsvc {
   }
 
   async _endWith(path, reason) {
-    try {
-      // With the cookie, so that authsvc clears it.
-      const response = await this.fetch(this.url(path), { method: "POST", credentials: "include" });
-      if (!response.ok && response.status !== 401) throw await errorOf(response);
-    } finally {
-      this._signedOut(reason, true);
-    }
+    // Under the refresh lock: a refresh in flight in another tab finishes first, so its
+    // answer cannot arrive after this logout and be taken for a live session.
+    await this._locked(async () => {
+      try {
+        // With the cookie, so that authsvc clears it.
+        const init = { method: "POST", credentials: "include" };
+        const response = await this.fetch(this.url(path), init, { locked: true });
+        if (!response.ok && response.status !== 401) throw await errorOf(response);
+      } finally {
+        this._signedOut(reason, true);
+      }
+    });
+  }
+
+  _locked(task) {
+    if (globalThis.navigator?.locks) return navigator.locks.request(this._lockName, task);
+    return task(); // no Web Locks (an insecure context): this tab alone
   }
 
   // --- the access token -------------------------------------------------------------------
 
   /** A live access token: the one held, or a refresh's (shared with the other tabs). */
-  async accessToken() {
+  async accessToken(options = {}) {
     if (this._accessToken && Date.now() < this._expiresAt - this._margin()) {
       return this._accessToken;
     }
-    return this.refresh();
+    return this.refresh(options);
   }
 
   /**
    * Refresh now, once for every tab of the origin: resolves to the new access token.
    * A tab that waited for the lock while another refreshed adopts that tab's token.
    */
-  async refresh() {
+  async refresh({ locked = false } = {}) {
     if (!this.signedIn) throw new SignedOut();
+    if (locked) return this._refreshNow(); // the caller holds the lock already
     const held = this._accessToken;
     const run = async () => {
+      // Let the messages already queued for this tab run first: another tab's result may
+      // have been posted just before it let the lock go.
+      await new Promise((go) => setTimeout(go, 0));
       if (this._accessToken !== held && this._accessToken) return this._accessToken;
       if (this._peer) {
         // Another tab announced a refresh before this one got the lock: its result is
@@ -169,8 +184,7 @@ export class Authsvc {
       if (!this.signedIn) throw new SignedOut();
       return this._refreshNow();
     };
-    if (globalThis.navigator?.locks) return navigator.locks.request(this._lockName, run);
-    return run(); // no Web Locks (an insecure context): this tab alone
+    return this._locked(run);
   }
 
   async _refreshNow() {
@@ -204,20 +218,22 @@ export class Authsvc {
 
   /**
    * fetch() with the access token: refreshed first when it is about to expire, and once
-   * more when the answer is 401 (revoked, or expired in flight). Same arguments as fetch.
+   * more when the answer is 401 `invalid_token` (expired in flight, or not fresh enough for
+   * a sensitive call). Same arguments as fetch; `options.locked` is for a caller that holds
+   * the refresh lock already.
    */
-  async fetch(input, init = {}) {
+  async fetch(input, init = {}, options = {}) {
     const send = (token) => {
       const headers = new Headers(init.headers || {});
       headers.set("Authorization", `Bearer ${token}`);
       return fetch(input, { ...init, headers });
     };
-    const token = await this.accessToken();
+    const token = await this.accessToken(options);
     const response = await send(token);
     if (response.status !== 401 || !(await isTokenRefusal(response))) return response;
     // The access token was refused (its session may just have been refreshed elsewhere,
     // or it is not fresh enough for a sensitive call): once more with a refreshed one.
-    const fresh = await this.refresh();
+    const fresh = await this.refresh(options);
     return send(fresh);
   }
 
@@ -312,7 +328,8 @@ export class Authsvc {
       return;
     }
     if (message.type === "token") {
-      this._adopt(message);
+      // A late answer for a session this tab saw end brings nothing back.
+      if (!this._ended.has(message.session_id)) this._adopt(message);
     } else if (message.type === "signed-out") {
       this._signedOut(message.reason, false);
     }
@@ -332,6 +349,7 @@ export class Authsvc {
 
   _signedOut(reason, tell) {
     const was = this.signedIn || this._accessToken !== null;
+    if (this._sessionId) this._ended.add(this._sessionId);
     this._accessToken = null;
     this._expiresAt = 0;
     this._sessionId = null;
