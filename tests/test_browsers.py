@@ -569,3 +569,46 @@ async def test_the_account_page_signs_in_lists_sessions_ends_one_changes_the_pas
     await page.reload()
     await page.wait_for_selector("#sessions li.current")
     assert await page.locator("#account").is_visible()
+
+
+async def test_the_account_page_ends_all_other_sessions_and_signs_out_everywhere(
+    context: BrowserContext,
+    servers: Servers,
+    tmp_path: Path,
+    store: str,
+    keys_dir: Path,
+    page_errors: list[str],
+) -> None:
+    server = start_authsvc(servers, tmp_path, store, keys_dir)
+    register(server, "alice")
+    others = [server.login("alice") for _ in range(2)]
+
+    page = await context.new_page()
+    page.on("console", lambda m: m.type == "error" and page_errors.append(m.text))
+    await page.goto(server.base_url + "/account")
+    await page.fill("#sign-in-form input[name=username]", "alice")
+    await page.fill("#sign-in-form input[name=password]", TEST_PASSWORD)
+    await page.click("#sign-in-form button[type=submit]")
+    rows = page.locator("#sessions li")
+    await expect(rows).to_have_count(3)
+
+    await page.click("#end-others")
+    await expect(rows).to_have_count(1)
+    await expect(page.locator("#notice")).to_contain_text("2 other sessions ended")
+    for pair in others:
+        assert server.request("GET", "/v1/auth/me", token=pair["access_token"]).status == 401
+        assert server.refresh(pair["refresh_token"]).status == 401
+    # The page's own session lives on, through the cookie: a reload resumes it.
+    await page.reload()
+    await expect(rows).to_have_count(1)
+    session_id = await rows.first.get_attribute("data-session-id")
+
+    await page.click("#sign-out-everywhere")
+    await expect(page.locator("#sign-in")).to_be_visible()
+    await expect(page.locator("#notice")).to_contain_text("Signed out everywhere")
+    assert await refresh_cookie(context) is None
+    # Every session ended: a new login is the only one left.
+    fresh = server.login("alice")
+    listed = server.request("GET", "/v1/auth/sessions", token=fresh["access_token"]).body
+    assert [s["session_id"] for s in listed["sessions"]] == [fresh["session_id"]]
+    assert session_id != fresh["session_id"]
