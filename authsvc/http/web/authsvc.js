@@ -141,6 +141,9 @@ export class Authsvc {
         const init = { method: "POST", credentials: "include" };
         const response = await this.fetch(this.url(path), init, { locked: true });
         if (!response.ok && response.status !== 401) throw await errorOf(response);
+      } catch (error) {
+        // A refresh refused on the way (401, 403): the session is over already.
+        if (!(error instanceof AuthsvcError) || ![401, 403].includes(error.status)) throw error;
       } finally {
         this._signedOut(reason, true);
       }
