@@ -31,6 +31,7 @@ _TOOL_VARIABLES = {
     "AUTHSVC_VENV",
     "AUTHSVC_EXTRAS",
     "AUTHSVC_INSTALL",
+    "AUTHSVC_TEST_CHROMIUM",
 }
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -149,6 +150,8 @@ class Settings:
     jwks_max_age: int = 300
     # How often each instance looks for new keys in keys_dir.
     keys_poll_interval: float = 5.0
+    # The account page (/account): sign in, sessions, password, security events.
+    account_page: bool = True
     log_level: LogLevel = "INFO"
     access_log: bool = True
     log_format: LogFormat = "text"

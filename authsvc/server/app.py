@@ -17,7 +17,7 @@ from authsvc.domain.passwords import Hasher, PasswordPolicy
 from authsvc.domain.ratelimit import Limits, Throttle
 from authsvc.domain.security_events import SecurityEvents
 from authsvc.domain.sessions import SessionService
-from authsvc.http import admin, oauth, ops, v1
+from authsvc.http import admin, oauth, ops, pages, v1
 from authsvc.http.appkeys import (
     ACCOUNTS,
     ACTIVE_KEYS,
@@ -80,6 +80,7 @@ def create_app(
     app.add_routes(oauth.routes)
     app.add_routes(ops.routes)
     app.add_routes(admin.routes)
+    app.add_routes(pages.routes)
     app.cleanup_ctx.append(_keys_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_services_ctx)
