@@ -26,6 +26,7 @@ from support import TEST_PASSWORD, fast_settings, register
 from topologies import SentinelProcesses
 
 from authsvc.config import RateLimit
+from authsvc.store import sentinel as sentinel_module
 
 RETRY_AFTER = 1
 CLIENTS = 6
@@ -237,3 +238,75 @@ async def test_paused_master_keeps_every_write_answered_and_is_not_used_once_res
         f"paused master: new master {promoted - paused:.2f}s after SIGSTOP, resumed at "
         f"{resumed - paused:.2f}s; {kept} writes after the pause kept; 503 window {window}"
     )
+
+
+async def _lands_on(client: Any, sentinel: SentinelProcesses, port: int, username: str) -> bool:
+    """Log in once; True when the keys it wrote went to the server on ``port``."""
+    before = sentinel.dbsize(port)
+    response = await client.post(
+        "/v1/auth/login", json={"username": username, "password": TEST_PASSWORD}
+    )
+    assert response.status in (200, 503), await response.text()
+    return response.status == 200 and sentinel.dbsize(port) > before
+
+
+async def _wait_followed(
+    client: Any, sentinel: SentinelProcesses, old_port: int, new_port: int
+) -> None:
+    """Log in until a login lands on the new master; meanwhile the old one must still be
+    a master (not demoted yet), so it is authsvc that moved, not READONLY that moved it."""
+    for _ in range(200):
+        if await _lands_on(client, sentinel, new_port, "user0"):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("authsvc never wrote to the new master")
+    assert sentinel.role(old_port) == "master", "the old master was demoted before authsvc moved"
+
+
+async def test_watcher_moves_to_another_sentinel_when_its_sentinel_dies(
+    client_for: Any, own_sentinel: SentinelProcesses
+) -> None:
+    _settings, load, running = await _start(client_for, own_sentinel)
+    load.stop.set()
+    await running
+    # The watcher subscribes to the first sentinel of the URL first.
+    own_sentinel.kill_sentinel(0)
+    await asyncio.sleep(0.2)
+    old_port = own_sentinel.force_failover()
+    new_port = await asyncio.to_thread(own_sentinel.wait_for_new_master, old_port)
+    await _wait_followed(load.client, own_sentinel, old_port, new_port)
+
+
+async def test_periodic_check_follows_a_switch_whose_message_was_missed(
+    client_for: Any, own_sentinel: SentinelProcesses, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(sentinel_module, "SWITCH_CHANNEL", "+never-published")
+    monkeypatch.setattr(sentinel_module, "CHECK_INTERVAL", 0.5)
+    _settings, load, running = await _start(client_for, own_sentinel)
+    load.stop.set()
+    await running
+    old_port = own_sentinel.force_failover()
+    new_port = await asyncio.to_thread(own_sentinel.wait_for_new_master, old_port)
+    await _wait_followed(load.client, own_sentinel, old_port, new_port)
+
+
+async def test_readonly_reply_is_retried_once_on_the_new_master(
+    client_for: Any, own_sentinel: SentinelProcesses, monkeypatch: Any
+) -> None:
+    """A client that missed the switch altogether (no message, no periodic check) still
+    has a pooled connection to the old master when it is demoted: the write it sends
+    there is refused with READONLY, so it did not run, and is sent again to the master
+    the sentinels name. The login is answered 200, not 503, and is kept."""
+    monkeypatch.setattr(sentinel_module, "SWITCH_CHANNEL", "+never-published")
+    monkeypatch.setattr(sentinel_module, "CHECK_INTERVAL", 3600.0)
+    settings, load, running = await _start(client_for, own_sentinel)
+    load.stop.set()
+    await running
+    old_port = own_sentinel.force_failover()
+    new_port = await asyncio.to_thread(own_sentinel.wait_for_new_master, old_port)
+    await asyncio.to_thread(own_sentinel.demote, old_port, new_port)
+
+    assert await _lands_on(load.client, own_sentinel, new_port, "user1")
+    fresh = await client_for(settings)
+    assert (await fresh.get("/readyz")).status == 200

@@ -303,7 +303,8 @@ class SentinelProcesses:
 
     @property
     def sentinel_ports(self) -> list[int]:
-        return [sentinel.port for sentinel in self.sentinels]
+        """The ports of the sentinels that run (a test may kill one)."""
+        return [sentinel.port for sentinel in self.sentinels if sentinel.alive]
 
     def start(self, timeout: float = 20.0) -> None:
         """Start master, replica and sentinels; wait until the replica is in sync and every
@@ -486,6 +487,38 @@ class SentinelProcesses:
         finally:
             client.close()
         return port
+
+    def kill_sentinel(self, index: int) -> None:
+        """SIGKILL sentinel ``index`` (in the URL's order)."""
+        self.sentinels[index].kill()
+
+    def demote(self, old_port: int, new_port: int) -> None:
+        """``REPLICAOF`` the new master on the old one: what the sentinels do about ten
+        seconds after a forced failover, done now."""
+        client = _client(old_port)
+        try:
+            client.replicaof(HOST, new_port)
+        finally:
+            client.close()
+        self.wait_demoted(old_port, new_port)
+
+    @staticmethod
+    def dbsize(port: int) -> int:
+        """How many keys the server on ``port`` holds."""
+        client = _client(port)
+        try:
+            return int(client.dbsize())
+        finally:
+            client.close()
+
+    @staticmethod
+    def role(port: int) -> str:
+        """``ROLE``'s first word from the server on ``port``: master or slave."""
+        client = _client(port)
+        try:
+            return str(_command(client, "ROLE")[0])
+        finally:
+            client.close()
 
     def pause_master(self) -> int:
         """SIGSTOP the current master (a partition as its clients see it); return its port."""

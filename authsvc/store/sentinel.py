@@ -54,6 +54,9 @@ logger = logging.getLogger(__name__)
 # how long a missed +switch-master (a sentinel that restarted, a lost pubsub connection)
 # keeps authsvc on the old master.
 CHECK_INTERVAL = 2.0
+# What a sentinel publishes when it has moved the master: "<name> <old ip> <old port>
+# <new ip> <new port>".
+SWITCH_CHANNEL = "+switch-master"
 # The wait before subscribing again when no sentinel answered.
 RESUBSCRIBE_DELAY = 0.5
 
@@ -213,7 +216,7 @@ class MasterWatcher:
     async def _follow(self, client: Redis) -> None:
         pubsub = client.pubsub()
         try:
-            await pubsub.subscribe("+switch-master")
+            await pubsub.subscribe(SWITCH_CHANNEL)
             loop = asyncio.get_running_loop()
             # A switch may have happened while nobody listened: ask once subscribed.
             await self._follow_to(await self._check(client))
@@ -230,7 +233,6 @@ class MasterWatcher:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _switched_to(self, data: Any) -> Address | None:
-        # "<name> <old ip> <old port> <new ip> <new port>"
         text = data.decode() if isinstance(data, bytes) else str(data)
         fields = text.split()
         if len(fields) == 5 and fields[0] == self._service_name and fields[4].isdigit():
