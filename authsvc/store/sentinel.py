@@ -33,6 +33,7 @@ import logging
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import (
     Sentinel,
     SentinelConnectionPool,
@@ -45,7 +46,6 @@ from redis.exceptions import (
     NoPermissionError,
     ReadOnlyError,
     RedisError,
-    TimeoutError,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,8 +57,10 @@ CHECK_INTERVAL = 2.0
 # What a sentinel publishes when it has moved the master: "<name> <old ip> <old port>
 # <new ip> <new port>".
 SWITCH_CHANNEL = "+switch-master"
-# The wait before subscribing again when no sentinel answered.
+# The wait before going round the sentinels again when none answered, doubling up to the
+# cap while none does.
 RESUBSCRIBE_DELAY = 0.5
+RESUBSCRIBE_DELAY_CAP = 5.0
 
 Address = tuple[str, int]
 
@@ -126,11 +128,16 @@ class FollowingConnection(SentinelManagedConnection):
         return response
 
 
+class FollowingSSLConnection(FollowingConnection, SSLConnection):
+    """``FollowingConnection`` over TLS (``rediss+sentinel://``)."""
+
+
 class FollowingPool(SentinelConnectionPool):
     """A Sentinel pool told of every switch by a ``MasterWatcher``."""
 
     def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
-        kwargs["connection_class"] = FollowingConnection
+        tls = kwargs.pop("ssl", False)
+        kwargs["connection_class"] = FollowingSSLConnection if tls else FollowingConnection
         super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
         self.generation = 0
         self.master_address: Address | None = None
@@ -156,8 +163,9 @@ class FollowingPool(SentinelConnectionPool):
     def switch(self, address: Address) -> bool:
         """Follow the master to ``address``; True when it moved.
 
-        Connections of the earlier generation are not reused: idle ones are closed now,
-        those in use on their next send or read.
+        Connections of an earlier generation are not reused: each is closed before its
+        next send, a reply read on one is refused (``MasterSwitched``), and the watcher
+        closes the idle ones at once.
         """
         address = (str(address[0]), int(address[1]))
         if address == self.master_address:
@@ -187,6 +195,7 @@ class MasterWatcher:
         self._pool = pool
         self._service_name = service_name
         self._task: asyncio.Task[None] | None = None
+        self._subscribed = False
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -200,18 +209,23 @@ class MasterWatcher:
 
     async def _run(self) -> None:
         index = 0
+        delay = RESUBSCRIBE_DELAY
         while True:
             clients = self._sentinel.sentinels
             client = clients[index % len(clients)]
             try:
                 await self._follow(client)
-            except (ConnectionError, TimeoutError, OSError) as exc:
-                logger.warning(
-                    "sentinel watch lost (%s): moving to the next sentinel", type(exc).__name__
-                )
+            except (RedisError, OSError) as exc:  # down, hung, or refusing: the next one
+                # Warned once per loss, not once per try while every sentinel is away.
+                log = logger.warning if self._subscribed else logger.debug
+                log("sentinel watch lost (%s): trying the next sentinel", type(exc).__name__)
+            if self._subscribed:
+                self._subscribed = False
+                delay = RESUBSCRIBE_DELAY
             index += 1
             if index % len(clients) == 0:
-                await asyncio.sleep(RESUBSCRIBE_DELAY)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESUBSCRIBE_DELAY_CAP)
 
     async def _follow(self, client: Redis) -> None:
         pubsub = client.pubsub()
@@ -220,6 +234,7 @@ class MasterWatcher:
             loop = asyncio.get_running_loop()
             # A switch may have happened while nobody listened: ask once subscribed.
             await self._follow_to(await self._check(client))
+            self._subscribed = True
             checked = loop.time()
             while True:
                 wait = max(0.0, checked + CHECK_INTERVAL - loop.time())
