@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
@@ -17,6 +18,12 @@ from redis.exceptions import (
 
 from authsvc.errors import StoreUnavailable
 from authsvc.store.errors import translate_errors
+from authsvc.store.sentinel import (
+    FollowingConnection,
+    FollowingPool,
+    FollowingSSLConnection,
+    MasterSwitched,
+)
 from authsvc.store.urls import StoreAddress, parse_store_url
 
 
@@ -77,6 +84,7 @@ class _Failing:
         ResponseError("BUSY Redis is busy running a script."),
         ResponseError("NOREPLICAS Not enough good replicas to write."),
         ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's failing"),
+        MasterSwitched("the master changed while this reply was awaited"),
         ConnectionRefusedError(),
     ],
 )
@@ -94,3 +102,13 @@ async def test_other_redis_errors_are_bugs_not_outages() -> None:
     with pytest.raises(ResponseError):
         await failing.call()
     assert failing.unavailable == 0
+
+
+@pytest.mark.parametrize(
+    ("tls", "connection_class"), [(False, FollowingConnection), (True, FollowingSSLConnection)]
+)
+def test_the_sentinel_pool_keeps_tls_to_the_data_nodes(tls: bool, connection_class: type) -> None:
+    """``rediss+sentinel://`` speaks TLS to the master, as redis-py's own pool would."""
+    sentinel = Sentinel([("127.0.0.1", 1)], ssl=tls)  # type: ignore[no-untyped-call]
+    master = sentinel.master_for("authsvc", connection_pool_class=FollowingPool)
+    assert type(master.connection_pool.make_connection()) is connection_class
