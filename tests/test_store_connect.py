@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from typing import Any
 
 import pytest
@@ -112,3 +113,15 @@ def test_the_sentinel_pool_keeps_tls_to_the_data_nodes(tls: bool, connection_cla
     sentinel = Sentinel([("127.0.0.1", 1)], ssl=tls)  # type: ignore[no-untyped-call]
     master = sentinel.master_for("authsvc", connection_pool_class=FollowingPool)
     assert type(master.connection_pool.make_connection()) is connection_class
+
+
+def test_no_script_catches_a_refused_write() -> None:
+    """READONLY from a script means it wrote nothing, so authsvc may send it again to the
+    new master: a replica refuses a script's first write and ``redis.call`` stops the
+    script there. A ``redis.pcall`` could catch the refusal and let the script answer as
+    if it had written (docs/production.md, Sentinel)."""
+    lua = importlib.resources.files("authsvc.store").joinpath("lua")
+    texts = [entry.read_text("utf-8") for entry in lua.iterdir() if entry.name.endswith(".lua")]
+    texts += [entry.read_text("utf-8") for entry in lua.joinpath("lib").iterdir()]
+    assert len(texts) > 10
+    assert not [text for text in texts if "pcall" in text]
