@@ -155,11 +155,11 @@ async def _start(client_for: Any, sentinel: SentinelProcesses) -> tuple[Any, Loa
     sentinel.wait_replicated()
     load = Load(client)
     running = asyncio.ensure_future(load.run())
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.3)
     return settings, load, running
 
 
-async def _finish(load: Load, running: Any, seconds: float = 1.0) -> None:
+async def _finish(load: Load, running: Any, seconds: float = 0.5) -> None:
     """Keep the load on a little longer (served by the new master), then stop it."""
     await asyncio.sleep(seconds)
     load.stop.set()
