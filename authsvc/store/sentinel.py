@@ -22,7 +22,10 @@ write it takes in that window is discarded when it resyncs from the new master: 
   not run. A replica refuses the first write of an authsvc script with ``READONLY`` and the
   script stops there (``redis.call`` raises; our scripts never ``pcall``), and nothing
   before it wrote; a script declared with ``#!lua flags=`` is refused before it starts;
-  ``MASTERDOWN`` and ``LOADING`` refuse every command before it runs.
+  ``MASTERDOWN`` and ``LOADING`` refuse every command before it runs. A script cannot
+  run half on a master and half after its demotion: a script is atomic, and ``REPLICAOF``
+  runs between commands. So the scripts keep no ``#!lua`` line: flags would add nothing
+  here, and a flagged script that writes is refused outright under OOM.
 """
 
 from __future__ import annotations
