@@ -18,6 +18,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from authsvc.store.sentinel import FollowingPool, MasterWatcher
 from authsvc.store.urls import StoreAddress, parse_store_url
 
 RedisClient: TypeAlias = "Redis | RedisCluster"
@@ -110,12 +111,15 @@ async def _sentinel_master(address: StoreAddress, options: dict[str, Any]) -> As
         health_check_interval=30,
         **options,
     )
-    # A connection to the old master fails or answers READONLY after a failover; the pool
-    # then asks the sentinels again, so the new master is followed without a restart.
-    master = sentinel.master_for(address.service_name)
+    # The watcher follows each switch the sentinels announce before the next command;
+    # a server that answers READONLY or is no master sends the pool to the sentinels.
+    master = sentinel.master_for(address.service_name, connection_pool_class=FollowingPool)
+    watcher = MasterWatcher(sentinel, master.connection_pool, address.service_name)
+    watcher.start()
     try:
         yield master
     finally:
+        await watcher.stop()
         await master.aclose()
         for client in sentinel.sentinels:
             await client.aclose()
