@@ -12,10 +12,10 @@ from authsvc.domain.sessions import Principal
 from authsvc.errors import RegistrationClosed
 from authsvc.http.appkeys import ACCOUNTS, CLOCK, SESSIONS, SETTINGS
 from authsvc.http.bodies import RefreshTokenText, read_json
+from authsvc.http.dpop import authenticated, login_proof, require_login_proof
 from authsvc.http.events import events_response
 from authsvc.http.io import (
     NO_STORE,
-    bearer_token,
     client_ip,
     json_response,
     request_client,
@@ -60,7 +60,12 @@ class DeleteAccountBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def _principal(request: web.Request) -> Principal:
-    return await request.app[SESSIONS].authenticate(bearer_token(request), now=request.app[CLOCK]())
+    """Bearer, or DPoP with its proof for a bound token (``authsvc.http.dpop``)."""
+    return await authenticated(request)
+
+
+async def _principal_forwarded(request: web.Request) -> Principal:
+    return await authenticated(request, forwarded=True)
 
 
 @routes.post("/v1/users")
@@ -98,9 +103,11 @@ async def change_password(request: web.Request) -> web.Response:
 @routes.post("/v1/auth/login")
 async def login(request: web.Request) -> web.Response:
     body = await read_json(request, LoginBody)
+    proof = login_proof(request)  # binds the session to its key (RFC 9449 §5)
+    require_login_proof(request, proof)
     client = request_client(request, device=body.device or "")
     pair = await request.app[SESSIONS].login(
-        body.username, body.password, client, now=request.app[CLOCK]()
+        body.username, body.password, client, now=request.app[CLOCK](), proof=proof
     )
     return token_response(pair)
 
@@ -109,8 +116,9 @@ async def login(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     body = await read_json(request, RefreshBody)
     pair = await request.app[SESSIONS].refresh(
-        body.refresh_token, client=request_client(request), now=request.app[CLOCK]()
-    )
+        body.refresh_token, client=request_client(request), now=request.app[CLOCK](),
+        proof=login_proof(request),  # a bound session's refresh needs its key's proof
+    )  # fmt: skip
     return token_response(pair)
 
 
@@ -184,8 +192,11 @@ async def me(request: web.Request) -> web.Response:
 
 @routes.get("/v1/auth/verify")
 async def verify(request: web.Request) -> web.Response:
-    """Forward-auth: 200 with identity headers for a live session, else 401."""
-    principal = await _principal(request)
+    """Forward-auth: 200 with identity headers for a live session, else 401.
+
+    A DPoP proof is checked against the request the gateway forwards (X-Forwarded-*).
+    """
+    principal = await _principal_forwarded(request)
     return web.Response(
         status=200,
         headers={

@@ -9,7 +9,8 @@ several of them run on Redis Cluster too (all their keys hash to one slot):
                                         least recently used first
     authsvc:{<uid>}:s:<sid>       hash  one session: n (position of the chain's current
                                         token), h (its hash), c (created_at), d (device),
-                                        a (user agent), i (ip)
+                                        a (user agent), i (ip), and for a session bound
+                                        to a DPoP key k (its RFC 7638 thumbprint)
     authsvc:{<uid>}:g:<sid>       str   the last rotation's successor (its refresh token, its
                                         access token's iat and jti), sealed with the token
                                         it replaced; kept only through the grace window
@@ -23,6 +24,10 @@ several of them run on Redis Cluster too (all their keys hash to one slot):
                                   str   a token bucket: when it is full again (ms); scopes
                                         login-user, login-ip, registration-ip, refresh-ip,
                                         client-auth-ip
+    authsvc:dpop:{<jkt>}:<jti digest>
+                                  str   a DPoP proof's jti, seen once (SET NX): kept for the
+                                        proof's window, so the key count is bounded by the
+                                        proofs of the last two minutes
     authsvc:ratelimit:login-failures:<sha256(name)>
                                   zset  attempt id -> time: an account's login attempts
                                         since its last success, within the failure window
@@ -52,6 +57,7 @@ or their window has passed. Expiry is decided by the scripts comparing stored ti
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 PREFIX = "authsvc"
@@ -90,6 +96,13 @@ def username(normalized_username: str) -> str:
 
 def rate_limit(scope: str, value: str) -> str:
     return f"{PREFIX}:ratelimit:{scope}:{_digest(value)}"
+
+
+def dpop_proof(jkt: str, jti: str) -> str:
+    # Tagged by the key: one client's proofs share a slot. The jti (the client's to choose,
+    # up to 128 characters) is hashed to 128 bits, so every such key has the same size.
+    digest = base64.urlsafe_b64encode(hashlib.sha256(jti.encode()).digest()[:16]).rstrip(b"=")
+    return f"{PREFIX}:dpop:{{{jkt}}}:{digest.decode()}"
 
 
 def login_failures(normalized_username: str) -> str:
