@@ -23,6 +23,7 @@ from support import TEST_PASSWORD, FakeClock, RedisProcess, fast_settings, free_
 from authsvc.client import (
     AuthClient,
     AuthSession,
+    DpopKey,
     InvalidCredentials,
     InvalidGrant,
     InvalidToken,
@@ -86,6 +87,9 @@ async def start_authsvc(
     aiohttp_server: Any, settings: Settings, clock: FakeClock, key_ring: KeyRing
 ) -> Authsvc:
     recorder = Recorder()
+    # The issuer is the URL the client calls: DPoP proofs name it (htu).
+    port = free_port()
+    settings = dataclasses.replace(settings, issuer=f"http://127.0.0.1:{port}")
     app = create_app(settings, clock=clock, key_ring=key_ring)
 
     @web.middleware
@@ -93,7 +97,7 @@ async def start_authsvc(
         return await recorder.observe(request, handler)
 
     app.middlewares.append(record)
-    server = await aiohttp_server(app)
+    server = await aiohttp_server(app, host="127.0.0.1", port=port)
     return Authsvc(f"http://{server.host}:{server.port}", recorder, settings)
 
 
@@ -125,10 +129,17 @@ async def register(url: str, username: str) -> None:
         assert r.status == 201, await r.text()
 
 
-async def get_json(url: str, access_token: str) -> tuple[int, Any]:
+async def get_json(url: str, access_token: str, key: DpopKey | None = None) -> tuple[int, Any]:
+    """GET with the access token: as DPoP with a proof by ``key`` when given."""
+    headers = {"Authorization": f"Bearer {access_token}"}
+    if key is not None:
+        headers = {
+            "Authorization": f"DPoP {access_token}",
+            "DPoP": key.proof("GET", url, access_token),
+        }
     async with (
         aiohttp.ClientSession() as http,
-        http.get(url, headers={"Authorization": f"Bearer {access_token}"}) as response,
+        http.get(url, headers=headers) as response,
     ):
         return response.status, await response.json()
 
@@ -143,10 +154,12 @@ async def test_login_returns_a_token_pair_with_expiry_by_the_clients_clock(
 
     assert tokens.expires_at == clock.now + authsvc.settings.access_token_ttl
     assert tokens.refresh_expires_at == clock.now + authsvc.settings.refresh_token_ttl
-    status, me = await get_json(authsvc.url + ME, tokens.access_token)
+    status, me = await get_json(authsvc.url + ME, tokens.access_token, auth.dpop_key)
     assert status == 200
     assert me["session_id"] == tokens.session_id
-    status, listing = await get_json(authsvc.url + "/v1/auth/sessions", tokens.access_token)
+    status, listing = await get_json(
+        authsvc.url + "/v1/auth/sessions", tokens.access_token, auth.dpop_key
+    )
     assert [s["device"] for s in listing["sessions"]] == ["laptop"]
 
 
@@ -171,8 +184,8 @@ async def test_change_password_keeps_this_session_and_ends_the_others(
     with pytest.raises(WeakPassword):
         await auth.change_password(tokens.access_token, TEST_PASSWORD, "short")
     await auth.change_password(tokens.access_token, TEST_PASSWORD, "a long new passphrase here")
-    assert (await get_json(authsvc.url + ME, tokens.access_token))[0] == 200
-    assert (await get_json(authsvc.url + ME, other.access_token))[0] == 401
+    assert (await get_json(authsvc.url + ME, tokens.access_token, auth.dpop_key))[0] == 200
+    assert (await get_json(authsvc.url + ME, other.access_token, auth.dpop_key))[0] == 401
     assert (await auth.login("alice", "a long new passphrase here")).session_id
 
 
@@ -182,7 +195,7 @@ async def test_delete_account_ends_every_session(
     with pytest.raises(InvalidCredentials):
         await auth.delete_account(tokens.access_token, "not my password")
     await auth.delete_account(tokens.access_token, TEST_PASSWORD)
-    assert (await get_json(authsvc.url + ME, tokens.access_token))[0] == 401
+    assert (await get_json(authsvc.url + ME, tokens.access_token, auth.dpop_key))[0] == 401
     with pytest.raises(InvalidCredentials):
         await auth.login("alice", TEST_PASSWORD)
     with pytest.raises(InvalidToken):
@@ -332,7 +345,7 @@ async def test_second_401_is_returned_to_the_caller(
     async with api.get(server.make_url("/")) as response:
         assert response.status == 401
     assert authsvc.recorder.hits[REFRESH] == 1
-    assert seen == [f"Bearer {tokens.access_token}", f"Bearer {api.tokens.access_token}"]
+    assert seen == [f"DPoP {tokens.access_token}", f"DPoP {api.tokens.access_token}"]
 
 
 @pytest.mark.parametrize("fault", ["disconnect", "bad_gateway"])

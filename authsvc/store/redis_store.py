@@ -113,6 +113,7 @@ class Store:
         execute = (
             CommandBatcher(redis).execute if isinstance(redis, Redis) else redis.execute_command
         )
+        self._execute = execute
         scripts = {name: Script(redis, name, execute) for name in _SCRIPTS}
         self._scripts = tuple(scripts.values())
         self._login = scripts["login"]
@@ -595,7 +596,9 @@ class Store:
         One SET NX: atomic, one key per proof of the last ``ttl`` seconds, whatever the
         number of sessions (RFC 9449 §11.1).
         """
-        return bool(await self.redis.set(keyspace.dpop_proof(jkt, jti), b"", nx=True, ex=ttl))
+        # Through the batcher: a resource call sends it with its session check (one turn).
+        key = keyspace.dpop_proof(jkt, jti)
+        return await self._execute("SET", key, b"", "NX", "EX", ttl) is not None
 
     # -- rate limits -------------------------------------------------------------------
 
