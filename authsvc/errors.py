@@ -20,6 +20,7 @@ AuthsvcError                       {"error", "error_description"}, status
 ├── InvalidClient                  401 invalid_client, WWW-Authenticate: Basic
 ├── RegistrationClosed             403 registration_closed
 ├── AccountDisabled                403 account_disabled
+├── InvalidCsrf                    403 invalid_csrf
 ├── NotFound                       404 not_found
 ├── MethodNotAllowed               405 method_not_allowed
 ├── UsernameTaken                  409 username_taken
@@ -189,6 +190,14 @@ class AccountDisabled(AuthsvcError):
     code = "account_disabled"
     status = 403
     default_description = "this account is disabled"
+
+
+class InvalidCsrf(AuthsvcError):
+    """A cookie-mode refresh without the session's X-CSRF-Token, or from a foreign Origin."""
+
+    code = "invalid_csrf"
+    status = 403
+    default_description = "the X-CSRF-Token header or the Origin is missing or wrong"
 
 
 class NotFound(AuthsvcError):

@@ -20,6 +20,7 @@ from authsvc.domain.security_events import SecurityEvents
 from authsvc.errors import (
     AccountDisabled,
     InvalidCredentials,
+    InvalidCsrf,
     InvalidDpopProof,
     InvalidDpopToken,
     InvalidGrant,
@@ -252,10 +253,15 @@ class SessionService:
         ):
             raise InvalidDpopProof("this DPoP proof was used already", resource=resource)
 
+    def csrf_token(self, session_id: str) -> str:
+        """The CSRF token of a session in cookie mode (derived: nothing is stored)."""
+        return self._refresh.csrf_token(session_id)
+
     async def refresh(
         self,
         refresh_token: str,
         *,
+        csrf_token: str | None = None,
         client: ClientInfo = NO_CLIENT,
         now: int,
         proof: Proof | None = None,
@@ -263,12 +269,15 @@ class SessionService:
         """Rotate a refresh token; a replay after the grace window revokes the session
         (and records a ``refresh_replay`` event of the request's ``client``).
 
-        A session bound to a DPoP key needs ``proof`` by that key; without it the rotation
-        script refuses before deciding anything else, so nothing rotates or is revoked.
+        ``csrf_token``, for a refresh token that came in the cookie, must be its session's;
+        it is checked before the store is asked, so a refusal changes nothing. A session
+        bound to a DPoP key needs ``proof`` by that key; without it the rotation script
+        refuses before deciding anything else, so nothing rotates or is revoked.
 
         Raises:
             InvalidGrant: the token is malformed, unknown, expired, revoked or replayed, or
                 its session is bound to a DPoP key the request did not prove.
+            InvalidCsrf: ``csrf_token`` is given and is not the session's.
             InvalidDpopProof: the proof's jti was seen before.
             RateLimited: too many refreshes from this client address.
         """
@@ -278,7 +287,12 @@ class SessionService:
         # bucket and rotates; only a rotation or a grace retry is signed for, after it.
         try:
             presented = self._refresh.parse(refresh_token)
-        except InvalidGrant:
+            if csrf_token is not None:
+                # Before the rotation: a page that can make the browser send the cookie
+                # but cannot read the CSRF token must not rotate, and a replay of an old
+                # cookie without it must not revoke.
+                self._refresh.check_csrf(presented, csrf_token)
+        except (InvalidGrant, InvalidCsrf):
             self._events.refresh_finished("invalid")
             raise
         user_id, session_id = presented.user_id, presented.session_id

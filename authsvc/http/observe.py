@@ -1,6 +1,6 @@
 """What every request goes through: its request id, the contract's error body for any
-exception, its metrics, and the headers every response carries (X-Request-Id, a Server
-header that names no versions)."""
+exception, its metrics, CORS preflights, and the headers every response carries
+(X-Request-Id, a Server header that names no versions, CORS for a listed origin)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 
 from authsvc.http.appkeys import METRICS
 from authsvc.http.bodies import read_body
+from authsvc.http.cors import add_cors_headers, preflight
 from authsvc.http.errors import contract_error_response
 from authsvc.telemetry.metrics import UNMATCHED_ROUTE
 from authsvc.telemetry.requestid import HEADER, current_request_id, new_request_id, request_id_for
@@ -47,7 +48,9 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             # Decoded here, whatever the route: a coding that fails fails before any
             # handler, not in aiohttp after the answer (an ERROR and a traceback there).
             await read_body(request)
-        response = await handler(request)
+        # A preflight is answered here: no route takes OPTIONS (http/cors.py).
+        answer = preflight(request) if request.method == hdrs.METH_OPTIONS else None
+        response = await handler(request) if answer is None else answer
     except Exception as exc:
         error = contract_error_response(request, exc)
         if error is None:  # a redirect, or an aiohttp error page without a contract body
@@ -85,3 +88,4 @@ async def set_response_headers(request: web.Request, response: web.StreamRespons
     response.headers[HEADER] = request.get(REQUEST_ID) or new_request_id()
     # aiohttp's default names the Python and aiohttp versions: no need to tell scanners.
     response.headers["Server"] = SERVER
+    add_cors_headers(request, response)
