@@ -24,10 +24,10 @@ several of them run on Redis Cluster too (all their keys hash to one slot):
                                   str   a token bucket: when it is full again (ms); scopes
                                         login-user, login-ip, registration-ip, refresh-ip,
                                         client-auth-ip
-    authsvc:dpop:{<jkt>}:<jti digest>
-                                  str   a DPoP proof's jti, seen once (SET NX): kept for the
-                                        proof's window, so the key count is bounded by the
-                                        proofs of the last two minutes
+    authsvc:dpop:<digest of jkt and jti>
+                                  str   a DPoP proof's jti, seen once (SET NX), empty: kept
+                                        for the proof's window, so the keys are bounded by
+                                        the proofs of the last two minutes
     authsvc:ratelimit:login-failures:<sha256(name)>
                                   zset  attempt id -> time: an account's login attempts
                                         since its last success, within the failure window
@@ -99,10 +99,11 @@ def rate_limit(scope: str, value: str) -> str:
 
 
 def dpop_proof(jkt: str, jti: str) -> str:
-    # Tagged by the key: one client's proofs share a slot. The jti (the client's to choose,
-    # up to 128 characters) is hashed to 128 bits, so every such key has the same size.
-    digest = base64.urlsafe_b64encode(hashlib.sha256(jti.encode()).digest()[:16]).rstrip(b"=")
-    return f"{PREFIX}:dpop:{{{jkt}}}:{digest.decode()}"
+    # A jti is unique per key (RFC 9449 §11.1): the pair, hashed to 128 bits, names one
+    # small key of fixed size whatever the client chose (a jti has up to 128 characters).
+    # One key per command, so no hash tag is needed on Cluster.
+    digest = hashlib.sha256(f"{jkt}.{jti}".encode()).digest()[:16]
+    return f"{PREFIX}:dpop:{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
 
 
 def login_failures(normalized_username: str) -> str:
