@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp import web
 from support import TEST_PASSWORD, FakeClock, RedisProcess, fast_settings, free_port
@@ -427,3 +428,75 @@ async def test_cancelled_request_does_not_cancel_the_refresh_it_started(
     assert authsvc.recorder.hits[REFRESH] == 1
     assert len(saved) == 1
     assert api.tokens.refresh_token != tokens.refresh_token
+
+
+# DPoP (RFC 9449): the client's key
+
+
+async def test_the_client_binds_its_sessions_to_one_key_made_once(
+    auth: AuthClient, authsvc: Authsvc
+) -> None:
+    key = auth.dpop_key
+    assert key is not None
+    first = await auth.login("alice", TEST_PASSWORD)
+    second = await auth.login("alice", TEST_PASSWORD)
+    assert auth.dpop_key is key
+    assert first.token_type == second.token_type == "DPoP"
+    for pair in (first, second):
+        claims = jwt.decode(pair.access_token, options={"verify_signature": False})
+        assert claims["cnf"] == {"jkt": key.thumbprint}
+
+
+async def test_refresh_and_api_calls_are_signed_and_single_flight_holds(
+    auth: AuthClient, tokens: TokenPair, authsvc: Authsvc, clock: FakeClock
+) -> None:
+    api = AuthSession(auth, tokens)
+    clock.now = tokens.expires_at + 1
+    statuses = []
+    for _ in range(3):
+        async with api.get(authsvc.url + ME) as response:
+            statuses.append(response.status)
+    assert statuses == [200, 200, 200]
+    assert authsvc.recorder.hits[REFRESH] == 1
+    refreshed = await auth.refresh(api.tokens.refresh_token)
+    assert refreshed.token_type == "DPoP"
+    await auth.logout(refreshed.access_token)
+    status, _ = await get_json(authsvc.url + ME, refreshed.access_token, auth.dpop_key)
+    assert status == 401
+
+
+async def test_tokens_copied_to_another_client_are_refused_without_ending_the_session(
+    auth: AuthClient, tokens: TokenPair, authsvc: Authsvc, clock: FakeClock
+) -> None:
+    async with AuthClient(authsvc.url, clock=clock) as other:
+        with pytest.raises(InvalidGrant):
+            await other.refresh(tokens.refresh_token)
+        # Its proofs are by another key: the API refuses the access token, and the refresh
+        # that follows is refused too.
+        with pytest.raises(SessionExpired):
+            await AuthSession(other, tokens).get(authsvc.url + ME)
+    async with AuthClient(authsvc.url, clock=clock, dpop=False) as keyless:
+        with pytest.raises(InvalidGrant):
+            await keyless.refresh(tokens.refresh_token)
+    assert (await get_json(authsvc.url + ME, tokens.access_token))[0] == 401  # as Bearer
+    assert (await get_json(authsvc.url + ME, tokens.access_token, auth.dpop_key))[0] == 200
+    assert (await auth.refresh(tokens.refresh_token)).session_id == tokens.session_id
+
+
+async def test_a_client_without_dpop_makes_bearer_sessions(
+    authsvc: Authsvc, clock: FakeClock
+) -> None:
+    async with AuthClient(authsvc.url, clock=clock, dpop=False) as auth:
+        assert auth.dpop_key is None
+        tokens = await auth.login("alice", TEST_PASSWORD)
+        assert tokens.token_type == "Bearer"
+        async with AuthSession(auth, tokens).get(authsvc.url + ME) as response:
+            assert response.status == 200
+
+
+async def test_a_dpop_key_can_be_kept_across_clients(authsvc: Authsvc, clock: FakeClock) -> None:
+    key = DpopKey(clock=clock)
+    async with AuthClient(authsvc.url, clock=clock, dpop=key) as first:
+        tokens = await first.login("alice", TEST_PASSWORD)
+    async with AuthClient(authsvc.url, clock=clock, dpop=key) as second:
+        assert (await second.refresh(tokens.refresh_token)).token_type == "DPoP"
