@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 import pytest
 import redis.asyncio
+from contract import assert_documented
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from support import TEST_PASSWORD, FakeClock, assert_error, assert_invalid_token, register
@@ -697,3 +698,40 @@ async def test_off_mode_ignores_the_dpop_header(
     response = await client.get(ME, headers=key.headers("GET", ME, pair["access_token"]))
     await assert_error(response, 401, "invalid_token")
     assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+# -- the OpenAPI document describes it ---------------------------------------------------
+
+
+async def test_dpop_answers_are_as_documented(make_client: Any, key: Key, thief: Key) -> None:
+    client = await make_client(introspection_clients=(("gw", "s3cret"),), password_grant=True)
+    await register(client)
+    response = await _login(client, key)
+    await assert_documented(response, "POST", LOGIN, 200)
+    pair = await response.json()
+    await assert_documented(await _login(client, key, DPoP="garbage"), "POST", LOGIN, 401)
+    await assert_documented(
+        await _refresh(client, pair["refresh_token"], thief), "POST", REFRESH, 401
+    )
+    form = {"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]}
+    refused = await client.post(TOKEN, data=form, headers={"DPoP": "garbage"})
+    await assert_documented(refused, "POST", TOKEN, 400)
+    token = pair["access_token"]
+    for headers in (
+        {"Authorization": f"DPoP {token}"},
+        {"Authorization": f"DPoP {token}", "DPoP": key.proof("GET", ME)},
+        {"Authorization": f"Bearer {token}"},
+    ):
+        await assert_documented(await client.get(ME, headers=headers), "GET", ME, 401)
+    await assert_documented(
+        await client.get(ME, headers=key.headers("GET", ME, token)), "GET", ME, 200
+    )
+    basic = "Basic " + base64.b64encode(b"gw:s3cret").decode()
+    introspected = await client.post(
+        "/oauth/introspect", data={"token": token}, headers={"Authorization": basic}
+    )
+    await assert_documented(introspected, "POST", "/oauth/introspect", 200)
+    metadata = await client.get("/.well-known/oauth-authorization-server")
+    await assert_documented(metadata, "GET", "/.well-known/oauth-authorization-server", 200)
+    required = await make_client(dpop="required")
+    await assert_documented(await _login(required, None), "POST", LOGIN, 400)
