@@ -15,9 +15,9 @@ from aiohttp import web
 
 from authsvc.domain.sessions import Principal
 from authsvc.errors import InvalidDpopProof, InvalidDpopToken, InvalidToken, MissingDpopProof
-from authsvc.http.appkeys import CLOCK, SESSIONS, SETTINGS
+from authsvc.http.appkeys import CLOCK, DPOP_PROOFS, SESSIONS, SETTINGS
 from authsvc.http.io import B64TOKEN, authorization
-from authsvc.tokens.dpop import Proof, verify_proof
+from authsvc.tokens.dpop import Proof
 
 DPOP_HEADER = "DPoP"
 
@@ -88,7 +88,7 @@ def login_proof(request: web.Request) -> Proof | None:
     if header is None:
         return None
     method, url = request_target(request)
-    return verify_proof(header, method=method, url=url, now=request.app[CLOCK]())
+    return request.app[DPOP_PROOFS].verify(header, method=method, url=url, now=request.app[CLOCK]())
 
 
 def require_login_proof(request: web.Request, proof: Proof | None) -> None:
@@ -119,7 +119,9 @@ async def authenticated(request: web.Request, *, forwarded: bool = False) -> Pri
             header = _header(request)
             if header is not None:
                 method, url = forwarded_target(request) if forwarded else request_target(request)
-                proof = verify_proof(header, method=method, url=url, now=now, access_token=token)
+                proof = request.app[DPOP_PROOFS].verify(
+                    header, method=method, url=url, now=now, access_token=token
+                )
         return await request.app[SESSIONS].authenticate(token, now=now, dpop=dpop, proof=proof)
     except InvalidDpopProof as exc:
         # On a resource, a proof's error carries the DPoP challenge (RFC 9449 §7.1).

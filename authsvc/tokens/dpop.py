@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -121,14 +122,76 @@ def normalized_url(url: str) -> str:
     return f"{scheme}://{netloc}{parts.path or '/'}"
 
 
-def verify_proof(
-    proof: str, *, method: str, url: str, now: int, access_token: str | None = None
-) -> Proof:
-    """Check a proof for the request ``method`` ``url`` at ``now`` (RFC 9449 §4.3, steps
-    1 to 11 but the jti's), and its ``ath`` against ``access_token`` when given.
+@dataclass(frozen=True, slots=True)
+class _ProofKey:
+    """What a proof's header says, once checked: its algorithm, key and thumbprint."""
+
+    alg: str
+    key: Any
+    jkt: str
+
+
+class ProofVerifier:
+    """Checks proofs; one per application (it keeps what it learnt of headers).
+
+    A client signs all its proofs under one header (``typ``, ``alg``, ``jwk``), so the
+    header segment of a proof seen before is byte for byte one PyJWT has parsed and this
+    class has checked: a bounded cache maps it to the key, and a later proof with that
+    exact segment is verified by PyJWT in one parse, without building the key again. The
+    segment is only a cache key here; PyJWT parses and verifies every proof whole.
+    """
+
+    def __init__(self, cache_size: int = 4096) -> None:
+        self._jws = jwt.PyJWS()
+        self._keys: OrderedDict[str, _ProofKey] = OrderedDict()
+        self._cache_size = cache_size
+
+    def verify(
+        self, proof: str, *, method: str, url: str, now: int, access_token: str | None = None
+    ) -> Proof:
+        """Check a proof for the request ``method`` ``url`` at ``now`` (RFC 9449 §4.3,
+        steps 1 to 11 but the jti's), and its ``ath`` against ``access_token`` when given.
+
+        Raises:
+            InvalidDpopProof: naming the first check that failed.
+        """
+        segment = proof.partition(".")[0]
+        known = self._keys.get(segment)
+        if known is None:
+            known = _header_key(proof)
+            self._keys[segment] = known
+            if len(self._keys) > self._cache_size:
+                self._keys.popitem(last=False)
+        else:
+            self._keys.move_to_end(segment)
+        # (6) the signature, by the key in the header, with the algorithm its key takes.
+        try:
+            signed = self._jws.decode_complete(proof, known.key, algorithms=[known.alg])
+            claims = _decode_claims(signed["payload"])
+        except (jwt.PyJWTError, msgspec.DecodeError):
+            raise InvalidDpopProof("the proof's signature or claims are invalid") from None
+        # (8) htm; (9) htu, both normalised; (11) iat within the window.
+        if claims.htm != method:
+            raise InvalidDpopProof("the proof's htm is not this request's method")
+        if normalized_url(claims.htu) != normalized_url(url):
+            raise InvalidDpopProof("the proof's htu is not this request's URL")
+        if abs(now - claims.iat) > PROOF_WINDOW:
+            raise InvalidDpopProof("the proof's iat is not within 60 seconds of the server's clock")
+        # (12) at a resource: ath is the hash of the access token that came with it.
+        if access_token is not None and (
+            claims.ath is None
+            or not hmac.compare_digest(claims.ath, access_token_hash(access_token))
+        ):
+            raise InvalidDpopProof("the proof's ath does not match the access token")
+        return Proof(jkt=known.jkt, jti=claims.jti, iat=claims.iat)
+
+
+def _header_key(proof: str) -> _ProofKey:
+    """The checks of a proof's header (§4.3 steps 2 to 5 and 7), and the key it names.
 
     Raises:
-        InvalidDpopProof: naming the first check that failed.
+        InvalidDpopProof: not a JWT, another typ or alg, no jwk, a private or malformed
+            jwk, or one that is not a key of the alg.
     """
     # §4.3 (2), (3): one well-formed JWT, whose header PyJWT parses.
     try:
@@ -154,23 +217,19 @@ def verify_proof(
         raise InvalidDpopProof("the proof's jwk is malformed") from None
     if (public.kty, public.crv) != _KEY_OF_ALG[alg]:
         raise InvalidDpopProof("the proof's jwk is not a key of its alg")
-    # (6) the signature, by the key in the header, with the algorithm its key type takes.
     try:
-        key = jwt.PyJWK(jwk, algorithm=alg)
-        signed = jwt.PyJWS().decode_complete(proof, key.key, algorithms=[alg])
-        claims = _decode_claims(signed["payload"])
-    except (jwt.PyJWTError, msgspec.DecodeError):
-        raise InvalidDpopProof("the proof's signature or claims are invalid") from None
-    # (8) htm; (9) htu, both normalised; (11) iat within the window.
-    if claims.htm != method:
-        raise InvalidDpopProof("the proof's htm is not this request's method")
-    if normalized_url(claims.htu) != normalized_url(url):
-        raise InvalidDpopProof("the proof's htu is not this request's URL")
-    if abs(now - claims.iat) > PROOF_WINDOW:
-        raise InvalidDpopProof("the proof's iat is not within 60 seconds of the server's clock")
-    # (12) at a resource: ath is the hash of the access token that came with it.
-    if access_token is not None and (
-        claims.ath is None or not hmac.compare_digest(claims.ath, access_token_hash(access_token))
-    ):
-        raise InvalidDpopProof("the proof's ath does not match the access token")
-    return Proof(jkt=thumbprint(jwk), jti=claims.jti, iat=claims.iat)
+        key = jwt.PyJWK(jwk, algorithm=alg).key
+    except jwt.PyJWTError:
+        raise InvalidDpopProof("the proof's jwk is not a valid key") from None
+    return _ProofKey(alg=alg, key=key, jkt=thumbprint(jwk))
+
+
+def verify_proof(
+    proof: str, *, method: str, url: str, now: int, access_token: str | None = None
+) -> Proof:
+    """``ProofVerifier().verify``, for a single proof.
+
+    Raises:
+        InvalidDpopProof: naming the first check that failed.
+    """
+    return ProofVerifier().verify(proof, method=method, url=url, now=now, access_token=access_token)
