@@ -288,7 +288,7 @@ def _cast(name: str, raw: object) -> object:
     if name in ("introspection_clients", "admin_clients"):
         return _parse_clients(str(raw))
     if name == "cors_origins":
-        return _parse_origins(",".join(raw) if isinstance(raw, list) else str(raw))
+        return _parse_origins(",".join(map(str, raw)) if isinstance(raw, list) else str(raw))
     if name == "trusted_proxies":
         return _parse_networks(",".join(raw) if isinstance(raw, list) else str(raw))
     if kind == "bool":

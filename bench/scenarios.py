@@ -16,6 +16,7 @@ from pathlib import Path
 from fixtures import Fixtures, Session
 from harness import BenchError, WrkRun
 from processes import HttpServer
+from stack import BENCH_ORIGIN
 
 SEEN_TOKENS = 32  # sessions whose access tokens verify, me and introspect cycle through
 GRACE_TOKENS = 32  # used-once refresh tokens that refresh_grace cycles through
@@ -66,6 +67,12 @@ SCENARIOS = (
         "verify_dpop",
         "GET /v1/auth/verify, 32 DPoP-bound tokens seen before, a fresh proof each",
         "get_dpop.lua",
+        "/v1/auth/verify",
+    ),
+    Scenario(
+        "verify_origin",
+        "GET /v1/auth/verify, 32 tokens seen before, from a listed Origin (CORS headers)",
+        "get.lua",
         "/v1/auth/verify",
     ),
     Scenario(
@@ -165,6 +172,9 @@ class Workload:
             return self._file(name, self._used_once(GRACE_TOKENS)), []
         if name in ("verify", "me"):
             return self._file(name, [s.access_token for s in self.seen]), []
+        if name == "verify_origin":
+            self._check_cors(self.seen[0].access_token)
+            return self._file(name, [s.access_token for s in self.seen]), [BENCH_ORIGIN]
         if name == "verify_fresh":
             self.fresh_count = int(seconds * self.fresh_rate) + 1_000
             return self._file(name, self.fixtures.sign_fresh(self.seen, self.fresh_count)), []
@@ -197,6 +207,13 @@ class Workload:
             if run.requests > self.fresh_count:
                 return f"{run.requests} requests for {self.fresh_count} fresh tokens: some repeated"
         return None
+
+    def _check_cors(self, access_token: str) -> None:
+        """verify_origin measures what it says: the server answers the Origin with CORS."""
+        headers = {"Authorization": f"Bearer {access_token}", "Origin": BENCH_ORIGIN}
+        status, answer = self.server.get_headers("/v1/auth/verify", headers)
+        if status != 200 or answer.get("Access-Control-Allow-Origin") != BENCH_ORIGIN:
+            raise BenchError(f"verify from {BENCH_ORIGIN} answered {status} without CORS headers")
 
     def _used_once(self, count: int) -> list[str]:
         """Refresh tokens rotated once by the server: presenting one again is a grace retry."""

@@ -207,6 +207,21 @@ async def test_a_preflight_off_the_routes_is_a_404(client: Any) -> None:
     assert "Access-Control-Allow-Methods" not in response.headers
 
 
+async def test_a_preflight_is_counted_under_its_route(client: Any) -> None:
+    await client.options(
+        "/v1/auth/sessions/AAAAAAAAAAAAAAAAAAAAAA",
+        headers={"Origin": APP, "Access-Control-Request-Method": "DELETE"},
+    )
+    metrics = await (await client.get("/metrics")).text()
+    counted = [
+        line for line in metrics.splitlines()
+        if line.startswith("authsvc_http_requests_total{") and 'method="OPTIONS"' in line
+    ]  # fmt: skip
+    assert len(counted) == 1
+    assert 'route="/v1/auth/sessions/{session_id}"' in counted[0]
+    assert 'status="204"' in counted[0]
+
+
 def test_cors_origins_are_read_as_exact_origins() -> None:
     settings = load_settings({"AUTHSVC_CORS_ORIGINS": f" {APP} ,{DEV},"})
     assert settings.cors_origins == (APP, DEV)

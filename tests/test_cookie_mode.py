@@ -280,16 +280,25 @@ async def test_a_body_token_wins_over_the_cookie(client: Any) -> None:
     assert (await cookie_refresh(client, cookie, cookie_pair["csrf_token"])).status == 200
 
 
-async def test_a_cookie_token_is_an_ordinary_refresh_token(client: Any) -> None:
+async def test_a_cookie_token_is_an_ordinary_refresh_token(client: Any, clock: FakeClock) -> None:
+    """One chain whichever way its tokens travel: rotated in the body, the cookie's token
+    is used up like any other (within the grace: the same successor; after it: a replay)."""
     await register(client)
     pair, cookie = await cookie_login(client)
     response = await client.post("/v1/auth/refresh", json={"refresh_token": cookie})
     assert response.status == 200
-    assert (await response.json())["session_id"] == pair["session_id"]
-    # ...and used up by that rotation like any other: presented again past the grace window
-    # (the FakeClock stays put here, so within it: the same successor).
+    rotated = await response.json()
+    assert rotated["session_id"] == pair["session_id"]
     again = await cookie_refresh(client, cookie, pair["csrf_token"])
     assert again.status == 200
+    assert set_cookie(again)[COOKIE].value == rotated["refresh_token"]
+    clock.advance(11)
+    replay = await cookie_refresh(client, cookie, pair["csrf_token"])
+    await assert_error(replay, 401, "invalid_grant")
+    refused = await client.post(
+        "/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]}
+    )
+    await assert_error(refused, 401, "invalid_grant")
 
 
 @pytest.mark.parametrize("path", ["/v1/auth/logout", "/v1/auth/logout-all"])

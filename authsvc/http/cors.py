@@ -14,7 +14,6 @@ response, and ``Vary: Origin`` when origins are listed (bench/: verify, with and
 from __future__ import annotations
 
 from aiohttp import hdrs, web
-from aiohttp.web_urldispatcher import MatchInfoError
 
 from authsvc.config import origin_of
 from authsvc.errors import InvalidCsrf
@@ -45,25 +44,29 @@ def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None
     response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = EXPOSE_HEADERS
 
 
-def preflight(request: web.Request) -> web.Response | None:
-    """The 204 answer to a preflight from a listed origin on a route; None otherwise (the
-    request then goes on as any OPTIONS request: 405, or 404 off the routes)."""
+async def preflight(request: web.Request) -> tuple[str, web.Response] | None:
+    """The route's template and the 204 answer to a preflight from a listed origin on it;
+    None otherwise (the request then goes on as any OPTIONS request: 405, or 404 off the
+    routes)."""
     if hdrs.ACCESS_CONTROL_REQUEST_METHOD not in request.headers:
         return None
     if request.headers.get(hdrs.ORIGIN) not in request.app[SETTINGS].cors_origins:
         return None
-    # No route takes OPTIONS, so a path of a route resolves to aiohttp's 405, which names
-    # the route's methods.
-    match_info = request.match_info
-    if not isinstance(match_info, MatchInfoError):
+    # No route takes OPTIONS: the methods of every resource whose path matches (one path
+    # may have several), as the router's 405 names them. Preflights are few: the browser
+    # keeps each answer MAX_AGE seconds.
+    template, methods = None, set()
+    for resource in request.app.router.resources():
+        _, allowed = await resource.resolve(request)
+        if allowed:
+            template = template or resource.canonical
+            methods |= allowed
+    if template is None:
         return None
-    exception = match_info.http_exception
-    if not isinstance(exception, web.HTTPMethodNotAllowed):
-        return None
-    return web.Response(
+    return template, web.Response(
         status=204,
         headers={
-            hdrs.ACCESS_CONTROL_ALLOW_METHODS: ", ".join(sorted(exception.allowed_methods)),
+            hdrs.ACCESS_CONTROL_ALLOW_METHODS: ", ".join(sorted(methods)),
             hdrs.ACCESS_CONTROL_ALLOW_HEADERS: ALLOW_HEADERS,
             hdrs.ACCESS_CONTROL_MAX_AGE: MAX_AGE,
         },

@@ -43,14 +43,18 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     started = time.perf_counter()
     in_flight = request.app[METRICS].http_requests_in_flight
     in_flight.inc()
+    route: str | None = None  # the route's template, where the router found none
     try:
         if hdrs.CONTENT_ENCODING in request.headers:
             # Decoded here, whatever the route: a coding that fails fails before any
             # handler, not in aiohttp after the answer (an ERROR and a traceback there).
             await read_body(request)
         # A preflight is answered here: no route takes OPTIONS (http/cors.py).
-        answer = preflight(request) if request.method == hdrs.METH_OPTIONS else None
-        response = await handler(request) if answer is None else answer
+        answer = await preflight(request) if request.method == hdrs.METH_OPTIONS else None
+        if answer is None:
+            response = await handler(request)
+        else:
+            route, response = answer
     except Exception as exc:
         error = contract_error_response(request, exc)
         if error is None:  # a redirect, or an aiohttp error page without a contract body
@@ -64,7 +68,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         _end_unreadable_body(request, response)
     # A request cancelled by a client that went away, or by the shutdown bound, is not
     # counted: it has no status.
-    _count(request, response.status, started)
+    _count(request, response.status, started, route)
     return response
 
 
@@ -77,9 +81,9 @@ def _end_unreadable_body(request: web.Request, response: web.StreamResponse) -> 
     request.content.feed_eof()
 
 
-def _count(request: web.Request, status: int, started: float) -> None:
+def _count(request: web.Request, status: int, started: float, route: str | None = None) -> None:
     request.app[METRICS].request_finished(
-        route_of(request), request.method, status, time.perf_counter() - started
+        route or route_of(request), request.method, status, time.perf_counter() - started
     )
 
 
