@@ -39,6 +39,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Registration = Literal["open", "closed"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+DpopMode = Literal["optional", "required", "off"]
 CookieSameSite = Literal["Strict", "Lax", "None"]
 
 
@@ -104,6 +105,9 @@ class Settings:
     password_min_length: int = 12
     password_max_length: int = 128
     password_grant: bool = False
+    # DPoP (RFC 9449): a login with a proof binds its session to the key (optional), every
+    # login needs one (required), or the DPoP header is ignored (off).
+    dpop: DpopMode = "optional"
     # A store with accounts made before passwords were NFKC-normalised (authsvc before
     # 2026-12-01): their hashes may hold a password as typed, tried at a second argon2 run.
     legacy_password_hashes: bool = False
@@ -259,6 +263,7 @@ _LITERALS: dict[str, tuple[str, ...]] = {
     "registration": get_args(Registration),
     "log_format": get_args(LogFormat),
     "log_level": get_args(LogLevel),
+    "dpop": get_args(DpopMode),
     "cookie_samesite": get_args(CookieSameSite),
 }
 _POSITIVE = {

@@ -41,7 +41,7 @@ def cookie_token_response(
     response = json_response(
         {
             "access_token": pair.access_token,
-            "token_type": "Bearer",
+            "token_type": pair.token_type,
             "expires_in": pair.expires_in,
             "refresh_expires_in": pair.refresh_expires_in,
             "session_id": pair.session_id,

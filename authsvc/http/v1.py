@@ -19,11 +19,11 @@ from authsvc.http.cookies import (
     cookie_token_response,
 )
 from authsvc.http.cors import check_refresh_origin
+from authsvc.http.dpop import authenticated, login_proof, require_login_proof
 from authsvc.http.errors import error_response
 from authsvc.http.events import events_response
 from authsvc.http.io import (
     NO_STORE,
-    bearer_token,
     client_ip,
     json_response,
     request_client,
@@ -71,7 +71,12 @@ class DeleteAccountBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def _principal(request: web.Request) -> Principal:
-    return await request.app[SESSIONS].authenticate(bearer_token(request), now=request.app[CLOCK]())
+    """Bearer, or DPoP with its proof for a bound token (``authsvc.http.dpop``)."""
+    return await authenticated(request)
+
+
+async def _principal_forwarded(request: web.Request) -> Principal:
+    return await authenticated(request, forwarded=True)
 
 
 @routes.post("/v1/users")
@@ -109,9 +114,13 @@ async def change_password(request: web.Request) -> web.Response:
 @routes.post("/v1/auth/login")
 async def login(request: web.Request) -> web.Response:
     body = await read_json(request, LoginBody)
+    proof = login_proof(request)  # binds the session to its key (RFC 9449 §5)
+    require_login_proof(request, proof)
     client = request_client(request, device=body.device or "")
     sessions = request.app[SESSIONS]
-    pair = await sessions.login(body.username, body.password, client, now=request.app[CLOCK]())
+    pair = await sessions.login(
+        body.username, body.password, client, now=request.app[CLOCK](), proof=proof
+    )
     if body.cookie:
         return cookie_token_response(
             pair,
@@ -129,8 +138,9 @@ async def refresh(request: web.Request) -> web.Response:
         return await _refresh_cookie(request)
     # A token in the body wins over a cookie sent with it.
     pair = await request.app[SESSIONS].refresh(
-        body.refresh_token, client=request_client(request), now=request.app[CLOCK]()
-    )
+        body.refresh_token, client=request_client(request), now=request.app[CLOCK](),
+        proof=login_proof(request),  # a bound session's refresh needs its key's proof
+    )  # fmt: skip
     return token_response(pair)
 
 
@@ -149,6 +159,7 @@ async def _refresh_cookie(request: web.Request) -> web.Response:
             csrf_token=request.headers.get(CSRF_HEADER, ""),
             client=request_client(request),
             now=request.app[CLOCK](),
+            proof=login_proof(request),  # a bound session's refresh needs its key's proof
         )
     except InvalidGrant as exc:
         # The cookie is HTTP's to clear, here, rather than the error's: a browser that keeps
@@ -237,8 +248,11 @@ async def me(request: web.Request) -> web.Response:
 
 @routes.get("/v1/auth/verify")
 async def verify(request: web.Request) -> web.Response:
-    """Forward-auth: 200 with identity headers for a live session, else 401."""
-    principal = await _principal(request)
+    """Forward-auth: 200 with identity headers for a live session, else 401.
+
+    A DPoP proof is checked against the request the gateway forwards (X-Forwarded-*).
+    """
+    principal = await _principal_forwarded(request)
     return web.Response(
         status=200,
         headers={

@@ -22,6 +22,7 @@ from authsvc.http.appkeys import (
     ACCOUNTS,
     ACTIVE_KEYS,
     CLOCK,
+    DPOP_PROOFS,
     EMBEDDED_STORE_STATE,
     HASHER,
     KEY_RING,
@@ -43,6 +44,7 @@ from authsvc.store.redis_store import Store
 from authsvc.store.supervision import StoreState
 from authsvc.telemetry.metrics import Metrics
 from authsvc.tokens.access import AccessTokens
+from authsvc.tokens.dpop import ProofVerifier
 from authsvc.tokens.keys import KeyRing
 from authsvc.tokens.refresh import RefreshTokens
 from authsvc.tokens.rotation import ActiveKeys
@@ -73,6 +75,7 @@ def create_app(
     app[KEY_RING] = key_ring or load_key_ring(settings)
     app[UNTRUSTED_FORWARDING_WARNED] = Once()
     app[METRICS] = Metrics(multiprocess_dir=metrics_dir)
+    app[DPOP_PROOFS] = ProofVerifier()
     if embedded_store_state is not None:
         app[EMBEDDED_STORE_STATE] = embedded_store_state
     app.on_response_prepare.append(set_response_headers)

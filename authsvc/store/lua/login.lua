@@ -9,6 +9,7 @@
 -- ARGV[11] most live sessions per user
 -- ARGV[12] events kept per user   ARGV[13] their ttl   ARGV[14] the login's event or ""
 -- ARGV[15] an evicted session's event without its session id, or ""
+-- ARGV[16] the DPoP key's thumbprint the session is bound to, or "" (not bound)
 -- returns {"ok", expires_at, roles, evicted session id...} | {"disabled"} | {"revoked"}
 --   | {"unknown"}; roles are the user's, comma-separated ("" when none)
 local user_key, session_key, index_key = KEYS[1], KEYS[2], KEYS[3]
@@ -63,6 +64,10 @@ local expires_at = math.min(now + idle_ttl, now + max_age)
 -- h its hash, c created_at, d device, a user agent, i ip. Its last use is the index score.
 redis.call("HSET", session_key, "n", 0, "h", token_hash, "c", now,
   "d", ARGV[7], "a", ARGV[8], "i", ARGV[9])
+-- k: the key a bound session's refreshes must prove (rotate.lua); absent when unbound.
+if ARGV[16] and ARGV[16] ~= "" then
+  redis.call("HSET", session_key, "k", ARGV[16])
+end
 redis.call("EXPIREAT", session_key, expires_at)
 redis.call("ZADD", index_key, now, sid)
 -- Every session's last use is at most now, so none outlives now + idle ttl.
