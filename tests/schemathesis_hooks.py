@@ -15,6 +15,7 @@ the document as on every other operation.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import schemathesis
@@ -29,6 +30,10 @@ REGISTER = "POST /v1/users"
 OAUTH_TOKEN = "POST /oauth/token"
 CHANGE_PASSWORD = "POST /v1/auth/password"
 SET_PASSWORD = "PUT /v1/admin/users/{user_id}/password"
+# The account the run logs in with (its bearer auth): the operator API may not end it,
+# lock it or change its password, or every later operation would only get 401 or 403.
+KEPT_USER_ID = os.environ.get("AUTHSVC_TEST_KEPT_USER_ID", "")
+UNKNOWN_USER_ID = "0" * 32
 # The operations where positive_data_acceptance takes a 400, for this module's check to judge.
 JUDGED = (REGISTER, OAUTH_TOKEN, CHANGE_PASSWORD, SET_PASSWORD)
 
@@ -90,3 +95,14 @@ def schema_valid_requests_are_refused_only_for_what_no_schema_says(
         status_code=response.status_code,
         allowed_statuses=["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"],
     )
+
+
+@schemathesis.hook
+def before_call(ctx: Any, case: Case[Any], kwargs: dict[str, Any]) -> None:
+    """Aim the operator API's writes at the run's own account elsewhere (an unknown user)."""
+    operation = case.operation
+    if operation.method.upper() == "GET" or not operation.path.startswith("/v1/admin/users/"):
+        return
+    parameters = case.path_parameters or {}
+    if KEPT_USER_ID and parameters.get("user_id") == KEPT_USER_ID:
+        case.path_parameters = {**parameters, "user_id": UNKNOWN_USER_ID}

@@ -80,11 +80,14 @@ checks.positive_data_acceptance.expected-statuses = [
 """
 
 
-def run_schemathesis(base_url: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+def run_schemathesis(
+    base_url: str, workdir: Path, *, kept_user_id: str
+) -> subprocess.CompletedProcess[str]:
     """``st run`` on ``base_url``/openapi.json; its files (none by default) stay in ``workdir``."""
     config = workdir / "schemathesis.toml"
     config.write_text(CONFIG)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEMATHESIS_")}
+    env["AUTHSVC_TEST_KEPT_USER_ID"] = kept_user_id  # see schemathesis_hooks.before_call
     return subprocess.run(
         [
             *(sys.executable, "-m", "schemathesis.cli"),
@@ -130,9 +133,10 @@ def test_schemathesis_finds_the_server_as_the_document_says(
             "AUTHSVC_CLIENT_AUTH_FAILURE_LIMIT": GENEROUS,
         },
     )
-    assert server.register(USERNAME).status == 201
+    registered = server.register(USERNAME)
+    assert registered.status == 201
 
-    result = run_schemathesis(server.base_url, tmp_path)
+    result = run_schemathesis(server.base_url, tmp_path, kept_user_id=registered.body["user_id"])
 
     report = readable(result.stdout + result.stderr)
     assert result.returncode == 0, f"schemathesis found a mismatch:\n{report}"
