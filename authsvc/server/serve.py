@@ -8,9 +8,11 @@ the parent makes a directory where every worker keeps its figures, so that one s
 sums them all.
 
 SIGTERM or SIGINT stops a server gracefully: it closes its listening socket, lets the
-requests in flight finish (for at most AUTHSVC_SHUTDOWN_TIMEOUT seconds), closes its store
-connections, stops the embedded store, and exits 0. A parent passes the signal on to its
-workers and waits for them within the same bound.
+requests in flight finish (a request whose headers came in is read to the end of its body
+and answered with ``Connection: close``: parser_errors.py) for at most
+AUTHSVC_SHUTDOWN_TIMEOUT seconds, closes its store connections, stops the embedded store,
+and exits 0. A parent passes the signal on to its workers and waits for them within the
+same bound.
 """
 
 from __future__ import annotations
