@@ -28,13 +28,15 @@ every SAMPLE_S seconds and their slopes printed per hour. A run of LONG_RUN_S or
 rolling and killing for its last STEADY_SHARE (Redis restarts go on), and asserts the
 slopes over that steady part (see ``check_memory``); a shorter one only prints them.
 
-Usage: ``scripts/soak [--duration 60] [--clients 6] [--workdir DIR]``.
+What each fault does to clients, and the result of a 30-minute run: docs/reliability.md.
+Usage: ``scripts/soak [--duration 60] [--clients 6] [--think 0.1] [--workdir DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -49,27 +51,34 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import redis
-from harness import BenchError, die_with_parent
+from harness import BenchError
 from processes import LOOPBACK, HttpServer, Process, RedisServer, free_port, listeners
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_CONF = ROOT / "config" / "nginx" / "authsvc.conf"
 PASSWORD = "soak horse battery staple"
 ADMIN = ("soak-operator", "soak-operator-secret")
+BASIC = "Basic " + base64.b64encode(":".join(ADMIN).encode()).decode()
 GRACE_S = 3  # AUTHSVC_REFRESH_REUSE_GRACE: a replay waits it out
 SAMPLE_S = 5.0
 CYCLE_S = 60.0  # one Redis restart, one worker kill and one roll of both instances per cycle
-REDIS_AT, KILL_AT, ROLL_AT = 10.0, 25.0, 38.0  # seconds into each cycle
+REDIS_AT, KILL_AT, ROLL_AT = 8.0, 20.0, 30.0  # seconds into each cycle
+REDIS_DOWN_S = 2.0  # how long a restart keeps Redis away (a host's reboot is longer)
 REDIS_WINDOW_S = 5.0  # 503 allowed until this long after Redis answers again
 KILL_WINDOW_S = 3.0  # 502 allowed for requests in flight at a worker's SIGKILL
-RETRY_S, RETRIES = 0.2, 60  # a client retries a 502/503/504 or a lost connection
+RETRY_S, RETRIES = 0.2, 60
+THINK_S = 0.1  # between a client's scenarios (--think): the machine is shared
+MAX_PENDING_REPLAYS = 2  # per client, each waiting out the grace
+# nginx leaves an upstream out for fail_timeout (10 s in config/nginx/authsvc.conf) after
+# max_fails errors: the next instance is rolled only once the last one is back in.
+ROLL_PAUSE_S = 11.0  # a client retries a 502/503/504 or a lost connection
 LONG_RUN_S = 600.0
 STEADY_SHARE = 0.4
 # Long runs: the bounds asserted on the steady part (see check_memory for why these).
@@ -261,6 +270,7 @@ class Faults:
         self.redis.popen.send_signal(signal.SIGTERM)  # SHUTDOWN: the AOF is fsynced first
         self.redis.popen.wait(30)
         self.redis.popen = None
+        time.sleep(REDIS_DOWN_S)
         self.redis.start()
         self.record("redis_restart", start)
 
@@ -299,12 +309,25 @@ class Faults:
             if instance.popen is not None:
                 row[instance.name] = rss_bytes(instance.pid)
                 row[f"{instance.name}_incarnation"] = instance.incarnation
-        with contextlib.suppress(redis.RedisError):
-            with redis.Redis(host=LOOPBACK, port=self.redis.port, socket_timeout=1) as client:
-                info = client.info("memory")
-                row["redis"] = info["used_memory"]
-                row["redis_keys"] = client.dbsize()
+        with (
+            contextlib.suppress(redis.RedisError),
+            redis.Redis(host=LOOPBACK, port=self.redis.port, socket_timeout=1) as client,
+        ):
+            row["redis"] = client.info("memory")["used_memory"]
+            row["redis_keys"] = client.dbsize()
         self.samples.write(json.dumps(row) + "\n")
+
+    def wait(
+        self, seconds: float, began: float, next_sample: float, stopped: threading.Event
+    ) -> None:
+        """Sleep, sampling on time meanwhile."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until and not stopped.is_set():
+            if time.monotonic() - began >= next_sample:
+                self.sample()
+                next_sample += SAMPLE_S
+            time.sleep(0.05)
+        self.next_sample = next_sample
 
     def run(self, duration: float, stopped: threading.Event) -> None:
         """The fault cycle until ``duration`` has passed (or the traffic stopped)."""
@@ -335,8 +358,10 @@ class Faults:
                     self.kill_worker(self.instances[kills % 2])
                     kills += 1
                 else:
-                    for instance in self.instances:
-                        self.roll(instance)
+                    self.roll(self.instances[0])
+                    self.wait(ROLL_PAUSE_S, began, next_sample, stopped)
+                    next_sample = self.next_sample
+                    self.roll(self.instances[1])
                 continue
             time.sleep(0.05)
         self.sample()
@@ -346,16 +371,13 @@ class Faults:
 # -- traffic -----------------------------------------------------------------------------
 
 
-@dataclass
 class Recorder:
-    path: Path
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    """Every request and its answer, a JSON line each, as they come."""
 
-    def __post_init__(self) -> None:
-        self.file = self.path.open("a", buffering=1 << 16)
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("a", buffering=1 << 16)
 
     def add(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
         self.file.write(json.dumps(row) + "\n")
 
     def close(self) -> None:
@@ -387,6 +409,7 @@ class Client:
         self.usernames = [f"soak-{index}-{i}" for i in range(4)]
         self.user_ids: dict[str, str] = {}
         self.random = random.Random(index)
+        self.pending: set[asyncio.Task[None]] = set()
 
     async def call(
         self,
@@ -409,7 +432,8 @@ class Client:
         headers = {}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        auth = aiohttp.BasicAuth(*ADMIN) if basic else None
+        if basic:
+            headers["Authorization"] = BASIC
         for attempt in range(RETRIES if retry else 1):
             row: dict[str, Any] = {
                 "t0": now(), "kind": kind, "method": method, "path": path.split("?")[0],
@@ -419,13 +443,13 @@ class Client:
             body: Any = None
             try:
                 async with session.request(
-                    method, self.urls[via] + path, json=json_body, headers=headers, auth=auth
+                    method, self.urls[via] + path, json=json_body, headers=headers
                 ) as response:
                     raw = await response.read()
                     status = response.status
                     if raw and response.content_type == "application/json":
                         body = json.loads(raw)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 status, row["error"] = 0, type(exc).__name__
             row["t1"], row["status"] = now(), status
             if isinstance(body, dict):
@@ -520,12 +544,20 @@ class Client:
         # The session stays: the cap (AUTHSVC_MAX_SESSIONS_PER_USER) evicts the oldest.
 
     async def replay(self, http: aiohttp.ClientSession, username: str) -> None:
+        if len(self.pending) >= MAX_PENDING_REPLAYS:
+            return await self.basic(http, username)
         pair = await self.login(http, username)
         if pair is None:
-            return
+            return None
         successor = await self.refresh(http, pair)
-        if successor is None:
-            return
+        if successor is not None:
+            # The replay waits out the grace in a task of its own: the client goes on.
+            task = asyncio.create_task(self.replay_later(http, pair, successor))
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+        return None
+
+    async def replay_later(self, http: aiohttp.ClientSession, pair: Pair, successor: Pair) -> None:
         await asyncio.sleep(GRACE_S + 1.0)
         status, _ = await self.call(
             http, "refresh", "POST", "/v1/auth/refresh", json_body={"refresh_token": pair.refresh},
@@ -600,11 +632,14 @@ class Client:
             while not self.stop.is_set():
                 username = self.random.choice(self.usernames)
                 await self.random.choice(scenarios)(http, username)
+                await asyncio.sleep(self.think)
+            await asyncio.gather(*self.pending)
 
 
 def run_traffic(
     urls: dict[str, str],
     clients: int,
+    think: float,
     recorder: Recorder,
     stopped: threading.Event,
     failed: list[str],
@@ -613,7 +648,10 @@ def run_traffic(
 
     async def main() -> None:
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(Client(i, urls, recorder, stop).run()) for i in range(clients)]
+        tasks = [
+            asyncio.create_task(Client(i, urls, recorder, stop, think).run())
+            for i in range(clients)
+        ]
 
         async def watch() -> None:
             while not stopped.is_set() and not any(t.done() for t in tasks):
@@ -689,7 +727,8 @@ def check(rows: list[dict[str, Any]], faults: list[dict[str, Any]]) -> Verdicts:
             if hit is None:
                 verdicts.fail(
                     CHECKS[0],
-                    f"{row['method']} {row['path']} {status} {row.get('error', '')} at {row['t1']:.3f}",
+                    f"{row['method']} {row['path']} {status} {row.get('error', '')}"
+                    f" at {row['t1']:.3f}",
                 )
             else:
                 in_window[hit] += 1
@@ -725,7 +764,8 @@ def check(rows: list[dict[str, Any]], faults: list[dict[str, Any]]) -> Verdicts:
             if row["kind"] in ("me", "verify"):
                 verdicts.fail(
                     CHECKS[1],
-                    f"{row['path']} via {row['via']} accepted session {sid} {row['t0'] - ended[sid]:.3f}s after it ended",
+                    f"{row['path']} via {row['via']} accepted session {sid}"
+                    f" {row['t0'] - ended[sid]:.3f}s after it ended",
                 )
             elif row["kind"] == "refresh":
                 verdicts.fail(
@@ -746,7 +786,8 @@ def check(rows: list[dict[str, Any]], faults: list[dict[str, Any]]) -> Verdicts:
                 f"grace retry of session {row['sid']} answered {row['status']} {row.get('error')}",
             )
     verdicts.notes.append(
-        f"5xx inside the documented windows: {sum(in_window.values())} in {len(in_window)} of {len(allowed)} windows"
+        f"5xx inside the documented windows: {sum(in_window.values())}"
+        f" in {len(in_window)} of {len(allowed)} windows"
     )
     return verdicts
 
@@ -817,6 +858,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--clients", type=int, default=6, help="concurrent clients (default 6)")
     parser.add_argument(
+        "--think",
+        type=float,
+        default=THINK_S,
+        help=f"seconds between a client's scenarios ({THINK_S})",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         help="where the records and logs go (default: a new temporary directory)",
@@ -841,7 +888,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "b": faults.instances[1].base_url,
         }
         traffic = threading.Thread(
-            target=run_traffic, args=(urls, args.clients, recorder, stopped, client_failures)
+            target=run_traffic,
+            args=(urls, args.clients, args.think, recorder, stopped, client_failures),
         )
         traffic.start()
         try:
