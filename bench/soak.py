@@ -29,7 +29,7 @@ rolling and killing for its last STEADY_SHARE (Redis restarts go on), and assert
 slopes over that steady part (see ``check_memory``); a shorter one only prints them.
 
 What each fault does to clients, and the result of a 30-minute run: docs/reliability.md.
-Usage: ``scripts/soak [--duration 60] [--clients 6] [--think 0.1] [--workdir DIR]``.
+Usage: ``scripts/soak [--duration 60] [--clients 6] [--think 0.2] [--workdir DIR]``.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ REDIS_DOWN_S = 2.0  # how long a restart keeps Redis away (a host's reboot is lo
 REDIS_WINDOW_S = 5.0  # 503 allowed until this long after Redis answers again
 KILL_WINDOW_S = 3.0  # 502 allowed for requests in flight at a worker's SIGKILL
 RETRY_S, RETRIES = 0.2, 60
-THINK_S = 0.1  # between a client's scenarios (--think): the machine is shared
+THINK_S = 0.2  # between a client's scenarios (--think): the machine is shared
 MAX_PENDING_REPLAYS = 2  # per client, each waiting out the grace
 # nginx leaves an upstream out for fail_timeout (10 s in config/nginx/authsvc.conf) after
 # max_fails errors: the next instance is rolled only once the last one is back in.
@@ -248,6 +248,8 @@ class Faults:
         self.log = (workdir / "faults.jsonl").open("a", buffering=1)
         self.samples = (workdir / "samples.jsonl").open("a", buffering=1)
         self.problems: list[str] = []
+        self.planned: dict[str, int] = defaultdict(int)
+        self.steady_from = now()
 
     def start(self) -> None:
         self.redis.start()
@@ -333,6 +335,7 @@ class Faults:
         """The fault cycle until ``duration`` has passed (or the traffic stopped)."""
         began = time.monotonic()
         steady_from = duration * (1 - STEADY_SHARE) if duration >= LONG_RUN_S else duration
+        self.steady_from = now() + steady_from  # wall time, as the samples have it
         plan: list[tuple[float, str]] = []
         cycle = 0.0
         while cycle < duration:
@@ -341,6 +344,9 @@ class Faults:
                 if at < duration - 5 and (kind == "redis" or at < steady_from):
                     plan.append((at, kind))
             cycle += CYCLE_S
+        kinds = {"redis": "redis_restart", "kill": "worker_kill", "roll": "roll"}
+        for _, kind in plan:
+            self.planned[kinds[kind]] += 2 if kind == "roll" else 1
         next_sample = 0.0
         kills = 0
         while not stopped.is_set():
@@ -365,7 +371,6 @@ class Faults:
                 continue
             time.sleep(0.05)
         self.sample()
-        self.steady_from = began + steady_from
 
 
 # -- traffic -----------------------------------------------------------------------------
@@ -400,9 +405,15 @@ class Client:
     """One simulated app with accounts of its own; every request is recorded."""
 
     def __init__(
-        self, index: int, urls: dict[str, str], recorder: Recorder, stop: asyncio.Event
+        self,
+        index: int,
+        urls: dict[str, str],
+        recorder: Recorder,
+        stop: asyncio.Event,
+        think: float,
     ) -> None:
         self.index = index
+        self.think = think
         self.urls = urls
         self.recorder = recorder
         self.stop = stop
@@ -666,6 +677,9 @@ def run_traffic(
 
     try:
         asyncio.run(main())
+    except BaseException as exc:  # the run is void: say so, and stop the faults
+        failed.append(f"the traffic failed: {exc!r}")
+        raise
     finally:
         stopped.set()
 
@@ -908,6 +922,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdicts = check(rows, fault_rows)
     for problem in faults.problems + client_failures:
         verdicts.fail("faults survived", problem)
+    # A run that did not do what it says proves nothing: every planned fault happened,
+    # and traffic went on until the end.
+    for kind, count in faults.planned.items():
+        done = sum(1 for f in fault_rows if f["kind"] == kind)
+        if done != count:
+            verdicts.fail("faults survived", f"{kind}: {done} of the {count} planned")
+    if not rows or rows[-1]["t0"] < began + args.duration - 10:
+        verdicts.fail("faults survived", "the traffic stopped before the end")
     long_run = args.duration >= LONG_RUN_S
     since = faults.steady_from + 120 if long_run else began
     slopes = check_memory(read_jsonl(workdir / "samples.jsonl"), since, long_run, verdicts)
