@@ -7,7 +7,11 @@ coroutines, each with accounts of its own) log in, refresh, retry a refresh with
 grace, replay one after it, verify, read /me, log out, log out everywhere and use the
 operator API, for ``--duration`` seconds, while the main thread, on a fixed cycle, restarts
 Redis (SIGTERM, then a start on the same AOF), kills a worker with SIGKILL (its parent
-starts another) and rolls both instances one after the other (SIGTERM, wait, start).
+starts another) and rolls both instances one after the other: each is taken out of nginx
+(marked ``down``, nginx reloaded: its old workers close their keep-alive connections
+themselves), sent SIGTERM, waited for, started, and put back (``--no-drain`` skips the
+nginx part: then a request nginx sends on an idle keep-alive connection just as the
+instance closes it is lost, and answered 502: the race every keep-alive proxy has).
 
 Every request and its answer is a line of ``requests.jsonl`` (tokens only as hashes), every
 fault a line of ``faults.jsonl``, every memory sample a line of ``samples.jsonl``; the
@@ -152,11 +156,36 @@ class Nginx(Process):
             if text.count(example) != 1:
                 raise BenchError(f"{NGINX_CONF.name} no longer has {example!r} once")
             text = text.replace(example, actual)
+        self.directory = directory
+        self.text = text
+        self.upstreams = list(upstreams)
         (directory / "authsvc.conf").write_text(text)
         (directory / "nginx.conf").write_text(MAIN_CONF.format(tmp=directory))
         command = [nginx_binary(), "-p", str(directory), "-c", str(directory / "nginx.conf")]
         command += ["-g", f"daemon off; pid {directory}/nginx.pid; error_log stderr warn;"]
         super().__init__(command, port, directory / "nginx.log", os.environ)
+
+    def take_out(self, upstream: int | None) -> None:
+        """Mark ``upstream`` down (None: none), reload, and let the old workers go.
+
+        A reload starts new workers with the new config; the old ones finish their
+        requests and close their idle keep-alive connections themselves, so no request
+        goes on a connection that the instance closes as it stops.
+        """
+        text = self.text
+        if upstream is not None:
+            text = text.replace(
+                f"server {LOOPBACK}:{upstream} ", f"server {LOOPBACK}:{upstream} down "
+            )
+        (self.directory / "authsvc.conf").write_text(text)
+        assert self.popen is not None
+        before = set(process_tree(self.popen.pid)) - {self.popen.pid}
+        self.popen.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while set(process_tree(self.popen.pid)) & before:  # the old workers are gone
+            if time.monotonic() > deadline:
+                raise BenchError("nginx's old workers did not exit after a reload")
+            time.sleep(0.05)
 
     def ready(self) -> bool:
         try:
@@ -228,8 +257,9 @@ class Instance(HttpServer):
 class Faults:
     """The main thread's side: starts the stack, then runs the fault cycle and the samples."""
 
-    def __init__(self, workdir: Path, authsvc: Sequence[str]) -> None:
+    def __init__(self, workdir: Path, authsvc: Sequence[str], *, drain: bool = True) -> None:
         self.workdir = workdir
+        self.drain = drain
         self.redis = RedisServer(workdir / "redis", appendonly=True)
         keys = workdir / "keys"
         subprocess.run(
@@ -298,12 +328,17 @@ class Faults:
         self.record("worker_kill", start, instance=instance.name, pid=victim)
 
     def roll(self, instance: Instance) -> None:
+        """SIGTERM, wait, start; with ``drain``, taken out of nginx first, put back after."""
         start = now()
+        if self.drain:
+            self.nginx.take_out(instance.port)
         code = instance.sigterm()
         if code != 0:
             self.problems.append(f"instance {instance.name} exited {code} on SIGTERM")
         instance.start()
-        self.record("roll", start, instance=instance.name, exit_status=code)
+        if self.drain:
+            self.nginx.take_out(None)
+        self.record("roll", start, instance=instance.name, exit_status=code, drained=self.drain)
 
     def sample(self) -> None:
         row: dict[str, Any] = {"t": now()}
@@ -885,11 +920,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--authsvc", default=f"{sys.executable} -m authsvc", help="the authsvc command"
     )
+    parser.add_argument(
+        "--no-drain",
+        action="store_true",
+        help="roll without taking the instance out of nginx first (shows the keep-alive race)",
+    )
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="authsvc-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"soak: {args.duration:.0f}s, {args.clients} clients, records in {workdir}", flush=True)
-    faults = Faults(workdir, args.authsvc.split())
+    faults = Faults(workdir, args.authsvc.split(), drain=not args.no_drain)
     recorder = Recorder(workdir / "requests.jsonl")
     stopped = threading.Event()
     client_failures: list[str] = []
