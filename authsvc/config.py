@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from authsvc.store.urls import StoreUrlError, parse_store_url
 from authsvc.tokens.keys import SigningAlgorithm
@@ -30,6 +31,7 @@ _TOOL_VARIABLES = {
     "AUTHSVC_VENV",
     "AUTHSVC_EXTRAS",
     "AUTHSVC_INSTALL",
+    "AUTHSVC_TEST_CHROMIUM",
 }
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -37,6 +39,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Registration = Literal["open", "closed"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+DpopMode = Literal["optional", "required", "off"]
+CookieSameSite = Literal["Strict", "Lax", "None"]
 
 
 class SettingsError(ValueError):
@@ -101,6 +105,9 @@ class Settings:
     password_min_length: int = 12
     password_max_length: int = 128
     password_grant: bool = False
+    # DPoP (RFC 9449): a login with a proof binds its session to the key (optional), every
+    # login needs one (required), or the DPoP header is ignored (off).
+    dpop: DpopMode = "optional"
     # A store with accounts made before passwords were NFKC-normalised (authsvc before
     # 2026-12-01): their hashes may hold a password as typed, tried at a second argon2 run.
     legacy_password_hashes: bool = False
@@ -126,6 +133,10 @@ class Settings:
     # Security events (GET /v1/auth/events) kept per user: the newest, for at most 90 days.
     events_per_user: int = 50
     events_ttl: int = 7_776_000
+    # Browsers (docs/browsers.md): the origins allowed to call with credentials, exact as a
+    # browser sends them in Origin; and the SameSite attribute of the refresh cookie.
+    cors_origins: tuple[str, ...] = ()
+    cookie_samesite: CookieSameSite = "Strict"
     # Peers whose X-Forwarded-For is believed (load balancers, reverse proxies), as CIDRs.
     trusted_proxies: tuple[Network, ...] = ()
     # RFC 9106 §4, second recommended option (64 MiB, 3 passes, 4 lanes).
@@ -143,6 +154,8 @@ class Settings:
     jwks_max_age: int = 300
     # How often each instance looks for new keys in keys_dir.
     keys_poll_interval: float = 5.0
+    # The account page (/account): sign in, sessions, password, security events.
+    account_page: bool = True
     log_level: LogLevel = "INFO"
     access_log: bool = True
     log_format: LogFormat = "text"
@@ -205,12 +218,53 @@ def _parse_clients(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(clients)
 
 
+def _parse_origins(text: str) -> tuple[str, ...]:
+    """Exact origins, each as a browser writes it in ``Origin`` (RFC 6454 §6.1): a lower-case
+    scheme and host, a port only when not the scheme's default, nothing after it."""
+    origins = []
+    for item in text.split(","):
+        origin = item.strip()
+        if not origin:
+            continue
+        if origin == "*" or origin == "null":
+            # A wildcard cannot go with credentials (Fetch §3.2.5), and "null" is any
+            # sandboxed frame or file: neither names a site.
+            raise ValueError(f"{origin!r} is not an origin; list each origin exactly")
+        if origin != origin_of(origin):
+            raise ValueError(
+                f"{origin!r} is not an origin as browsers send it "
+                f"(scheme://host[:port], lower case, no path): {origin_of(origin)!r}?"
+            )
+        origins.append(origin)
+    return tuple(origins)
+
+
+def origin_of(url: str) -> str:
+    """The origin of an http(s) URL as browsers serialise it (``""`` if it has none)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return ""
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    host = parts.hostname  # lower case, IPv6 without its brackets
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}"
+
+
 _FIELD_TYPES: dict[str, Any] = {f.name: f.type for f in dataclasses.fields(Settings)}
 _LITERALS: dict[str, tuple[str, ...]] = {
     "signing_alg": get_args(SigningAlgorithm),
     "registration": get_args(Registration),
     "log_format": get_args(LogFormat),
     "log_level": get_args(LogLevel),
+    "dpop": get_args(DpopMode),
+    "cookie_samesite": get_args(CookieSameSite),
 }
 _POSITIVE = {
     "port", "workers", "access_token_ttl", "refresh_token_ttl", "session_max_age",
@@ -226,6 +280,8 @@ def _cast(name: str, raw: object) -> object:
     kind = _FIELD_TYPES[name]
     if name == "log_level" and isinstance(raw, str):
         raw = raw.strip().upper()  # as the logging module spells its levels
+    if name == "cookie_samesite" and isinstance(raw, str):
+        raw = raw.strip().capitalize()  # as RFC 6265bis spells the values
     if name in _LITERALS:
         if raw not in _LITERALS[name]:
             raise ValueError(f"expected one of {', '.join(_LITERALS[name])}")
@@ -234,6 +290,8 @@ def _cast(name: str, raw: object) -> object:
         return RateLimit.parse(str(raw))
     if name in ("introspection_clients", "admin_clients"):
         return _parse_clients(str(raw))
+    if name == "cors_origins":
+        return _parse_origins(",".join(map(str, raw)) if isinstance(raw, list) else str(raw))
     if name == "trusted_proxies":
         return _parse_networks(",".join(raw) if isinstance(raw, list) else str(raw))
     if kind == "bool":

@@ -12,10 +12,15 @@ AuthsvcError                       {"error", "error_description"}, status
 ├── InvalidCredentials             401 invalid_credentials
 ├── InvalidGrant                   401 invalid_grant (400 under /oauth/)
 ├── InvalidToken                   401 invalid_token, WWW-Authenticate: Bearer error=...
-│   └── MissingToken               401 invalid_token, WWW-Authenticate: Bearer
+│   ├── MissingToken               401 invalid_token, WWW-Authenticate: Bearer
+│   └── InvalidDpopToken           401 invalid_token, WWW-Authenticate: DPoP error=...
+├── InvalidDpopProof               401 invalid_dpop_proof (400 under /oauth/); on resource
+│   │                              calls WWW-Authenticate: DPoP error=..., algs=...
+│   └── MissingDpopProof           400 invalid_dpop_proof (AUTHSVC_DPOP=required, a login)
 ├── InvalidClient                  401 invalid_client, WWW-Authenticate: Basic
 ├── RegistrationClosed             403 registration_closed
 ├── AccountDisabled                403 account_disabled
+├── InvalidCsrf                    403 invalid_csrf
 ├── NotFound                       404 not_found
 ├── MethodNotAllowed               405 method_not_allowed
 ├── UsernameTaken                  409 username_taken
@@ -117,6 +122,49 @@ class MissingToken(InvalidToken):
         return {"WWW-Authenticate": "Bearer"}
 
 
+# RFC 9449 §7.1: the challenge of a resource call names the algorithms a proof may use.
+DPOP_ALGS_CHALLENGE = 'algs="ES256 EdDSA"'
+
+
+class InvalidDpopToken(InvalidToken):
+    """An access token sent with ``Authorization: DPoP`` is bad or not bound to the proof's key."""
+
+    def headers(self) -> dict[str, str]:
+        # RFC 9449 §7.1: a DPoP-scheme request is challenged with the DPoP scheme.
+        return {"WWW-Authenticate": f'DPoP error="invalid_token", {DPOP_ALGS_CHALLENGE}'}
+
+
+class InvalidDpopProof(AuthsvcError):
+    """The ``DPoP`` header is missing where needed, malformed, badly signed, for another
+    request, outside the time window, or replayed (RFC 9449 §4.3)."""
+
+    code = "invalid_dpop_proof"
+    status = 401
+    oauth_status = 400  # RFC 9449 §5.2: the token endpoint answers 400
+    default_description = "the DPoP proof is invalid"
+
+    def __init__(self, description: str | None = None, *, resource: bool = False) -> None:
+        super().__init__(description)
+        self.resource = resource
+
+    def at_resource(self) -> InvalidDpopProof:
+        """The same error as a resource call (a Bearer route) answers it, with its challenge."""
+        return type(self)(self.description, resource=True)
+
+    def headers(self) -> dict[str, str]:
+        if not self.resource:
+            return {}
+        return {"WWW-Authenticate": f'DPoP error="invalid_dpop_proof", {DPOP_ALGS_CHALLENGE}'}
+
+
+class MissingDpopProof(InvalidDpopProof):
+    """A login without a proof while AUTHSVC_DPOP=required."""
+
+    status = 400
+    oauth_status = 400
+    default_description = "a DPoP proof is required to log in"
+
+
 class InvalidClient(AuthsvcError):
     """The client credentials are missing or wrong (RFC 6749 §5.2)."""
 
@@ -142,6 +190,14 @@ class AccountDisabled(AuthsvcError):
     code = "account_disabled"
     status = 403
     default_description = "this account is disabled"
+
+
+class InvalidCsrf(AuthsvcError):
+    """A cookie-mode refresh without the session's X-CSRF-Token, or from a foreign Origin."""
+
+    code = "invalid_csrf"
+    status = 403
+    default_description = "the X-CSRF-Token header or the Origin is missing or wrong"
 
 
 class NotFound(AuthsvcError):

@@ -43,7 +43,8 @@ class _Recorder:
 
     async def execute_command(self, *args: Any) -> list[bytes]:
         self.commands.append(args)  # EVALSHA of the login script: the store's only one here
-        return [b"ok", b"0"]  # login.lua's answer for a session that started, nothing evicted
+        # login.lua's answer for a session that started: its expiry, no roles, nothing evicted
+        return [b"ok", b"0", b""]
 
     async def hset(self, name: str, mapping: dict[str, Any]) -> int:
         self.commands.append(("HSET", name, *itertools.chain(*mapping.items())))

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from authsvc.client import DpopKey
 from authsvc.config import Settings
 from authsvc.store import keyspace
 from authsvc.store.connect import open_redis
@@ -47,9 +50,15 @@ def limits_of(settings: Settings) -> SessionLimits:
 
 
 def phone_login(
-    store: Store, user: UserRecord, session_id: str, token_hash: bytes, now: int
+    store: Store,
+    user: UserRecord,
+    session_id: str,
+    token_hash: bytes,
+    now: int,
+    jkt: str | None = None,
 ) -> Coroutine[Any, Any, Login]:
-    """``Store.login`` as the server calls it for a phone whose password checked out."""
+    """``Store.login`` as the server calls it for a phone whose password checked out (and,
+    with ``jkt``, whose login carried a DPoP proof by that key)."""
     return store.login(
         user,
         session_id,
@@ -59,6 +68,7 @@ def phone_login(
         user_agent=USER_AGENT,
         ip=IP,
         upgraded_password_hash=None,
+        jkt=jkt,
     )
 
 
@@ -86,6 +96,9 @@ class Fixtures:
         )
         self._stack = contextlib.AsyncExitStack()
         self.store: Store | None = None
+        # The one DPoP key of the bound sessions (a phone's), and its thumbprint.
+        self._dpop_key = Ed25519PrivateKey.generate()
+        self.jkt = DpopKey(self._dpop_key).thumbprint
 
     async def open(self) -> None:
         assert self.settings.redis_url is not None
@@ -97,8 +110,10 @@ class Fixtures:
     async def close(self) -> None:
         await self._stack.aclose()
 
-    async def new_sessions(self, count: int) -> list[Session]:
-        """Start ``count`` sessions, each of a new user, so no session cap ever ends one."""
+    async def new_sessions(self, count: int, *, bound: bool = False) -> list[Session]:
+        """Start ``count`` sessions, each of a new user, so no session cap ever ends one;
+        ``bound`` to the fixtures' DPoP key (``dpop_proofs`` signs for it)."""
+        jkt = self.jkt if bound else None
         assert self.store is not None
         now = int(time.time())
         sessions = []
@@ -106,9 +121,9 @@ class Fixtures:
             user = UserRecord(new_user_id(), f"bench-{new_session_id()}", PASSWORD_HASH, "0")
             await self.store.create_user(user.user_id, user.username, user.password_hash, now=now)
             token = self.refresh.mint(user.user_id, new_session_id())
-            await phone_login(self.store, user, token.session_id, token.hash, now)
+            await phone_login(self.store, user, token.session_id, token.hash, now, jkt)
             access_token, _ = self.access.sign(
-                user_id=user.user_id, session_id=token.session_id, now=now
+                user_id=user.user_id, session_id=token.session_id, now=now, jkt=jkt
             )
             sessions.append(Session(user.user_id, token.session_id, token.value, access_token))
         return sessions
@@ -120,6 +135,29 @@ class Fixtures:
         return [
             self.access.sign(user_id=s.user_id, session_id=s.session_id, now=now)[0]
             for s in itertools.islice(cycle, count)
+        ]
+
+    def dpop_proofs(
+        self,
+        method: str,
+        path: str,
+        count: int,
+        *,
+        seconds: int,
+        access_tokens: list[str] | None = None,
+    ) -> list[str]:
+        """``count`` proofs by the fixtures' key for ``method`` ``path``, each with its own
+        jti, all acceptable through a run of ``seconds`` (at most 120): their iat is half
+        the run ahead, within the server's 60 s either way from start to end. With
+        ``access_tokens``, lines ``<token> <proof>``, the proof's ath naming its token."""
+        ahead = min(60, seconds // 2)
+        key = DpopKey(self._dpop_key, clock=lambda: int(time.time()) + ahead)
+        url = self.settings.effective_issuer.rstrip("/") + path
+        if not access_tokens:
+            return [key.proof(method, url) for _ in range(count)]
+        cycle = itertools.cycle(access_tokens)
+        return [
+            f"{token} {key.proof(method, url, token)}" for token in itertools.islice(cycle, count)
         ]
 
 

@@ -192,6 +192,15 @@ class HttpServer(Process):
             status, raw = error.code, error.read()
         return Reply(status, json.loads(raw) if raw else None)
 
+    def get_headers(self, path: str, headers: Mapping[str, str]) -> tuple[int, dict[str, str]]:
+        """GET ``path`` with ``headers``: the status and the response's headers."""
+        request = urllib.request.Request(self.base_url + path, headers=dict(headers))
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, dict(response.headers.items())
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers.items())
+
     def _healthy(self) -> bool:
         try:
             with urllib.request.urlopen(self.base_url + "/healthz", timeout=2) as response:

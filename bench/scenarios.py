@@ -16,12 +16,16 @@ from pathlib import Path
 from fixtures import Fixtures, Session
 from harness import BenchError, WrkRun
 from processes import HttpServer
+from stack import BENCH_ORIGIN
 
 SEEN_TOKENS = 32  # sessions whose access tokens verify, me and introspect cycle through
 GRACE_TOKENS = 32  # used-once refresh tokens that refresh_grace cycles through
 # verify_fresh signs this many tokens per second of run before it has measured its rate
 # (then 1.5 times what it measured), so that none is presented twice.
 FRESH_TOKENS_PER_SECOND = 6_000
+# The DPoP scenarios sign this many proofs per second of run before they have measured their
+# rate (then 1.5 times what they measured): a proof's jti is accepted once.
+DPOP_PROOFS_PER_SECOND = 4_000
 LOGIN_CONNECTIONS = 4  # argon2 runs HASH_CONCURRENCY (= cores) at a time; more only queue
 REFRESH = "/v1/auth/refresh"
 
@@ -52,7 +56,25 @@ SCENARIOS = (
         "refresh_grace.lua",
         "/v1/auth/refresh",
     ),
+    Scenario(
+        "refresh_dpop",
+        "POST /v1/auth/refresh of DPoP-bound sessions, a fresh proof each",
+        "refresh_dpop.lua",
+        "/v1/auth/refresh",
+    ),
     Scenario("verify", "GET /v1/auth/verify, 32 tokens seen before", "get.lua", "/v1/auth/verify"),
+    Scenario(
+        "verify_dpop",
+        "GET /v1/auth/verify, 32 DPoP-bound tokens seen before, a fresh proof each",
+        "get_dpop.lua",
+        "/v1/auth/verify",
+    ),
+    Scenario(
+        "verify_origin",
+        "GET /v1/auth/verify, 32 tokens seen before, from a listed Origin (CORS headers)",
+        "get.lua",
+        "/v1/auth/verify",
+    ),
     Scenario(
         "verify_fresh",
         "GET /v1/auth/verify, a token never seen before each request",
@@ -105,6 +127,10 @@ class Workload:
         self._seen: list[Session] = []
         self.fresh_rate = float(FRESH_TOKENS_PER_SECOND)
         self.fresh_count = 0
+        self._seen_bound: list[Session] = []
+        self.proof_rate = {"refresh_dpop": float(DPOP_PROOFS_PER_SECOND)}
+        self.proof_rate["verify_dpop"] = float(DPOP_PROOFS_PER_SECOND)
+        self.proof_count = {name: 0 for name in self.proof_rate}
 
     @property
     def seen(self) -> list[Session]:
@@ -130,10 +156,25 @@ class Workload:
             spares = max(4, connections // 8)
             chains = self.runner.run(self.fixtures.new_sessions(connections + spares))
             return self._file(name, [s.refresh_token for s in chains]), []
+        if name == "refresh_dpop":
+            spares = max(4, connections // 8)
+            chains = self.runner.run(self.fixtures.new_sessions(connections + spares, bound=True))
+            proofs = self._proofs(name, "POST", REFRESH, seconds)
+            return self._file(name, [s.refresh_token for s in chains]), [proofs]
+        if name == "verify_dpop":
+            if not self._seen_bound:
+                self._seen_bound = self.runner.run(
+                    self.fixtures.new_sessions(SEEN_TOKENS, bound=True)
+                )
+            tokens = [s.access_token for s in self._seen_bound]
+            return self._proofs(name, "GET", scenario.path, seconds, tokens), []
         if name == "refresh_grace":
             return self._file(name, self._used_once(GRACE_TOKENS)), []
         if name in ("verify", "me"):
             return self._file(name, [s.access_token for s in self.seen]), []
+        if name == "verify_origin":
+            self._check_cors(self.seen[0].access_token)
+            return self._file(name, [s.access_token for s in self.seen]), [BENCH_ORIGIN]
         if name == "verify_fresh":
             self.fresh_count = int(seconds * self.fresh_rate) + 1_000
             return self._file(name, self.fixtures.sign_fresh(self.seen, self.fresh_count)), []
@@ -143,13 +184,36 @@ class Workload:
             return "-", [self.login_body]
         return "-", []
 
+    def _proofs(
+        self, name: str, method: str, path: str, seconds: int, tokens: list[str] | None = None
+    ) -> str:
+        """A file of proofs (with ``tokens``: token and proof a line) for one run, one a
+        request, signed before it starts."""
+        count = self.proof_count[name] = int(seconds * self.proof_rate[name]) + 1_000
+        lines = self.fixtures.dpop_proofs(
+            method, path, count, seconds=seconds, access_tokens=tokens
+        )
+        return self._file(f"{name}.proofs", lines)
+
     def check(self, scenario: Scenario, run: WrkRun) -> str | None:
         """Why a run that wrk saw no error in is still invalid, or None."""
+        if scenario.name in self.proof_rate:
+            name = scenario.name
+            self.proof_rate[name] = max(self.proof_rate[name], 1.5 * run.rps)
+            if run.requests > self.proof_count[name]:
+                return f"{run.requests} requests for {self.proof_count[name]} proofs: some repeated"
         if scenario.name == "verify_fresh":
             self.fresh_rate = max(self.fresh_rate, 1.5 * run.rps)
             if run.requests > self.fresh_count:
                 return f"{run.requests} requests for {self.fresh_count} fresh tokens: some repeated"
         return None
+
+    def _check_cors(self, access_token: str) -> None:
+        """verify_origin measures what it says: the server answers the Origin with CORS."""
+        headers = {"Authorization": f"Bearer {access_token}", "Origin": BENCH_ORIGIN}
+        status, answer = self.server.get_headers("/v1/auth/verify", headers)
+        if status != 200 or answer.get("Access-Control-Allow-Origin") != BENCH_ORIGIN:
+            raise BenchError(f"verify from {BENCH_ORIGIN} answered {status} without CORS headers")
 
     def _used_once(self, count: int) -> list[str]:
         """Refresh tokens rotated once by the server: presenting one again is a grace retry."""

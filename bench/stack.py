@@ -48,6 +48,9 @@ def start_redis(directory: Path, stack: contextlib.ExitStack) -> RedisServer:
     return process
 
 
+BENCH_ORIGIN = "https://app.bench.example"
+
+
 def start_authsvc(
     store: RedisServer,
     workdir: Path,
@@ -80,6 +83,9 @@ def start_authsvc(
         "AUTHSVC_LOGIN_RATE_LIMIT": "1000000/60",
         "AUTHSVC_REFRESH_RATE_LIMIT": "1000000/60",
         "AUTHSVC_INTROSPECTION_CLIENTS": f"{client[0]}:{client[1]}",
+        # verify_origin's page: listed, so every other scenario also runs with CORS on, as
+        # a deployment with browsers does (--server-env AUTHSVC_CORS_ORIGINS= turns it off).
+        "AUTHSVC_CORS_ORIGINS": BENCH_ORIGIN,
         **extra_env,
     }
     command = [sys.executable, "-m", "authsvc", "serve", "--workers", str(workers)]

@@ -32,7 +32,9 @@ from authsvc.tokens.keys import KeyRing
 PROCESS_FIXTURES = frozenset({"servers", "keys_dir"})
 # Fixtures that start processes beyond the suite's one Redis: a test using one, or marked
 # ``process``, is marked ``slow``, out of the inner loop (``-m "not slow"``, tests/README.md).
-SLOW_FIXTURES = PROCESS_FIXTURES | {"own_redis", "redis_cluster", "redis_sentinel"}
+SLOW_FIXTURES = PROCESS_FIXTURES | {
+    "own_redis", "redis_cluster", "redis_sentinel", "own_sentinel",
+}  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -136,6 +138,17 @@ def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sentine
     Tests that fail the master over start their own: this one must stay as it is.
     """
     sentinel = SentinelProcesses(tmp_path_factory.mktemp("sentinel"))
+    sentinel.start()
+    try:
+        yield sentinel
+    finally:
+        sentinel.stop()
+
+
+@pytest.fixture
+def own_sentinel(tmp_path: Path) -> Iterator[SentinelProcesses]:
+    """A master, a replica and three sentinels for one test, which may fail them over."""
+    sentinel = SentinelProcesses(tmp_path / "sentinel")
     sentinel.start()
     try:
         yield sentinel

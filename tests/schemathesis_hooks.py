@@ -3,8 +3,10 @@
 JSON Schema cannot say three things the server checks, and the document says them in words:
 the password policy (``weak_password``: zxcvbn, and lengths set by the operator), the rules on
 a username's normalised form (NFKC, trimming and case folding can lengthen or empty a name, and
-control, format, private-use and unassigned characters are refused), and which credentials and
-refresh tokens exist (``invalid_grant``, a 400 on /oauth/token as RFC 6749 §5.2 says). They show
+control, format, private-use and unassigned characters are refused), which credentials and
+refresh tokens exist (``invalid_grant``, a 400 on /oauth/token as RFC 6749 §5.2 says), and
+whether a ``DPoP`` header is a proof signed for the request (``invalid_dpop_proof``, a 400
+there as RFC 9449 §5.2 says). They show
 on the operations that take a new password or credentials, where the test's configuration
 lets schemathesis's positive_data_acceptance take a 400; this check then fails any 400 to a
 schema-valid request there that is not one of those refusals, so everything else is held to
@@ -55,8 +57,9 @@ def breaks_only_the_normalised_username_rules(username: object) -> bool:
 def refused_for_what_no_schema_says(case: Case[Any], response: Response) -> bool:
     error = _error(response)
     if case.operation.label == OAUTH_TOKEN:
-        # An unknown refresh token or wrong credentials; never a malformed request.
-        return error == "invalid_grant"
+        # An unknown refresh token or wrong credentials, or a DPoP header that is no proof
+        # of this request; never a malformed request.
+        return error in ("invalid_grant", "invalid_dpop_proof")
     if error == "weak_password":
         return True
     if case.operation.label in (CHANGE_PASSWORD, SET_PASSWORD):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp import web
 from support import TEST_PASSWORD, FakeClock, RedisProcess, fast_settings, free_port
@@ -23,6 +24,7 @@ from support import TEST_PASSWORD, FakeClock, RedisProcess, fast_settings, free_
 from authsvc.client import (
     AuthClient,
     AuthSession,
+    DpopKey,
     InvalidCredentials,
     InvalidGrant,
     InvalidToken,
@@ -86,6 +88,9 @@ async def start_authsvc(
     aiohttp_server: Any, settings: Settings, clock: FakeClock, key_ring: KeyRing
 ) -> Authsvc:
     recorder = Recorder()
+    # The issuer is the URL the client calls: DPoP proofs name it (htu).
+    port = free_port()
+    settings = dataclasses.replace(settings, issuer=f"http://127.0.0.1:{port}")
     app = create_app(settings, clock=clock, key_ring=key_ring)
 
     @web.middleware
@@ -93,7 +98,7 @@ async def start_authsvc(
         return await recorder.observe(request, handler)
 
     app.middlewares.append(record)
-    server = await aiohttp_server(app)
+    server = await aiohttp_server(app, host="127.0.0.1", port=port)
     return Authsvc(f"http://{server.host}:{server.port}", recorder, settings)
 
 
@@ -125,10 +130,17 @@ async def register(url: str, username: str) -> None:
         assert r.status == 201, await r.text()
 
 
-async def get_json(url: str, access_token: str) -> tuple[int, Any]:
+async def get_json(url: str, access_token: str, key: DpopKey | None = None) -> tuple[int, Any]:
+    """GET with the access token: as DPoP with a proof by ``key`` when given."""
+    headers = {"Authorization": f"Bearer {access_token}"}
+    if key is not None:
+        headers = {
+            "Authorization": f"DPoP {access_token}",
+            "DPoP": key.proof("GET", url, access_token),
+        }
     async with (
         aiohttp.ClientSession() as http,
-        http.get(url, headers={"Authorization": f"Bearer {access_token}"}) as response,
+        http.get(url, headers=headers) as response,
     ):
         return response.status, await response.json()
 
@@ -143,10 +155,12 @@ async def test_login_returns_a_token_pair_with_expiry_by_the_clients_clock(
 
     assert tokens.expires_at == clock.now + authsvc.settings.access_token_ttl
     assert tokens.refresh_expires_at == clock.now + authsvc.settings.refresh_token_ttl
-    status, me = await get_json(authsvc.url + ME, tokens.access_token)
+    status, me = await get_json(authsvc.url + ME, tokens.access_token, auth.dpop_key)
     assert status == 200
     assert me["session_id"] == tokens.session_id
-    status, listing = await get_json(authsvc.url + "/v1/auth/sessions", tokens.access_token)
+    status, listing = await get_json(
+        authsvc.url + "/v1/auth/sessions", tokens.access_token, auth.dpop_key
+    )
     assert [s["device"] for s in listing["sessions"]] == ["laptop"]
 
 
@@ -171,8 +185,8 @@ async def test_change_password_keeps_this_session_and_ends_the_others(
     with pytest.raises(WeakPassword):
         await auth.change_password(tokens.access_token, TEST_PASSWORD, "short")
     await auth.change_password(tokens.access_token, TEST_PASSWORD, "a long new passphrase here")
-    assert (await get_json(authsvc.url + ME, tokens.access_token))[0] == 200
-    assert (await get_json(authsvc.url + ME, other.access_token))[0] == 401
+    assert (await get_json(authsvc.url + ME, tokens.access_token, auth.dpop_key))[0] == 200
+    assert (await get_json(authsvc.url + ME, other.access_token, auth.dpop_key))[0] == 401
     assert (await auth.login("alice", "a long new passphrase here")).session_id
 
 
@@ -182,7 +196,7 @@ async def test_delete_account_ends_every_session(
     with pytest.raises(InvalidCredentials):
         await auth.delete_account(tokens.access_token, "not my password")
     await auth.delete_account(tokens.access_token, TEST_PASSWORD)
-    assert (await get_json(authsvc.url + ME, tokens.access_token))[0] == 401
+    assert (await get_json(authsvc.url + ME, tokens.access_token, auth.dpop_key))[0] == 401
     with pytest.raises(InvalidCredentials):
         await auth.login("alice", TEST_PASSWORD)
     with pytest.raises(InvalidToken):
@@ -332,7 +346,7 @@ async def test_second_401_is_returned_to_the_caller(
     async with api.get(server.make_url("/")) as response:
         assert response.status == 401
     assert authsvc.recorder.hits[REFRESH] == 1
-    assert seen == [f"Bearer {tokens.access_token}", f"Bearer {api.tokens.access_token}"]
+    assert seen == [f"DPoP {tokens.access_token}", f"DPoP {api.tokens.access_token}"]
 
 
 @pytest.mark.parametrize("fault", ["disconnect", "bad_gateway"])
@@ -414,3 +428,75 @@ async def test_cancelled_request_does_not_cancel_the_refresh_it_started(
     assert authsvc.recorder.hits[REFRESH] == 1
     assert len(saved) == 1
     assert api.tokens.refresh_token != tokens.refresh_token
+
+
+# DPoP (RFC 9449): the client's key
+
+
+async def test_the_client_binds_its_sessions_to_one_key_made_once(
+    auth: AuthClient, authsvc: Authsvc
+) -> None:
+    key = auth.dpop_key
+    assert key is not None
+    first = await auth.login("alice", TEST_PASSWORD)
+    second = await auth.login("alice", TEST_PASSWORD)
+    assert auth.dpop_key is key
+    assert first.token_type == second.token_type == "DPoP"
+    for pair in (first, second):
+        claims = jwt.decode(pair.access_token, options={"verify_signature": False})
+        assert claims["cnf"] == {"jkt": key.thumbprint}
+
+
+async def test_refresh_and_api_calls_are_signed_and_single_flight_holds(
+    auth: AuthClient, tokens: TokenPair, authsvc: Authsvc, clock: FakeClock
+) -> None:
+    api = AuthSession(auth, tokens)
+    clock.now = tokens.expires_at + 1
+    statuses = []
+    for _ in range(3):
+        async with api.get(authsvc.url + ME) as response:
+            statuses.append(response.status)
+    assert statuses == [200, 200, 200]
+    assert authsvc.recorder.hits[REFRESH] == 1
+    refreshed = await auth.refresh(api.tokens.refresh_token)
+    assert refreshed.token_type == "DPoP"
+    await auth.logout(refreshed.access_token)
+    status, _ = await get_json(authsvc.url + ME, refreshed.access_token, auth.dpop_key)
+    assert status == 401
+
+
+async def test_tokens_copied_to_another_client_are_refused_without_ending_the_session(
+    auth: AuthClient, tokens: TokenPair, authsvc: Authsvc, clock: FakeClock
+) -> None:
+    async with AuthClient(authsvc.url, clock=clock) as other:
+        with pytest.raises(InvalidGrant):
+            await other.refresh(tokens.refresh_token)
+        # Its proofs are by another key: the API refuses the access token, and the refresh
+        # that follows is refused too.
+        with pytest.raises(SessionExpired):
+            await AuthSession(other, tokens).get(authsvc.url + ME)
+    async with AuthClient(authsvc.url, clock=clock, dpop=False) as keyless:
+        with pytest.raises(InvalidGrant):
+            await keyless.refresh(tokens.refresh_token)
+    assert (await get_json(authsvc.url + ME, tokens.access_token))[0] == 401  # as Bearer
+    assert (await get_json(authsvc.url + ME, tokens.access_token, auth.dpop_key))[0] == 200
+    assert (await auth.refresh(tokens.refresh_token)).session_id == tokens.session_id
+
+
+async def test_a_client_without_dpop_makes_bearer_sessions(
+    authsvc: Authsvc, clock: FakeClock
+) -> None:
+    async with AuthClient(authsvc.url, clock=clock, dpop=False) as auth:
+        assert auth.dpop_key is None
+        tokens = await auth.login("alice", TEST_PASSWORD)
+        assert tokens.token_type == "Bearer"
+        async with AuthSession(auth, tokens).get(authsvc.url + ME) as response:
+            assert response.status == 200
+
+
+async def test_a_dpop_key_can_be_kept_across_clients(authsvc: Authsvc, clock: FakeClock) -> None:
+    key = DpopKey(clock=clock)
+    async with AuthClient(authsvc.url, clock=clock, dpop=key) as first:
+        tokens = await first.login("alice", TEST_PASSWORD)
+    async with AuthClient(authsvc.url, clock=clock, dpop=key) as second:
+        assert (await second.refresh(tokens.refresh_token)).token_type == "DPoP"

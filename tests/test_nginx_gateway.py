@@ -24,8 +24,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from support import bearer, free_port, login, register
+from support import TEST_PASSWORD, bearer, free_port, login, register
 
+from authsvc.client import DpopKey
 from authsvc.http.appkeys import ACCOUNTS, CLOCK
 
 pytestmark = pytest.mark.process
@@ -269,3 +270,34 @@ async def test_verify_subrequest_location_is_not_reachable_from_outside(
     status, _, _ = await gateway.get("/_authsvc/verify", bearer(pair))
 
     assert status == 404
+
+
+async def test_a_dpop_bound_call_through_nginx_works_and_a_copied_token_does_not(
+    gateway: Gateway,
+) -> None:
+    """nginx passes the DPoP header and the request it checks (X-Forwarded-*) to verify:
+    a proof of the call the client made to nginx passes; the same token with another
+    key's proof, or as Bearer, gets 401 and never reaches the upstream."""
+    user = await register(gateway.authsvc)
+    key, thief = DpopKey(), DpopKey()
+    url = gateway.url + "/orders/7?page=2"
+    response = await gateway.authsvc.post(
+        "/v1/auth/login",
+        json={"username": "alice", "password": TEST_PASSWORD},
+        headers={"DPoP": key.proof("POST", "http://127.0.0.1:8080/v1/auth/login")},
+    )
+    pair = await response.json()
+    assert pair["token_type"] == "DPoP"
+    token = pair["access_token"]
+
+    def signed(by: DpopKey, method: str = "GET") -> dict[str, str]:
+        return {"Authorization": f"DPoP {token}", "DPoP": by.proof(method, url, token)}
+
+    status, _, body = await gateway.get("/orders/7?page=2", signed(key))
+    assert status == 200
+    assert body["X-Auth-User-Id"] == [user["user_id"]]
+    for headers in (signed(thief), signed(key, "POST"), {"Authorization": f"Bearer {token}"}):
+        status, response_headers, _ = await gateway.get("/orders/7?page=2", headers)
+        assert status == 401
+        assert response_headers["WWW-Authenticate"].startswith(("DPoP", "Bearer"))
+    assert len(gateway.upstream.received) == 1

@@ -315,10 +315,38 @@ async def test_refresh_answers_as_documented(client: Any) -> None:
     await assert_documented(await post(json=rotate), "POST", "/v1/auth/refresh", 200)
     unknown = {"refresh_token": "not-a-refresh-token"}
     await assert_documented(await post(json=unknown), "POST", "/v1/auth/refresh", 401)
-    await assert_documented(await post(json={}), "POST", "/v1/auth/refresh", 400)
+    # {} is cookie mode: with no cookie either, 401 (and the cookie cleared).
+    await assert_documented(await post(json={}), "POST", "/v1/auth/refresh", 401)
+    await assert_documented(await post(json={"refresh_token": 7}), "POST", "/v1/auth/refresh", 400)
     await assert_documented(await post(data=rotate), "POST", "/v1/auth/refresh", 415)
     huge = {"refresh_token": "x" * 20_000}
     await assert_documented(await post(json=huge), "POST", "/v1/auth/refresh", 413)
+
+
+async def test_cookie_mode_answers_as_documented(client: Any) -> None:
+    """Login, refresh (200, 403, 401) and logout in cookie mode (API.md "Browsers")."""
+    await register(client)
+    credentials = {"username": "alice", "password": TEST_PASSWORD, "cookie": True}
+    response = await client.post("/v1/auth/login", json=credentials)
+    await assert_documented(response, "POST", "/v1/auth/login", 200)
+    pair = await response.json()
+    cookie = {
+        "Cookie": f"__Host-authsvc-refresh={response.cookies['__Host-authsvc-refresh'].value}"
+    }
+    client.session.cookie_jar.clear()  # the test sends the Cookie header it means
+    refused = await client.post("/v1/auth/refresh", headers=cookie)
+    await assert_documented(refused, "POST", "/v1/auth/refresh", 403)
+    csrf = {"X-CSRF-Token": pair["csrf_token"]}
+    rotated = await client.post("/v1/auth/refresh", headers={**cookie, **csrf})
+    await assert_documented(rotated, "POST", "/v1/auth/refresh", 200)
+    tokens = await rotated.json()
+    cookie = {"Cookie": f"__Host-authsvc-refresh={rotated.cookies['__Host-authsvc-refresh'].value}"}
+    client.session.cookie_jar.clear()
+    logout = await client.post("/v1/auth/logout", headers={**bearer(tokens), **cookie})
+    await assert_documented(logout, "POST", "/v1/auth/logout", 204)
+    gone = await client.post("/v1/auth/refresh", json={}, headers={**cookie, **csrf})
+    await assert_documented(gone, "POST", "/v1/auth/refresh", 401)
+    assert gone.cookies["__Host-authsvc-refresh"]["max-age"] == "0"
 
 
 # Bearer endpoints

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from typing import Any
 
 import pytest
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
@@ -17,6 +19,12 @@ from redis.exceptions import (
 
 from authsvc.errors import StoreUnavailable
 from authsvc.store.errors import translate_errors
+from authsvc.store.sentinel import (
+    FollowingConnection,
+    FollowingPool,
+    FollowingSSLConnection,
+    MasterSwitched,
+)
 from authsvc.store.urls import StoreAddress, parse_store_url
 
 
@@ -77,6 +85,7 @@ class _Failing:
         ResponseError("BUSY Redis is busy running a script."),
         ResponseError("NOREPLICAS Not enough good replicas to write."),
         ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's failing"),
+        MasterSwitched("the master changed while this reply was awaited"),
         ConnectionRefusedError(),
     ],
 )
@@ -94,3 +103,25 @@ async def test_other_redis_errors_are_bugs_not_outages() -> None:
     with pytest.raises(ResponseError):
         await failing.call()
     assert failing.unavailable == 0
+
+
+@pytest.mark.parametrize(
+    ("tls", "connection_class"), [(False, FollowingConnection), (True, FollowingSSLConnection)]
+)
+def test_the_sentinel_pool_keeps_tls_to_the_data_nodes(tls: bool, connection_class: type) -> None:
+    """``rediss+sentinel://`` speaks TLS to the master, as redis-py's own pool would."""
+    sentinel = Sentinel([("127.0.0.1", 1)], ssl=tls)  # type: ignore[no-untyped-call]
+    master = sentinel.master_for("authsvc", connection_pool_class=FollowingPool)
+    assert type(master.connection_pool.make_connection()) is connection_class
+
+
+def test_no_script_catches_a_refused_write() -> None:
+    """READONLY from a script means it wrote nothing, so authsvc may send it again to the
+    new master: a replica refuses a script's first write and ``redis.call`` stops the
+    script there. A ``redis.pcall`` could catch the refusal and let the script answer as
+    if it had written (docs/production.md, Sentinel)."""
+    lua = importlib.resources.files("authsvc.store").joinpath("lua")
+    texts = [entry.read_text("utf-8") for entry in lua.iterdir() if entry.name.endswith(".lua")]
+    texts += [entry.read_text("utf-8") for entry in lua.joinpath("lib").iterdir()]
+    assert len(texts) > 10
+    assert not [text for text in texts if "pcall" in text]

@@ -9,8 +9,10 @@ from typing import Any
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from support import bearer, login, register
+from support import TEST_PASSWORD, bearer, login, register
 from yarl import URL
+
+from authsvc.client import DpopKey
 
 RECIPE = Path(__file__).resolve().parent.parent / "config" / "traefik" / "forward-auth.yml"
 
@@ -59,3 +61,32 @@ def test_every_router_goes_through_the_forward_auth_middleware() -> None:
     assert config["routers"]
     for router in config["routers"].values():
         assert "authsvc" in router["middlewares"]
+
+
+async def test_forward_auth_passes_the_dpop_proof_and_the_request_it_names(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    """Traefik sends the DPoP header (authRequestHeaders) and X-Forwarded-Method, -Proto,
+    -Host and -Uri of its own: verify checks the proof against that forwarded request."""
+    forward_auth = load_recipe()["middlewares"]["authsvc"]["forwardAuth"]
+    assert "DPoP" in forward_auth["authRequestHeaders"]
+    await register(client)
+    key = DpopKey()
+    response = await client.post(
+        "/v1/auth/login",
+        json={"username": "alice", "password": TEST_PASSWORD},
+        headers={"DPoP": key.proof("POST", "http://127.0.0.1:8080/v1/auth/login")},
+    )
+    token = (await response.json())["access_token"]
+    forwarded = {
+        "X-Forwarded-Method": "DELETE",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "api.example.com",
+        "X-Forwarded-Uri": "/orders/7",
+    }
+    proof = key.proof("DELETE", "https://api.example.com/orders/7", token)
+    verified = await client.get(
+        URL(forward_auth["address"]).path,
+        headers={**forwarded, "Authorization": f"DPoP {token}", "DPoP": proof},
+    )
+    assert verified.status == 200

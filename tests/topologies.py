@@ -303,7 +303,8 @@ class SentinelProcesses:
 
     @property
     def sentinel_ports(self) -> list[int]:
-        return [sentinel.port for sentinel in self.sentinels]
+        """The ports of the sentinels that run (a test may kill one)."""
+        return [sentinel.port for sentinel in self.sentinels if sentinel.alive]
 
     def start(self, timeout: float = 20.0) -> None:
         """Start master, replica and sentinels; wait until the replica is in sync and every
@@ -475,3 +476,83 @@ class SentinelProcesses:
             client.flushall()
         finally:
             client.close()
+
+    def force_failover(self) -> int:
+        """``SENTINEL FAILOVER``, as an operator runs it for maintenance; return the old
+        master's port. The old master stays up, and writable until the sentinels demote it."""
+        port = self.master_port()
+        client = _client(self.sentinel_ports[0])
+        try:
+            _command(client, "SENTINEL", "FAILOVER", self.service_name)
+        finally:
+            client.close()
+        return port
+
+    def kill_sentinel(self, index: int) -> None:
+        """SIGKILL sentinel ``index`` (in the URL's order)."""
+        self.sentinels[index].kill()
+
+    def demote(self, old_port: int, new_port: int) -> None:
+        """``REPLICAOF`` the new master on the old one: what the sentinels do about ten
+        seconds after a forced failover, done now."""
+        client = _client(old_port)
+        try:
+            client.replicaof(HOST, new_port)
+        finally:
+            client.close()
+        self.wait_demoted(old_port, new_port)
+
+    @staticmethod
+    def dbsize(port: int) -> int:
+        """How many keys the server on ``port`` holds."""
+        client = _client(port)
+        try:
+            return int(client.dbsize())
+        finally:
+            client.close()
+
+    @staticmethod
+    def role(port: int) -> str:
+        """``ROLE``'s first word from the server on ``port``: master or slave."""
+        client = _client(port)
+        try:
+            return str(_command(client, "ROLE")[0])
+        finally:
+            client.close()
+
+    def pause_master(self) -> int:
+        """SIGSTOP the current master (a partition as its clients see it); return its port."""
+        port = self.master_port()
+        process = self._server_on(port).process
+        assert process is not None
+        process.send_signal(signal.SIGSTOP)
+        return port
+
+    def resume(self, port: int) -> None:
+        """SIGCONT the server on ``port``."""
+        process = self._server_on(port).process
+        assert process is not None
+        process.send_signal(signal.SIGCONT)
+
+    def wait_demoted(self, old_port: int, new_port: int, timeout: float = 40.0) -> None:
+        """Wait until the server on ``old_port`` replicates from ``new_port`` and has
+        finished its resync: what it accepted on its own is gone by then."""
+
+        def demoted() -> bool:
+            client = _client(old_port)
+            try:
+                info = client.info("replication")
+            finally:
+                client.close()
+            return bool(
+                info.get("role") == "slave"
+                and int(info.get("master_port", 0)) == new_port
+                and info.get("master_link_status") == "up"
+                and int(info.get("master_sync_in_progress", 1)) == 0
+            )
+
+        _wait_until(
+            demoted, timeout,
+            lambda: f"port {old_port} was not demoted to a replica of {new_port} in "
+            f"{timeout} s\n" + self._logs(),
+        )  # fmt: skip

@@ -8,6 +8,7 @@ async with AuthClient("https://auth.example.com") as auth:
 """
 
 from authsvc.client.api import AuthClient
+from authsvc.client.dpop import DpopKey
 from authsvc.client.errors import (
     AccountDisabled,
     ApiError,
@@ -30,6 +31,7 @@ __all__ = [
     "AuthClient",
     "AuthSession",
     "AuthsvcClientError",
+    "DpopKey",
     "InvalidCredentials",
     "InvalidGrant",
     "InvalidToken",

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from authsvc.client.dpop import DpopKey
 from authsvc.client.errors import ApiError, TransportError, api_error
 from authsvc.client.tokens import TokenPair, TokenPairBody
 from authsvc.clock import Clock, system_clock
@@ -28,9 +29,14 @@ _ERROR = msgspec.json.Decoder(_ErrorBody)
 class AuthClient:
     """The first-party token API of one authsvc (API.md, First-party token API).
 
-    ``base_url`` is where authsvc answers, e.g. ``https://auth.example.com``. Without a
-    ``session`` the client opens its own aiohttp session and closes it in ``close()``;
-    a session passed in is left to its owner.
+    ``base_url`` is where authsvc answers, e.g. ``https://auth.example.com``: its
+    ``AUTHSVC_ISSUER``, which DPoP proofs name. Without a ``session`` the client opens its
+    own aiohttp session and closes it in ``close()``; a session passed in is left to its
+    owner.
+
+    ``dpop``: the client makes one Ed25519 key (``DpopKey``) and signs every login,
+    refresh and API call with it, so its sessions are bound to that key (RFC 9449);
+    pass a ``DpopKey`` to keep one across runs, or ``False`` for bearer sessions.
     """
 
     def __init__(
@@ -40,12 +46,21 @@ class AuthClient:
         *,
         clock: Clock = system_clock,
         timeout: float = DEFAULT_TIMEOUT,
+        dpop: DpopKey | bool = True,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._session = session
         self._owns_session = session is None
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._dpop = DpopKey(clock=clock) if dpop is True else dpop or None
+        # Whether the last TokenPair was bound: its access token goes as DPoP, not Bearer.
+        self._token_type = "Bearer"
+
+    @property
+    def dpop_key(self) -> DpopKey | None:
+        """The key this client proves, None when it makes bearer sessions."""
+        return self._dpop
 
     @property
     def clock(self) -> Clock:
@@ -151,6 +166,7 @@ class AuthClient:
             body = _TOKEN_PAIR.decode(raw)
         except msgspec.DecodeError:  # ValidationError is a DecodeError
             raise TransportError("the response is not a TokenPair") from None
+        self._token_type = body.token_type
         return TokenPair.from_body(body, now=self._clock())
 
     async def _call(
@@ -162,13 +178,20 @@ class AuthClient:
         access_token: str | None = None,
     ) -> bytes:
         """Send one request; return the body of a 2xx, raise for anything else."""
-        headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
+        url = self._base_url + path
+        headers: dict[str, str] = {}
+        if access_token:
+            dpop = self._dpop is not None and self._token_type == "DPoP"
+            headers["Authorization"] = f"{'DPoP' if dpop else 'Bearer'} {access_token}"
+        if self._dpop is not None:
+            # A fresh proof for every request, its ath naming the access token if any.
+            headers["DPoP"] = self._dpop.proof(method, url, access_token or None)
         kwargs: dict[str, Any] = {"headers": headers, "timeout": self._timeout}
         if json is not None:
             kwargs["data"] = msgspec.json.encode(json)
             headers["Content-Type"] = "application/json"
         try:
-            async with self.http.request(method, self._base_url + path, **kwargs) as response:
+            async with self.http.request(method, url, **kwargs) as response:
                 raw = await response.read()
                 status, retry_after = response.status, response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as error:

@@ -47,8 +47,10 @@ class RetryPolicy:
 class AuthSession:
     """One authsvc session (one login) used to call APIs with its access token.
 
-    Every request made through it carries ``Authorization: Bearer <access token>``, so
-    send only requests meant for your own APIs through it. Before a request, an access
+    Every request made through it carries ``Authorization: Bearer <access token>`` (or,
+    for a session bound to the AuthClient's DPoP key, ``Authorization: DPoP`` and a fresh
+    ``DPoP`` proof for that request), so send only requests meant for your own APIs
+    through it. Before a request, an access
     token that expires within ``refresh_margin`` seconds is refreshed first; a 401 from
     the API is answered by one refresh and one retry. Concurrent requests share one
     refresh. A refresh that fails on the way is retried per ``retry``; one that authsvc
@@ -132,7 +134,7 @@ class AuthSession:
         http = self._http or self._auth.http
         headers = CIMultiDict[str](kwargs.pop("headers", None) or {})
         tokens = await self._fresh_tokens()
-        headers["Authorization"] = f"Bearer {tokens.access_token}"
+        self._authorize(headers, tokens, method, url)
         response = await http.request(method, url, headers=headers, **kwargs)
         if response.status != 401:
             return response
@@ -141,8 +143,20 @@ class AuthSession:
         # the API's answer.
         response.release()
         tokens = await self._refresh_after(tokens)
-        headers["Authorization"] = f"Bearer {tokens.access_token}"
+        self._authorize(headers, tokens, method, url)
         return await http.request(method, url, headers=headers, **kwargs)
+
+    def _authorize(
+        self, headers: CIMultiDict[str], tokens: TokenPair, method: str, url: str | URL
+    ) -> None:
+        key = self._auth.dpop_key
+        if tokens.token_type == "DPoP" and key is not None:
+            # RFC 9449 §7.1: a proof of this request (its own jti, so a retry has one of
+            # its own) whose ath names the access token.
+            headers["Authorization"] = f"DPoP {tokens.access_token}"
+            headers["DPoP"] = key.proof(method, url, tokens.access_token)
+        else:
+            headers["Authorization"] = f"Bearer {tokens.access_token}"
 
     async def _fresh_tokens(self) -> TokenPair:
         tokens = self._tokens

@@ -15,6 +15,7 @@ class TokenPairBody(msgspec.Struct):
     refresh_token: str
     refresh_expires_in: int
     session_id: str
+    token_type: str = "Bearer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,9 @@ class TokenPair:
     session_id: str
     expires_at: int
     refresh_expires_at: int
+    # "DPoP" when the session is bound to the client's key: its access token is sent as
+    # ``Authorization: DPoP`` with a proof (RFC 9449 §7.1).
+    token_type: str = "Bearer"
 
     @classmethod
     def from_body(cls, body: TokenPairBody, *, now: int) -> TokenPair:
@@ -43,4 +47,5 @@ class TokenPair:
             session_id=body.session_id,
             expires_at=now + body.expires_in,
             refresh_expires_at=now + body.refresh_expires_in,
+            token_type=body.token_type,
         )

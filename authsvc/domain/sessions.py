@@ -20,6 +20,9 @@ from authsvc.domain.security_events import SecurityEvents
 from authsvc.errors import (
     AccountDisabled,
     InvalidCredentials,
+    InvalidCsrf,
+    InvalidDpopProof,
+    InvalidDpopToken,
     InvalidGrant,
     InvalidRequest,
     InvalidToken,
@@ -30,6 +33,7 @@ from authsvc.errors import (
 from authsvc.store.records import EventRecord, LoginOutcome, RotationOutcome, SessionRecord
 from authsvc.store.redis_store import Store
 from authsvc.tokens.access import AccessClaims, AccessTokens, new_jti
+from authsvc.tokens.dpop import JTI_TTL, Proof
 from authsvc.tokens.refresh import (
     RefreshTokens,
     Successor,
@@ -56,6 +60,12 @@ class TokenPair:
     refresh_token: str
     refresh_expires_in: int
     session_id: str
+    # The DPoP key the session is bound to (token_type "DPoP"), None for a bearer session.
+    jkt: str | None = None
+
+    @property
+    def token_type(self) -> str:
+        return "Bearer" if self.jkt is None else "DPoP"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +147,18 @@ class SessionService:
         return User(user_id, name)
 
     async def login(
-        self, username: str, password: str, client: ClientInfo, *, now: int
+        self,
+        username: str,
+        password: str,
+        client: ClientInfo,
+        *,
+        now: int,
+        proof: Proof | None = None,
     ) -> TokenPair:
-        """Verify a password and start a session.
+        """Verify a password and start a session, bound to the DPoP key of ``proof`` if any.
 
         Raises:
+            InvalidDpopProof: the proof's jti was seen before.
             InvalidCredentials: unknown user or wrong password, alike in body and cost.
             RateLimited: too many attempts for this username or client address, or too
                 many failures for this account since its last successful login.
@@ -156,6 +173,8 @@ class SessionService:
         except RateLimited:
             self._events.login_finished("rate_limited")
             raise
+        # Before the password is checked: a replayed request costs no argon2 run.
+        await self._claim_proof(proof)
         user = await self._store.find_user(name) if name else None
         if user is None:
             # Same cost as a wrong password, so response times do not tell which
@@ -192,6 +211,7 @@ class SessionService:
             upgraded_password_hash=verification.new_hash,
             event=event,
             evicted_event=evicted_event,
+            jkt=None if proof is None else proof.jkt,
         )
         if started.outcome is not LoginOutcome.OK:
             self._events.login_finished("invalid_credentials")
@@ -207,8 +227,9 @@ class SessionService:
             self._security.recorded(
                 user.user_id, dataclasses.replace(evicted_event, session_id=evicted)
             )
+        jkt = None if proof is None else proof.jkt
         access_token, access_expires_at = self._access.sign(
-            user_id=user.user_id, session_id=session_id, now=now, roles=started.roles
+            user_id=user.user_id, session_id=session_id, now=now, roles=started.roles, jkt=jkt
         )
         self._security.recorded(user.user_id, event)
         self._events.login_finished("ok")
@@ -218,16 +239,46 @@ class SessionService:
             refresh_token=refresh_token.value,
             refresh_expires_in=started.expires_at - now,
             session_id=session_id,
+            jkt=jkt,
         )
 
+    async def _claim_proof(self, proof: Proof | None, *, resource: bool = False) -> None:
+        """Accept a checked proof's jti once (RFC 9449 §11.1).
+
+        Raises:
+            InvalidDpopProof: the jti was seen within the proof window.
+        """
+        if proof is not None and not await self._store.claim_dpop_proof(
+            proof.jkt, proof.jti, ttl=JTI_TTL
+        ):
+            raise InvalidDpopProof("this DPoP proof was used already", resource=resource)
+
+    def csrf_token(self, session_id: str) -> str:
+        """The CSRF token of a session in cookie mode (derived: nothing is stored)."""
+        return self._refresh.csrf_token(session_id)
+
     async def refresh(
-        self, refresh_token: str, *, client: ClientInfo = NO_CLIENT, now: int
+        self,
+        refresh_token: str,
+        *,
+        csrf_token: str | None = None,
+        client: ClientInfo = NO_CLIENT,
+        now: int,
+        proof: Proof | None = None,
     ) -> TokenPair:
         """Rotate a refresh token; a replay after the grace window revokes the session
         (and records a ``refresh_replay`` event of the request's ``client``).
 
+        ``csrf_token``, for a refresh token that came in the cookie, must be its session's;
+        it is checked before the store is asked, so a refusal changes nothing. A session
+        bound to a DPoP key needs ``proof`` by that key; without it the rotation script
+        refuses before deciding anything else, so nothing rotates or is revoked.
+
         Raises:
-            InvalidGrant: the token is malformed, unknown, expired, revoked or replayed.
+            InvalidGrant: the token is malformed, unknown, expired, revoked or replayed, or
+                its session is bound to a DPoP key the request did not prove.
+            InvalidCsrf: ``csrf_token`` is given and is not the session's.
+            InvalidDpopProof: the proof's jti was seen before.
             RateLimited: too many refreshes from this client address.
         """
         # Nothing costly before the store has decided. A token that is not ours (bad MAC)
@@ -236,10 +287,19 @@ class SessionService:
         # bucket and rotates; only a rotation or a grace retry is signed for, after it.
         try:
             presented = self._refresh.parse(refresh_token)
-        except InvalidGrant:
+            if csrf_token is not None:
+                # Before the rotation: a page that can make the browser send the cookie
+                # but cannot read the CSRF token must not rotate, and a replay of an old
+                # cookie without it must not revoke.
+                self._refresh.check_csrf(presented, csrf_token)
+        except (InvalidGrant, InvalidCsrf):
             self._events.refresh_finished("invalid")
             raise
         user_id, session_id = presented.user_id, presented.session_id
+        # Before the rotation decides: a captured request replayed with its proof stops
+        # here, and cannot be taken for a replay of the refresh token (which would end
+        # the session).
+        await self._claim_proof(proof)
         minted = self._refresh.successor(presented)
         successor = Successor(minted.value, issued_at=now, jti=new_jti())
         # Built for every refresh, recorded by the rotation's own script only on a replay.
@@ -250,10 +310,15 @@ class SessionService:
             user_id, session_id, presented.position, presented.hash, minted.hash,
             seal_successor(presented, successor),
             now=now, grace=self._reuse_grace, bucket=self._throttle.refresh_bucket(client.ip),
-            replay_event=replay,
+            replay_event=replay, jkt=None if proof is None else proof.jkt,
         )  # fmt: skip
         if rotation.outcome is RotationOutcome.LIMITED:
             raise RateLimited(retry_after=rotation.retry_after)
+        if rotation.outcome is RotationOutcome.WRONG_KEY:
+            self._events.refresh_finished("invalid")
+            raise InvalidGrant(
+                "this session is bound to a DPoP key: its refresh needs a proof by that key"
+            )
         if rotation.outcome is RotationOutcome.GRACE:
             # A retry or a parallel request with the same token: hand back what the first
             # rotation issued, so the app's chain goes on instead of splitting in two.
@@ -274,7 +339,7 @@ class SessionService:
         # roles current when it is answered, read by the same script).
         access_token, access_expires_at = self._access.sign(
             user_id=user_id, session_id=session_id, now=successor.issued_at,
-            jti=successor.jti, roles=rotation.roles,
+            jti=successor.jti, roles=rotation.roles, jkt=rotation.jkt,
         )  # fmt: skip
         return TokenPair(
             access_token=access_token,
@@ -282,17 +347,49 @@ class SessionService:
             refresh_token=successor.refresh_token,
             refresh_expires_in=rotation.expires_at - now,
             session_id=session_id,
+            jkt=rotation.jkt,
         )
 
-    async def authenticate(self, access_token: str, *, now: int) -> Principal:
-        """Verify an access token and that its session is still live.
+    async def authenticate(
+        self,
+        access_token: str,
+        *,
+        now: int,
+        dpop: bool = False,
+        proof: Proof | None = None,
+    ) -> Principal:
+        """Verify an access token and that its session is still live; a bound one (cnf.jkt)
+        only under the DPoP scheme (``dpop``) with a checked ``proof`` by its key.
+
+        The proof's ``ath`` is the caller's to have checked against ``access_token``. The
+        verified-token cache returns the claims, ``cnf`` included: a cached bound token is
+        held to its key as a fresh one is.
 
         Raises:
             InvalidToken: bad signature, wrong issuer/audience/type, expired, or the session
-                has ended.
+                has ended; a bound token sent as Bearer, or without a proof by its key.
+            InvalidDpopToken: the same, for a request under the DPoP scheme.
+            InvalidDpopProof: the proof's jti was seen before.
         """
         claims = self._access.verify(access_token, now=now)
-        username = await self._store.session_live(claims.user_id, claims.session_id, now=now)
+        if claims.jkt is not None and not dpop:
+            raise InvalidToken(
+                "this access token is bound to a DPoP key: send it as Authorization: DPoP "
+                "with a proof"
+            )
+        if dpop:
+            if claims.jkt is None:
+                raise InvalidDpopToken("this access token is not bound to a DPoP key")
+            if proof is None:
+                raise InvalidDpopToken("a DPoP-bound access token needs its DPoP proof")
+            if proof.jkt != claims.jkt:
+                raise InvalidDpopToken("the DPoP proof is not by the key this token is bound to")
+        live = self._store.session_live(claims.user_id, claims.session_id, now=now)
+        if proof is None:
+            username = await live
+        else:
+            # One round trip for both where the store batches them (two commands of a tick).
+            username, _ = await asyncio.gather(live, self._claim_proof(proof, resource=True))
         if username is None:
             raise InvalidToken("the session of this access token has ended")
         return Principal(claims.user_id, username, claims.session_id, claims)
@@ -322,9 +419,15 @@ class SessionService:
         tokens, and a refresh token's state is for its client alone.
         """
         try:
-            return await self.authenticate(token, now=now)
+            claims = self._access.verify(token, now=now)
         except InvalidToken:
             return None
+        # A bound token is reported with its cnf (RFC 9449 §6.2): the resource server that
+        # asks holds it to the proof, which introspection does not see.
+        username = await self._store.session_live(claims.user_id, claims.session_id, now=now)
+        if username is None:
+            return None
+        return Principal(claims.user_id, username, claims.session_id, claims)
 
     async def logout(
         self, principal: Principal, *, client: ClientInfo = NO_CLIENT, now: int

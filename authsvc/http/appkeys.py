@@ -14,6 +14,7 @@ from authsvc.domain.sessions import SessionService
 from authsvc.store.redis_store import Store
 from authsvc.store.supervision import StoreState
 from authsvc.telemetry.metrics import Metrics
+from authsvc.tokens.dpop import ProofVerifier
 from authsvc.tokens.keys import KeyRing
 from authsvc.tokens.rotation import ActiveKeys
 
@@ -38,5 +39,7 @@ HASHER = web.AppKey("hasher", Hasher)
 THROTTLE = web.AppKey("throttle", Throttle)
 UNTRUSTED_FORWARDING_WARNED = web.AppKey("untrusted_forwarding_warned", Once)
 METRICS = web.AppKey("metrics", Metrics)
+# Checks DPoP proofs, keeping the keys of the proof headers it has seen (RFC 9449).
+DPOP_PROOFS = web.AppKey("dpop_proofs", ProofVerifier)
 # Only with the embedded store: whether its process is known to be dead (see /healthz).
 EMBEDDED_STORE_STATE = web.AppKey("embedded_store_state", StoreState)

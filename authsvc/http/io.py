@@ -25,7 +25,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 USER_AGENT_MAX_LENGTH = 512
 # RFC 6750 §2.1 b64token. aiohttp hands non-UTF-8 header bytes over as lone surrogates,
 # which no JWT library can encode: anything outside this alphabet is refused here.
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*", re.ASCII)
+B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*", re.ASCII)
 
 
 def bearer_token(request: web.Request) -> str:
@@ -35,16 +35,28 @@ def bearer_token(request: web.Request) -> str:
         MissingToken: no Authorization header, or another scheme (RFC 6750 §3.1).
         InvalidToken: a Bearer header with no usable token.
     """
+    return authorization(request, dpop=False)[1]
+
+
+def authorization(request: web.Request, *, dpop: bool) -> tuple[str, str]:
+    """Return the scheme (``bearer``, or ``dpop`` when ``dpop`` allows it: RFC 9449 §7.1)
+    and the access token of the Authorization header.
+
+    Raises:
+        MissingToken: no Authorization header, or another scheme (RFC 6750 §3.1).
+        InvalidToken: a Bearer or DPoP header with no usable token.
+    """
     header = request.headers.get("Authorization")
     if header is None:
         raise MissingToken()
     scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
+    scheme = scheme.lower()
+    if scheme != "bearer" and (scheme != "dpop" or not dpop):
         raise MissingToken()
     token = token.strip()
-    if _B64TOKEN.fullmatch(token) is None:
+    if B64TOKEN.fullmatch(token) is None:
         raise InvalidToken("the Authorization header is malformed")
-    return token
+    return scheme, token
 
 
 def header_text(request: web.Request, name: str) -> str:
@@ -141,7 +153,7 @@ def token_response(pair: TokenPair) -> web.Response:
     return json_response(
         {
             "access_token": pair.access_token,
-            "token_type": "Bearer",
+            "token_type": pair.token_type,
             "expires_in": pair.expires_in,
             "refresh_token": pair.refresh_token,
             "refresh_expires_in": pair.refresh_expires_in,

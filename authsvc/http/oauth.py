@@ -23,7 +23,9 @@ from authsvc.errors import (
 from authsvc.http.appkeys import ACTIVE_KEYS, CLOCK, SESSIONS, SETTINGS, THROTTLE
 from authsvc.http.bodies import RefreshTokenText, form_as, read_form, read_form_values
 from authsvc.http.client_auth import authenticate_client_throttled
+from authsvc.http.dpop import login_proof, require_login_proof
 from authsvc.http.io import NO_STORE, json_response, request_client, token_response
+from authsvc.tokens.dpop import ALGORITHMS as DPOP_ALGORITHMS
 
 routes = web.RouteTableDef()
 
@@ -78,6 +80,10 @@ async def metadata(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     issuer = settings.effective_issuer.rstrip("/")
     grants = ["refresh_token", "password"] if settings.password_grant else ["refresh_token"]
+    dpop: dict[str, object] = {}
+    if settings.dpop != "off":
+        # RFC 9449 §5.1: the algorithms a proof may be signed with.
+        dpop["dpop_signing_alg_values_supported"] = list(DPOP_ALGORITHMS)
     return json_response(
         {
             "issuer": issuer,
@@ -98,6 +104,7 @@ async def metadata(request: web.Request) -> web.Response:
             "token_endpoint_auth_methods_supported": ["none"],
             "revocation_endpoint_auth_methods_supported": ["none"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+            **dpop,
         },
         headers={"Cache-Control": f"public, max-age={settings.jwks_max_age}"},
     )
@@ -112,15 +119,19 @@ async def token(request: web.Request) -> web.Response:
     if grant_type == "refresh_token":
         refresh = form_as(values, RefreshGrantForm)
         # The address's refresh bucket, shared with /v1/auth/refresh, before any signing.
+        # RFC 9449 §5: a bound session's refresh needs a proof by its key.
         pair = await sessions.refresh(
-            refresh.refresh_token, client=request_client(request), now=now
-        )
+            refresh.refresh_token, client=request_client(request), now=now,
+            proof=login_proof(request),
+        )  # fmt: skip
         return token_response(pair)
     if grant_type == "password" and request.app[SETTINGS].password_grant:
         owner = form_as(values, PasswordGrantForm)
+        proof = login_proof(request)  # RFC 9449 §5: binds the session to the proof's key
+        require_login_proof(request, proof)
         try:
             pair = await sessions.login(
-                owner.username, owner.password, request_client(request), now=now
+                owner.username, owner.password, request_client(request), now=now, proof=proof
             )
         except InvalidCredentials:
             # §5.2: wrong resource owner credentials are an invalid_grant.
@@ -167,9 +178,12 @@ async def introspect(request: web.Request) -> web.Response:
         "username": principal.username,
         "sid": principal.session_id,
         "client_id": claims.client_id,
-        "token_type": "Bearer",
+        "token_type": "Bearer" if claims.jkt is None else "DPoP",
         "exp": claims.expires_at,
         "iat": claims.issued_at,
         "roles": list(claims.roles),
     }
+    if claims.jkt is not None:
+        # RFC 9449 §6.2: the key a bound token must be presented with.
+        body["cnf"] = {"jkt": claims.jkt}
     return json_response(body, headers=NO_STORE)

@@ -1,6 +1,6 @@
 """What every request goes through: its request id, the contract's error body for any
-exception, its metrics, and the headers every response carries (X-Request-Id, a Server
-header that names no versions)."""
+exception, its metrics, CORS preflights, and the headers every response carries
+(X-Request-Id, a Server header that names no versions, CORS for a listed origin)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 
 from authsvc.http.appkeys import METRICS
 from authsvc.http.bodies import read_body
+from authsvc.http.cors import add_cors_headers, preflight
 from authsvc.http.errors import contract_error_response
 from authsvc.telemetry.metrics import UNMATCHED_ROUTE
 from authsvc.telemetry.requestid import HEADER, current_request_id, new_request_id, request_id_for
@@ -50,17 +51,23 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     started = time.perf_counter()
     in_flight = request.app[METRICS].http_requests_in_flight
     in_flight.inc()
+    route: str | None = None  # the route's template, where the router found none
     try:
         if hdrs.CONTENT_ENCODING in request.headers:
             # Decoded here, whatever the route: a coding that fails fails before any
             # handler, not in aiohttp after the answer (an ERROR and a traceback there).
             await read_body(request)
-        response = await handler(request)
+        # A preflight is answered here: no route takes OPTIONS (http/cors.py).
+        answer = await preflight(request) if request.method == hdrs.METH_OPTIONS else None
+        if answer is None:
+            response = await handler(request)
+        else:
+            route, response = answer
     except Exception as exc:
         if isinstance(exc, ConnectionError) and client_is_gone(request):
             # The body stopped coming: the client dropped the connection mid-upload.
             response = _dropped()
-            _count(request, CLIENT_CLOSED_REQUEST, started)
+            _count(request, CLIENT_CLOSED_REQUEST, started, route)
             return response
         error = contract_error_response(request, exc)
         if error is None:  # a redirect, or an aiohttp error page without a contract body
@@ -74,7 +81,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         _end_unreadable_body(request, response)
     # A request cancelled by the shutdown bound is not counted: it has no status. One whose
     # client left while it was processed is counted as dropped, whatever it would have been.
-    _count(request, CLIENT_CLOSED_REQUEST if client_is_gone(request) else response.status, started)
+    status = CLIENT_CLOSED_REQUEST if client_is_gone(request) else response.status
+    _count(request, status, started, route)
     return response
 
 
@@ -94,9 +102,9 @@ def _end_unreadable_body(request: web.Request, response: web.StreamResponse) -> 
     request.content.feed_eof()
 
 
-def _count(request: web.Request, status: int, started: float) -> None:
+def _count(request: web.Request, status: int, started: float, route: str | None = None) -> None:
     request.app[METRICS].request_finished(
-        route_of(request), request.method, status, time.perf_counter() - started
+        route or route_of(request), request.method, status, time.perf_counter() - started
     )
 
 
@@ -105,3 +113,4 @@ async def set_response_headers(request: web.Request, response: web.StreamRespons
     response.headers[HEADER] = request.get(REQUEST_ID) or new_request_id()
     # aiohttp's default names the Python and aiohttp versions: no need to tell scanners.
     response.headers["Server"] = SERVER
+    add_cors_headers(request, response)

@@ -9,13 +9,21 @@ from aiohttp import web
 
 from authsvc.domain.passwords import USERNAME_MAX_LENGTH
 from authsvc.domain.sessions import Principal
-from authsvc.errors import RegistrationClosed
+from authsvc.errors import InvalidGrant, RegistrationClosed
 from authsvc.http.appkeys import ACCOUNTS, CLOCK, SESSIONS, SETTINGS
 from authsvc.http.bodies import RefreshTokenText, read_json
+from authsvc.http.cookies import (
+    CSRF_HEADER,
+    REFRESH_COOKIE,
+    clear_refresh_cookie,
+    cookie_token_response,
+)
+from authsvc.http.cors import check_refresh_origin
+from authsvc.http.dpop import authenticated, login_proof, require_login_proof
+from authsvc.http.errors import error_response
 from authsvc.http.events import events_response
 from authsvc.http.io import (
     NO_STORE,
-    bearer_token,
     client_ip,
     json_response,
     request_client,
@@ -44,10 +52,13 @@ class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     username: LoginUsername
     password: str
     device: Device | None = None
+    # Cookie mode (docs/browsers.md): the refresh token in an HttpOnly cookie.
+    cookie: bool = False
 
 
 class RefreshBody(msgspec.Struct, forbid_unknown_fields=True):
-    refresh_token: RefreshTokenText
+    # Left out: cookie mode, the refresh token is the cookie's (null is refused).
+    refresh_token: RefreshTokenText | msgspec.UnsetType = msgspec.UNSET
 
 
 class ChangePasswordBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -60,7 +71,12 @@ class DeleteAccountBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def _principal(request: web.Request) -> Principal:
-    return await request.app[SESSIONS].authenticate(bearer_token(request), now=request.app[CLOCK]())
+    """Bearer, or DPoP with its proof for a bound token (``authsvc.http.dpop``)."""
+    return await authenticated(request)
+
+
+async def _principal_forwarded(request: web.Request) -> Principal:
+    return await authenticated(request, forwarded=True)
 
 
 @routes.post("/v1/users")
@@ -98,20 +114,68 @@ async def change_password(request: web.Request) -> web.Response:
 @routes.post("/v1/auth/login")
 async def login(request: web.Request) -> web.Response:
     body = await read_json(request, LoginBody)
+    proof = login_proof(request)  # binds the session to its key (RFC 9449 §5)
+    require_login_proof(request, proof)
     client = request_client(request, device=body.device or "")
-    pair = await request.app[SESSIONS].login(
-        body.username, body.password, client, now=request.app[CLOCK]()
+    sessions = request.app[SESSIONS]
+    pair = await sessions.login(
+        body.username, body.password, client, now=request.app[CLOCK](), proof=proof
     )
+    if body.cookie:
+        return cookie_token_response(
+            pair,
+            sessions.csrf_token(pair.session_id),
+            samesite=request.app[SETTINGS].cookie_samesite,
+        )
     return token_response(pair)
 
 
 @routes.post("/v1/auth/refresh")
 async def refresh(request: web.Request) -> web.Response:
-    body = await read_json(request, RefreshBody)
+    # Cookie mode sends no body at all, or {}.
+    body = await read_json(request, RefreshBody) if request.body_exists else RefreshBody()
+    if body.refresh_token is msgspec.UNSET:
+        return await _refresh_cookie(request)
+    # A token in the body wins over a cookie sent with it.
     pair = await request.app[SESSIONS].refresh(
-        body.refresh_token, client=request_client(request), now=request.app[CLOCK]()
-    )
+        body.refresh_token, client=request_client(request), now=request.app[CLOCK](),
+        proof=login_proof(request),  # a bound session's refresh needs its key's proof
+    )  # fmt: skip
     return token_response(pair)
+
+
+async def _refresh_cookie(request: web.Request) -> web.Response:
+    """Rotate the cookie's refresh token: the session's CSRF token and an Origin of ours
+    (or none) first, so a page elsewhere that makes the browser send the cookie rotates
+    and revokes nothing (403 invalid_csrf)."""
+    check_refresh_origin(request)
+    sessions, samesite = request.app[SESSIONS], request.app[SETTINGS].cookie_samesite
+    try:
+        token = request.cookies.get(REFRESH_COOKIE)
+        if token is None:
+            raise InvalidGrant("no refresh token: none in the body, and no cookie")
+        pair = await sessions.refresh(
+            token,
+            csrf_token=request.headers.get(CSRF_HEADER, ""),
+            client=request_client(request),
+            now=request.app[CLOCK](),
+            proof=login_proof(request),  # a bound session's refresh needs its key's proof
+        )
+    except InvalidGrant as exc:
+        # The cookie is HTTP's to clear, here, rather than the error's: a browser that keeps
+        # a refused cookie sends it again and again.
+        response = error_response(exc)
+        clear_refresh_cookie(response, samesite=samesite)
+        return response
+    return cookie_token_response(pair, sessions.csrf_token(pair.session_id), samesite=samesite)
+
+
+def _ended_session_response(request: web.Request) -> web.Response:
+    """204 for logout and logout-all, dropping the refresh cookie when the request has one."""
+    response = web.Response(status=204)
+    if REFRESH_COOKIE in request.cookies:
+        clear_refresh_cookie(response, samesite=request.app[SETTINGS].cookie_samesite)
+    return response
 
 
 @routes.post("/v1/auth/logout")
@@ -120,7 +184,7 @@ async def logout(request: web.Request) -> web.Response:
     await request.app[SESSIONS].logout(
         principal, client=request_client(request), now=request.app[CLOCK]()
     )
-    return web.Response(status=204)
+    return _ended_session_response(request)
 
 
 @routes.post("/v1/auth/logout-all")
@@ -129,7 +193,7 @@ async def logout_all(request: web.Request) -> web.Response:
     await request.app[SESSIONS].logout_all(
         principal, client=request_client(request), now=request.app[CLOCK]()
     )
-    return web.Response(status=204)
+    return _ended_session_response(request)
 
 
 @routes.get("/v1/auth/sessions")
@@ -184,8 +248,11 @@ async def me(request: web.Request) -> web.Response:
 
 @routes.get("/v1/auth/verify")
 async def verify(request: web.Request) -> web.Response:
-    """Forward-auth: 200 with identity headers for a live session, else 401."""
-    principal = await _principal(request)
+    """Forward-auth: 200 with identity headers for a live session, else 401.
+
+    A DPoP proof is checked against the request the gateway forwards (X-Forwarded-*).
+    """
+    principal = await _principal_forwarded(request)
     return web.Response(
         status=200,
         headers={

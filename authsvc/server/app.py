@@ -17,11 +17,12 @@ from authsvc.domain.passwords import Hasher, PasswordPolicy
 from authsvc.domain.ratelimit import Limits, Throttle
 from authsvc.domain.security_events import SecurityEvents
 from authsvc.domain.sessions import SessionService
-from authsvc.http import admin, oauth, ops, v1
+from authsvc.http import admin, oauth, ops, pages, v1
 from authsvc.http.appkeys import (
     ACCOUNTS,
     ACTIVE_KEYS,
     CLOCK,
+    DPOP_PROOFS,
     EMBEDDED_STORE_STATE,
     HASHER,
     KEY_RING,
@@ -43,6 +44,7 @@ from authsvc.store.redis_store import Store
 from authsvc.store.supervision import StoreState
 from authsvc.telemetry.metrics import Metrics
 from authsvc.tokens.access import AccessTokens
+from authsvc.tokens.dpop import ProofVerifier
 from authsvc.tokens.keys import KeyRing
 from authsvc.tokens.refresh import RefreshTokens
 from authsvc.tokens.rotation import ActiveKeys
@@ -73,6 +75,7 @@ def create_app(
     app[KEY_RING] = key_ring or load_key_ring(settings)
     app[UNTRUSTED_FORWARDING_WARNED] = Once()
     app[METRICS] = Metrics(multiprocess_dir=metrics_dir)
+    app[DPOP_PROOFS] = ProofVerifier()
     if embedded_store_state is not None:
         app[EMBEDDED_STORE_STATE] = embedded_store_state
     app.on_response_prepare.append(set_response_headers)
@@ -80,6 +83,7 @@ def create_app(
     app.add_routes(oauth.routes)
     app.add_routes(ops.routes)
     app.add_routes(admin.routes)
+    app.add_routes(pages.routes)
     app.cleanup_ctx.append(_keys_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_services_ctx)

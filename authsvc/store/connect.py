@@ -16,7 +16,9 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from authsvc.store.sentinel import FollowingPool, MasterWatcher
 from authsvc.store.urls import StoreAddress, parse_store_url
 
 RedisClient: TypeAlias = "Redis | RedisCluster"
@@ -29,6 +31,24 @@ def _client_options(timeout: float) -> dict[str, Any]:
         # One quick retry on a fresh connection covers pooled connections that died with a
         # Redis restart or a failover; more would only hold requests during an outage.
         "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
+    }
+
+
+def _single_server_options(timeout: float) -> dict[str, Any]:
+    """``_client_options``, but a timeout is not retried: the store timeout bounds a call.
+
+    redis-py retries a timed-out command, and a timed-out handshake of a new connection,
+    each after a wait of the whole timeout: on a connection that hangs (a half-open
+    network, a peer gone without a FIN or RST) a call took up to four times
+    AUTHSVC_STORE_TIMEOUT before its 503. A reset connection is still retried at once.
+    """
+    return {
+        **_client_options(timeout),
+        "retry": Retry(
+            ExponentialBackoff(cap=0.05, base=0.01),
+            retries=1,
+            supported_errors=(RedisConnectionError,),
+        ),
     }
 
 
@@ -50,7 +70,9 @@ async def open_redis(url: str, *, socket_timeout: float) -> AsyncIterator[RedisC
 
         client: RedisClient = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     elif address.topology == "single":
-        client = Redis.from_url(url, health_check_interval=30, **options)
+        client = Redis.from_url(
+            url, health_check_interval=30, **_single_server_options(socket_timeout)
+        )
     elif address.topology == "cluster":
         # Not entered with "async with": that would connect now, and a cluster that is
         # down at start must only make /readyz say so.
@@ -89,12 +111,15 @@ async def _sentinel_master(address: StoreAddress, options: dict[str, Any]) -> As
         health_check_interval=30,
         **options,
     )
-    # A connection to the old master fails or answers READONLY after a failover; the pool
-    # then asks the sentinels again, so the new master is followed without a restart.
-    master = sentinel.master_for(address.service_name)
+    # The watcher follows each switch the sentinels announce before the next command;
+    # a server that answers READONLY or is no master sends the pool to the sentinels.
+    master = sentinel.master_for(address.service_name, connection_pool_class=FollowingPool)
+    watcher = MasterWatcher(sentinel, master.connection_pool, address.service_name)
+    watcher.start()
     try:
         yield master
     finally:
+        await watcher.stop()
         await master.aclose()
         for client in sentinel.sentinels:
             await client.aclose()

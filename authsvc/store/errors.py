@@ -27,11 +27,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from authsvc.errors import StoreUnavailable
+from authsvc.store.sentinel import MasterSwitched
 
 logger = logging.getLogger(__name__)
 
-# Down, unreachable, or a replica answering after a failover (READONLY).
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+# Down, unreachable, a replica answering after a failover (READONLY), or a reply from a
+# master replaced while it was awaited (its outcome is unknown: no retry).
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, MasterSwitched, OSError)
 # Up, but refusing for now: out of memory, loading its data, failing over, resharding.
 _REFUSING = (
     OutOfMemoryError,

@@ -9,7 +9,8 @@ several of them run on Redis Cluster too (all their keys hash to one slot):
                                         least recently used first
     authsvc:{<uid>}:s:<sid>       hash  one session: n (position of the chain's current
                                         token), h (its hash), c (created_at), d (device),
-                                        a (user agent), i (ip)
+                                        a (user agent), i (ip), and for a session bound
+                                        to a DPoP key k (its RFC 7638 thumbprint)
     authsvc:{<uid>}:g:<sid>       str   the last rotation's successor (its refresh token, its
                                         access token's iat and jti), sealed with the token
                                         it replaced; kept only through the grace window
@@ -23,6 +24,10 @@ several of them run on Redis Cluster too (all their keys hash to one slot):
                                   str   a token bucket: when it is full again (ms); scopes
                                         login-user, login-ip, registration-ip, refresh-ip,
                                         client-auth-ip
+    authsvc:dpop:<digest of jkt and jti>
+                                  str   a DPoP proof's jti, seen once (SET NX), empty: kept
+                                        for the proof's window, so the keys are bounded by
+                                        the proofs of the last two minutes
     authsvc:ratelimit:login-failures:<sha256(name)>
                                   zset  attempt id -> time: an account's login attempts
                                         since its last success, within the failure window
@@ -52,6 +57,7 @@ or their window has passed. Expiry is decided by the scripts comparing stored ti
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 PREFIX = "authsvc"
@@ -90,6 +96,14 @@ def username(normalized_username: str) -> str:
 
 def rate_limit(scope: str, value: str) -> str:
     return f"{PREFIX}:ratelimit:{scope}:{_digest(value)}"
+
+
+def dpop_proof(jkt: str, jti: str) -> str:
+    # A jti is unique per key (RFC 9449 §11.1): the pair, hashed to 128 bits, names one
+    # small key of fixed size whatever the client chose (a jti has up to 128 characters).
+    # One key per command, so no hash tag is needed on Cluster.
+    digest = hashlib.sha256(f"{jkt}.{jti}".encode()).digest()[:16]
+    return f"{PREFIX}:dpop:{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
 
 
 def login_failures(normalized_username: str) -> str:

@@ -12,6 +12,8 @@ class RotationOutcome(enum.Enum):
     REPLAY = "replay"
     UNKNOWN = "unknown"
     LIMITED = "limited"
+    # The session is bound to a DPoP key and the refresh proved another key, or none.
+    WRONG_KEY = "wrong_key"
 
 
 class LoginOutcome(enum.Enum):
@@ -51,6 +53,8 @@ class Rotation:
     retry_after: int = 0
     # OK, GRACE: the user's roles now, for the access token signed after the rotation.
     roles: tuple[str, ...] = ()
+    # OK, GRACE: the DPoP key the session is bound to (its thumbprint), None when unbound.
+    jkt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,7 @@ class Store:
         execute = (
             CommandBatcher(redis).execute if isinstance(redis, Redis) else redis.execute_command
         )
+        self._execute = execute
         scripts = {name: Script(redis, name, execute) for name in _SCRIPTS}
         self._scripts = tuple(scripts.values())
         self._login = scripts["login"]
@@ -278,11 +279,13 @@ class Store:
         upgraded_password_hash: str | None,
         event: EventRecord | None = None,
         evicted_event: EventRecord | None = None,
+        jkt: str | None = None,
     ) -> Login:
         """Start a session at chain position 0, ending the least recently used beyond the cap.
 
         Records ``event`` when the session starts, and ``evicted_event`` for each session
-        the cap ends, with that session's id (the script fills it in).
+        the cap ends, with that session's id (the script fills it in). ``jkt`` binds the
+        session to a DPoP key: its refreshes must then prove that key (``rotate``).
         """
         reply = await self._login(
             scriptkeys.login(user.user_id, session_id),
@@ -301,6 +304,7 @@ class Store:
                 *self._event_args,
                 _encoded(event),
                 b"" if evicted_event is None else eventcodec.encode_without_session(evicted_event),
+                jkt or "",
             ],
         )
         outcome = LoginOutcome(_text(reply[0]))
@@ -330,11 +334,14 @@ class Store:
         grace: int,
         bucket: Bucket | None = None,
         replay_event: EventRecord | None = None,
+        jkt: str | None = None,
     ) -> Rotation:
         """Rotate a session's chain; with a ``bucket``, take a token from it first.
 
         A refresh refused by the bucket changes nothing else (``RotationOutcome.LIMITED``).
-        A replay records ``replay_event``.
+        A replay records ``replay_event``. ``jkt`` is the DPoP key the refresh proved: a
+        session bound to another key, or to one when ``jkt`` is None, is refused before
+        anything changes (``RotationOutcome.WRONG_KEY``).
         ``sealed_successor`` is kept through the grace and handed back to a retry
         (``RotationOutcome.GRACE``); the store cannot open it.
         """
@@ -363,18 +370,25 @@ class Store:
                 grace + SUCCESSOR_TTL_MARGIN,
                 *self._event_args,
                 _encoded(replay_event),
+                jkt or "",
                 *bucket_args,
             ],
         )
         outcome = RotationOutcome(_text(reply[0]))
         if outcome is RotationOutcome.OK:
-            return Rotation(outcome, expires_at=int(reply[1]), roles=_roles(reply[2]))
+            return Rotation(
+                outcome,
+                expires_at=int(reply[1]),
+                roles=_roles(reply[2]),
+                jkt=_text(reply[3]) or None,
+            )
         if outcome is RotationOutcome.GRACE:
             return Rotation(
                 outcome,
                 expires_at=int(reply[2]),
                 sealed_successor=bytes(reply[1]),
                 roles=_roles(reply[3]),
+                jkt=_text(reply[4]) or None,
             )
         if outcome is RotationOutcome.LIMITED:
             return Rotation(outcome, retry_after=int(reply[1]))
@@ -572,6 +586,19 @@ class Store:
         await self.redis.delete(keyspace.login_failures(username))
         await self.redis.delete(keyspace.rate_limit(keyspace.LOGIN_USER_SCOPE, username))
         return len(indexed)
+
+    # -- DPoP proofs -----------------------------------------------------------------------
+
+    @translate_errors
+    async def claim_dpop_proof(self, jkt: str, jti: str, *, ttl: int) -> bool:
+        """Remember a proof's ``jti`` for ``ttl`` seconds; False when it was seen already.
+
+        One SET NX: atomic, one key per proof of the last ``ttl`` seconds, whatever the
+        number of sessions (RFC 9449 §11.1).
+        """
+        # Through the batcher: a resource call sends it with its session check (one turn).
+        key = keyspace.dpop_proof(jkt, jti)
+        return await self._execute("SET", key, b"", "NX", "EX", ttl) is not None
 
     # -- rate limits -------------------------------------------------------------------
 

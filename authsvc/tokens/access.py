@@ -25,6 +25,12 @@ def new_jti() -> str:
     return secrets.token_urlsafe(12)
 
 
+class _Confirmation(msgspec.Struct):
+    """RFC 7800 ``cnf`` of a DPoP-bound token: the key's RFC 7638 thumbprint (RFC 9449 §6.1)."""
+
+    jkt: str
+
+
 class _SignedClaims(msgspec.Struct):
     """An access token's payload: every claim authsvc issues is required, typed strictly.
 
@@ -45,6 +51,7 @@ class _SignedClaims(msgspec.Struct):
     # RFC 9068 §2.2.3.1; a token issued before authsvc knew roles has none.
     roles: list[str] = msgspec.field(default_factory=list)
     nbf: int | None = None
+    cnf: _Confirmation | None = None
 
 
 _decode_claims = msgspec.json.Decoder(_SignedClaims).decode
@@ -59,6 +66,8 @@ class AccessClaims:
     expires_at: int
     jti: str
     roles: tuple[str, ...] = ()
+    # The DPoP key the token is bound to (cnf.jkt); None for a bearer token.
+    jkt: str | None = None
 
 
 class AccessTokens:
@@ -96,12 +105,14 @@ class AccessTokens:
         now: int,
         jti: str | None = None,
         roles: tuple[str, ...] = (),
+        jkt: str | None = None,
     ) -> tuple[str, int]:
         """Return an access token issued at ``now`` and its expiry.
 
         ``jti`` is a new one unless given: a grace retry signs the claims of the access
         token its rotation issued (``Successor``) again. ``roles`` are the user's as the
         store read them for this login or rotation (RFC 9068 §2.2.3.1: ``[]`` when none).
+        ``jkt`` binds the token to a DPoP key (``cnf``, RFC 9449 §6.1).
         """
         key = self._keys.at(now).signer
         expires_at = now + self.ttl
@@ -116,6 +127,8 @@ class AccessTokens:
             "client_id": self._client_id,
             "roles": list(roles),
         }
+        if jkt is not None:
+            claims["cnf"] = {"jkt": jkt}
         signer = self._signer
         if signer is None or signer.key is not key:
             signer = self._signer = JwsSigner(key, ACCESS_TOKEN_TYPE)
@@ -187,5 +200,6 @@ class AccessTokens:
             expires_at=claims.exp,
             jti=claims.jti,
             roles=tuple(claims.roles),
+            jkt=None if claims.cnf is None else claims.cnf.jkt,
         )
         return access_claims, key

@@ -15,6 +15,12 @@ so one whose position lies behind the chain's current position was used already 
 replay, with no set of used hashes to remember. A token that does not verify (a few
 characters changed, or any string around a real session id) is refused before the store
 is asked, so it can never end a session. Clients treat the whole token as opaque.
+
+A session in cookie mode also has a CSRF token (docs/browsers.md): an HMAC of its session
+id under a key derived from the same secret, so nothing is stored for it, every instance
+and worker that shares the keys directory agrees on it, and it lasts as long as the
+session. It is checked against the session id the cookie's token names, before the store
+is asked: a refusal rotates and revokes nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from authsvc.errors import InvalidGrant
+from authsvc.errors import InvalidCsrf, InvalidGrant
 
 _REFRESH_TOKEN = re.compile(
     r"^(?P<body>(?P<user_id>[0-9a-f]{32})\.(?P<session_id>[A-Za-z0-9_-]{22})"
@@ -40,6 +46,9 @@ _REFRESH_TOKEN = re.compile(
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 _USER_ID = re.compile(r"^[0-9a-f]{32}$")
 _MAC_CONTEXT = b"authsvc/refresh-token/v1\n"
+# The CSRF tokens' key: HMAC(secret, label), a key of its own that no refresh-token MAC
+# (whose input starts with _MAC_CONTEXT) can equal.
+_CSRF_KEY_LABEL = b"authsvc/csrf-token/v1"
 MAC_BYTES = 16  # 128-bit tag: forging one is out of reach, and the token stays short
 STORED_HASH_BYTES = 16  # what the store keeps of the current token: a SHA-256 prefix
 # v2 seals (refresh token, iat, jti); v1 sealed a whole signed pair. A v1 value left by an
@@ -88,6 +97,7 @@ class RefreshTokens:
         if len(secret) < 32:
             raise ValueError("the refresh-token secret needs at least 256 bits")
         self._secret = secret
+        self._csrf_key = hmac.digest(secret, _CSRF_KEY_LABEL, "sha256")
 
     def _mac(self, body: str) -> str:
         digest = hmac.digest(self._secret, _MAC_CONTEXT + body.encode(), "sha256")
@@ -113,6 +123,21 @@ class RefreshTokens:
         if not hmac.compare_digest(self._mac(match["body"]), match["mac"]):
             raise InvalidGrant()
         return RefreshToken(match["user_id"], match["session_id"], int(match["position"]), value)
+
+    def csrf_token(self, session_id: str) -> str:
+        """The CSRF token of a session in cookie mode: the same value for its whole life."""
+        return _b64(hmac.digest(self._csrf_key, session_id.encode(), "sha256"))
+
+    def check_csrf(self, token: RefreshToken, presented: str) -> None:
+        """Accept ``presented`` only as the CSRF token of ``token``'s session.
+
+        Raises:
+            InvalidCsrf: none sent, or another (another session's included).
+        """
+        expected = self.csrf_token(token.session_id).encode()
+        # "replace": header bytes that are not ASCII fail the comparison, not the request.
+        if not hmac.compare_digest(expected, presented.encode("utf-8", "replace")):
+            raise InvalidCsrf()
 
 
 @dataclass(frozen=True, slots=True)

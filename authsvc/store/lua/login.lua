@@ -9,6 +9,7 @@
 -- ARGV[11] most live sessions per user
 -- ARGV[12] events kept per user   ARGV[13] their ttl   ARGV[14] the login's event or ""
 -- ARGV[15] an evicted session's event without its session id, or ""
+-- ARGV[16] the DPoP key's thumbprint the session is bound to, or "" (not bound)
 -- returns {"ok", expires_at, roles, evicted session id...} | {"disabled"} | {"revoked"}
 --   | {"unknown"}; roles are the user's, comma-separated ("" when none)
 local user_key, session_key, index_key = KEYS[1], KEYS[2], KEYS[3]
@@ -29,6 +30,15 @@ end
 -- A logout-all ran between the password check and now: it must end this session too.
 if epoch ~= epoch_seen then
   return {"revoked"}
+end
+
+-- The same login run again: redis-py sends a command once more when its reply was lost
+-- (a connection reset after Redis ran it). The session this login made is there with its
+-- token: answer as the first run did, and end no other session, record no second event.
+local made = redis.call("HMGET", session_key, "h", "c")
+if made[1] == token_hash and redis.call("ZSCORE", index_key, sid) then
+  local made_at = tonumber(made[2])
+  return {"ok", math.min(made_at + idle_ttl, made_at + max_age), user[3] or ""}
 end
 
 -- The index scores each session by its last use, so its head is the least recently used.
@@ -54,6 +64,10 @@ local expires_at = math.min(now + idle_ttl, now + max_age)
 -- h its hash, c created_at, d device, a user agent, i ip. Its last use is the index score.
 redis.call("HSET", session_key, "n", 0, "h", token_hash, "c", now,
   "d", ARGV[7], "a", ARGV[8], "i", ARGV[9])
+-- k: the key a bound session's refreshes must prove (rotate.lua); absent when unbound.
+if ARGV[16] and ARGV[16] ~= "" then
+  redis.call("HSET", session_key, "k", ARGV[16])
+end
 redis.call("EXPIREAT", session_key, expires_at)
 redis.call("ZADD", index_key, now, sid)
 -- Every session's last use is at most now, so none outlives now + idle ttl.

@@ -1,0 +1,1 @@
+../../authsvc/http/web/authsvc.js
