@@ -120,12 +120,19 @@ class Process:
 
 
 class RedisServer(Process):
-    """redis-server on a free port, without persistence, working in ``directory``."""
+    """redis-server on a free port, working in ``directory``: without persistence, or with
+    an append-only file fsynced every second (``appendonly``, as docker-compose.yml runs
+    it: what the soak restarts)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
         port = free_port()
         command = [redis_server_binary(), "--port", str(port), "--bind", LOOPBACK]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(directory)]
+        command += ["--save", "", "--dir", str(directory)]
+        if appendonly:
+            command += ["--appendonly", "yes", "--appendfsync", "everysec"]
+            command += ["--maxmemory-policy", "noeviction"]
+        else:
+            command += ["--appendonly", "no"]
         directory.mkdir(parents=True, exist_ok=True)
         super().__init__(command, port, directory / "redis.log", os.environ)
 

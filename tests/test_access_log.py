@@ -28,6 +28,7 @@ class FakeRequest:
     remote: str | None = "203.0.113.7"
     method: str = "GET"
     path: str = "/v1/auth/verify"
+    transport: object = "a live connection"  # None once the client is gone
 
 
 @dataclass
@@ -73,6 +74,17 @@ def test_a_direct_text_line_reads_as_the_formatter_writes_it(
     assert timestamp.match(direct) and timestamp.match(formatted)
     assert timestamp.sub("", direct) == timestamp.sub("", formatted)
     assert direct.endswith('req-1: 203.0.113.7 "GET /v1/auth/verify" 200 17 12.3ms')
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_client_gone_before_the_answer_is_logged_as_499_in_both_ways(
+    capsys: pytest.CaptureFixture[str], log_format: LogFormat
+) -> None:
+    """The status the server chose (a 500 for a body that stopped coming) is not logged."""
+    gone = FakeRequest(transport=None)
+    for line in log_both_ways(log_format, capsys, gone):
+        assert ('" 499 17 ' if log_format == "text" else '"status":499') in line, line
+        assert '" 200 ' not in line and '"status":200' not in line, line
 
 
 def test_a_direct_json_line_reads_as_the_formatter_writes_it(

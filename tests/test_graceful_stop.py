@@ -245,3 +245,121 @@ async def test_a_stop_under_load_cuts_no_request_in_flight(
         position = await redis_client.hget(keyspace.session(user_id, session_id), "n")
         assert position is not None and int(position) == chain_position(client.token)
     assert "Traceback" not in server.log()
+
+
+@dataclass
+class SlowUpload:
+    """A request whose headers are sent at once and whose body trickles in later."""
+
+    path: str
+    body: bytes
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+
+    async def begin(self, port: int, keep_alive: bool = True) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(self.body)}\r\n"
+            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+        )
+        # The headers and a first byte of the body: the server has the request, not its body.
+        self.writer.write(head.encode() + self.body[:1])
+        await self.writer.drain()
+
+    async def finish(self) -> tuple[int, dict[str, str], bytes]:
+        """Send the rest of the body; read the response (status, headers, body)."""
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(self.body[1:])
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        assert status_line, "the connection closed with no response"
+        headers: dict[str, str] = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        return int(status_line.split()[1]), headers, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def access_lines(server: Server, path: str) -> list[str]:
+    return [line for line in server.log().splitlines() if f'"POST {path}' in line]
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
+async def test_uploads_whose_headers_came_before_the_stop_are_answered(
+    servers: Servers, tmp_path: Path, keys_dir: Path, redis_url: str, workers: int
+) -> None:
+    """Three clients sent their headers, then SIGTERM, then their bodies 0.5 s later: all
+    three get their 201, with Connection: close; new connections are refused at once."""
+    server = start_server(
+        servers, tmp_path, redis_url, keys_dir, workers,
+        AUTHSVC_SHUTDOWN_TIMEOUT="10", AUTHSVC_LOG_LEVEL="INFO",
+    )  # fmt: skip
+    uploads = [
+        SlowUpload(
+            "/v1/users",
+            json.dumps({"username": f"upload{workers}-{i}", "password": TEST_PASSWORD}).encode(),
+        )
+        for i in range(3)
+    ]
+    try:
+        for upload in uploads:
+            await upload.begin(server.port)
+        # Every upload is in a worker's hands (its connection accepted, headers parsed):
+        # the access log has nothing yet, so look at the established connections instead.
+        await asyncio.sleep(0.3)
+        os.kill(server.pid, signal.SIGTERM)
+        await wait_until_refused(server)
+        await asyncio.sleep(0.5)
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(upload.finish() for upload in uploads)), STOP_TIMEOUT
+        )
+    finally:
+        for upload in uploads:
+            upload.close()
+    for status, headers, body in answers:
+        assert status == 201, (status, body, server.log())
+        assert json.loads(body)["username"].startswith("upload")
+        # The keep-alive connection ends with this response.
+        assert headers.get("connection", "").lower() == "close", headers
+    assert await asyncio.to_thread(exit_status, server) == 0, server.log()
+    assert " 500 " not in "\n".join(access_lines(server, "/v1/users")), server.log()
+
+
+async def test_a_client_that_drops_mid_upload_is_logged_as_dropped(
+    servers: Servers, tmp_path: Path, keys_dir: Path, redis_url: str
+) -> None:
+    """Headers, part of the body, then the client goes: a 499 in the access log and the
+    metrics, never a 500; the server goes on answering."""
+    server = start_server(servers, tmp_path, redis_url, keys_dir, 1, AUTHSVC_LOG_LEVEL="INFO")
+    upload = SlowUpload(
+        "/v1/auth/login",
+        json.dumps({"username": "nobody-here", "password": TEST_PASSWORD}).encode(),
+    )
+    await upload.begin(server.port)
+    await asyncio.sleep(0.3)
+    assert upload.writer is not None
+    upload.writer.transport.abort()  # an RST: the client is gone
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while not access_lines(server, "/v1/auth/login"):
+        assert time.monotonic() < deadline, server.log()
+        await asyncio.sleep(0.05)
+    (line,) = access_lines(server, "/v1/auth/login")
+    assert '"POST /v1/auth/login" 499 ' in line, server.log()
+    assert "Traceback" not in server.log()
+    assert server.request("GET", "/healthz").status == 200
+    metrics = server.request("GET", "/metrics").body
+    samples = [
+        sample
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "authsvc_http_requests"
+        for sample in family.samples
+        if sample.labels.get("route", "").endswith("/v1/auth/login")
+    ]
+    assert samples, metrics
+    assert {sample.labels["status"] for sample in samples} == {"499"}, samples

