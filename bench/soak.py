@@ -19,7 +19,10 @@ checker reads them back afterwards and fails the run (exit status 1) on:
 
 - a 5xx outside the windows the faults document: 503 ``store_unavailable`` from a Redis
   restart until REDIS_WINDOW_S after it is back; 502 for a request that was in flight in a
-  worker at its SIGKILL (answered within KILL_WINDOW_S of it); nothing else, ever;
+  worker at its SIGKILL (answered within KILL_WINDOW_S of it); no answer at all (the
+  connection closed) for a request sent to nginx while it reloads, which closes its idle
+  keep-alive connections to clients (a client that sent on one just then has it closed under
+  it, and sends again: nginx's race, not authsvc's); nothing else, ever;
 - an access token accepted (``/me``, ``/verify``) after its session ended, on any instance
   (the clients probe each instance directly as well as through nginx);
 - two live chains for one session: two different successors for one refresh token;
@@ -77,6 +80,7 @@ REDIS_AT, KILL_AT, ROLL_AT = 8.0, 20.0, 30.0  # seconds into each cycle
 REDIS_DOWN_S = 2.0  # how long a restart keeps Redis away (a host's reboot is longer)
 REDIS_WINDOW_S = 5.0  # 503 allowed until this long after Redis answers again
 KILL_WINDOW_S = 3.0  # 502 allowed for requests in flight at a worker's SIGKILL
+RELOAD_WINDOW_S = 0.5  # no answer allowed for requests sent to nginx as it reloads
 RETRY_S, RETRIES = 0.2, 60
 THINK_S = 0.2  # between a client's scenarios (--think): the machine is shared
 MAX_PENDING_REPLAYS = 2  # per client, each waiting out the grace
@@ -307,9 +311,8 @@ class Faults:
         self.record("redis_restart", start)
 
     def kill_worker(self, instance: Instance) -> None:
-        start = now()
-        workers = workers_of(instance.pid)
-        victim = random.choice(workers)
+        victim = random.choice(workers_of(instance.pid))
+        start = now()  # at the kill itself: a request sent before it was in flight
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while True:
@@ -331,14 +334,19 @@ class Faults:
         """SIGTERM, wait, start; with ``drain``, taken out of nginx first, put back after."""
         start = now()
         if self.drain:
-            self.nginx.take_out(instance.port)
+            self.reload_nginx(instance.port)
         code = instance.sigterm()
         if code != 0:
             self.problems.append(f"instance {instance.name} exited {code} on SIGTERM")
         instance.start()
         if self.drain:
-            self.nginx.take_out(None)
+            self.reload_nginx(None)
         self.record("roll", start, instance=instance.name, exit_status=code, drained=self.drain)
+
+    def reload_nginx(self, upstream: int | None) -> None:
+        start = now()
+        self.nginx.take_out(upstream)
+        self.record("nginx_reload", start)
 
     def sample(self) -> None:
         row: dict[str, Any] = {"t": now()}
@@ -753,6 +761,8 @@ def windows(faults: list[dict[str, Any]]) -> list[tuple[str, float, float, int]]
             found.append(("redis_restart", fault["start"], fault["end"] + REDIS_WINDOW_S, 503))
         elif fault["kind"] == "worker_kill":
             found.append(("worker_kill", fault["start"], fault["start"] + KILL_WINDOW_S, 502))
+        elif fault["kind"] == "nginx_reload":
+            found.append(("nginx_reload", fault["start"], fault["end"] + RELOAD_WINDOW_S, 0))
     return found
 
 
@@ -770,6 +780,7 @@ def check(rows: list[dict[str, Any]], faults: list[dict[str, Any]]) -> Verdicts:
                     i for i, (kind, start, until, code) in enumerate(allowed)
                     if code == status and row["t1"] >= start and row["t1"] <= until
                     and (kind != "worker_kill" or row["t0"] <= start)
+                    and (kind != "nginx_reload" or start <= row["t0"] <= until)
                 ),
                 None,
             )  # fmt: skip

@@ -48,10 +48,11 @@ CLEAN = [
 ]
 REDIS_RESTART = {"kind": "redis_restart", "start": T + 10, "end": T + 12}
 WORKER_KILL = {"kind": "worker_kill", "start": T + 20, "end": T + 21}
+NGINX_RELOAD = {"kind": "nginx_reload", "start": T + 30, "end": T + 30.2}
 
 
 def failures(rows: list[dict[str, Any]], faults: list[dict[str, Any]] | None = None) -> set[str]:
-    return set(soak.check(rows, faults or [REDIS_RESTART, WORKER_KILL]).failures)
+    return set(soak.check(rows, faults or [REDIS_RESTART, WORKER_KILL, NGINX_RELOAD]).failures)
 
 
 def test_the_checker_passes_a_clean_run_with_its_windows() -> None:
@@ -59,6 +60,8 @@ def test_the_checker_passes_a_clean_run_with_its_windows() -> None:
         row("refresh", 503, 11, rt="r9", error="store_unavailable"),
         row("login", 503, 16.5),  # until REDIS_WINDOW_S after Redis is back
         row("login", 502, 19.995),  # in flight at the worker's SIGKILL
+        # sent as nginx reloaded: the idle keep-alive connection closed under it
+        row("refresh", 0, 30.1, rt="r8", error="ServerDisconnectedError"),
     ]
     assert failures(CLEAN + in_windows) == set()
 
@@ -71,8 +74,18 @@ def test_the_checker_passes_a_clean_run_with_its_windows() -> None:
         row("login", 502, 20.5),  # sent after the kill: another worker should have had it
         row("login", 500, 11),
         row("login", 0, 40, error="ClientConnectorError"),  # nginx itself did not answer
+        row("login", 502, 30.1),  # a reload closes connections; it answers nothing 502
+        row("login", 0, 29.9, error="ServerDisconnectedError"),  # sent before the reload
     ],
-    ids=["503-outside", "502-in-a-redis-window", "502-after-the-kill", "500", "no-answer"],
+    ids=[
+        "503-outside",
+        "502-in-a-redis-window",
+        "502-after-the-kill",
+        "500",
+        "no-answer",
+        "502-at-a-reload",
+        "no-answer-before-a-reload",
+    ],
 )
 def test_the_checker_finds_a_5xx_outside_the_windows(bad: dict[str, Any]) -> None:
     assert failures([*CLEAN, bad]) == {soak.CHECKS[0]}
