@@ -4,7 +4,7 @@ authsvc processes.
 A test single-page app is served from another origin (an aiohttp app in this process, on a
 port of its own) and imports the browser client from authsvc (/client/authsvc.js); the
 account page is authsvc's own (/account). These tests fail, never skip, when Chromium
-cannot start: `.ci/run` installs Debian's `chromium` where it is missing
+cannot start: `./scripts/test` (as root) installs Debian's `chromium` where it is missing
 (``AUTHSVC_TEST_CHROMIUM`` names another executable). `playwright install` is never run.
 
 Sites: 127.0.0.1 on another port is another origin of the same site, where the default
@@ -62,7 +62,7 @@ async def launch(playwright: Playwright) -> Browser:
     except Exception as exc:
         pytest.fail(
             f"Chromium ({CHROMIUM}) cannot start: {exc}\n"
-            "install Debian's chromium (.ci/run does) or set AUTHSVC_TEST_CHROMIUM",
+            "install Debian's chromium (./scripts/test does as root) or set AUTHSVC_TEST_CHROMIUM",
             pytrace=False,
         )
 

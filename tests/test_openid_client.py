@@ -4,8 +4,8 @@
 a gateway with client_secret_basic (openid-client form-urlencodes the secret, so
 ``gw-secret`` goes as ``gw%2Dsecret``), refreshes as a public first-party app and revokes;
 it prints what each step saw as JSON. Its dependencies are pinned in package-lock.json and
-installed with ``npm ci`` when missing. Without node and npm the test skips: .ci/run
-installs them.
+installed with ``npm ci`` when missing. Without node and npm the test skips: ./scripts/test
+installs them as root (scripts/system-packages).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _tools() -> tuple[str, str]:
     if node is None or npm is None:
         pytest.skip(
             f"{' and '.join(missing)} not on PATH: the openid-client check needs Node.js 18+ "
-            "and npm (Debian: apt-get install nodejs npm; .ci/run does it)"
+            "and npm (Debian: apt-get install nodejs npm; ./scripts/test does it as root)"
         )
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
     major = int(version.stdout.strip().lstrip("v").split(".")[0])

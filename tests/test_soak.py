@@ -3,7 +3,7 @@
 
 The checker's tests feed it records of each kind of failure it must find, and one clean
 record set it must pass: a soak whose checker could not fail would prove nothing. The
-60-second run needs nginx (.ci/run installs it) and starts Redis, two authsvc instances of
+60-second run needs nginx (./scripts/test installs it as root) and starts Redis, two authsvc instances of
 two workers and nginx of its own; it is marked slow, and runs once, on the checkout (with
 AUTHSVC_TEST_AUTHSVC, on that install).
 """
@@ -149,7 +149,7 @@ def test_the_memory_check_asserts_its_bounds_only_when_told() -> None:
 
 def nginx_or_skip() -> None:
     if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
-        pytest.skip("nginx not installed: apt-get install nginx (.ci/run does)")
+        pytest.skip("nginx not installed: apt-get install nginx (./scripts/test does as root)")
 
 
 @pytest.mark.slow
