@@ -19,7 +19,8 @@ checker reads them back afterwards and fails the run (exit status 1) on:
 
 - a 5xx outside the windows the faults document: 503 ``store_unavailable`` from a Redis
   restart until REDIS_WINDOW_S after it is back; 502 for a request that was in flight in a
-  worker at its SIGKILL (answered within KILL_WINDOW_S of it); no answer at all (the
+  worker at its SIGKILL (sent before it, or within KILL_SETTLE_S of it as the kernel tears
+  the worker down, and answered within KILL_WINDOW_S of it); no answer at all (the
   connection closed) for a request sent to nginx while it reloads, which closes its idle
   keep-alive connections to clients (a client that sent on one just then has it closed under
   it, and sends again: nginx's race, not authsvc's); nothing else, ever;
@@ -80,6 +81,10 @@ REDIS_AT, KILL_AT, ROLL_AT = 8.0, 20.0, 30.0  # seconds into each cycle
 REDIS_DOWN_S = 2.0  # how long a restart keeps Redis away (a host's reboot is longer)
 REDIS_WINDOW_S = 5.0  # 503 allowed until this long after Redis answers again
 KILL_WINDOW_S = 3.0  # 502 allowed for requests in flight at a worker's SIGKILL
+# A SIGKILL takes effect as the kernel tears the process down, not as it is sent: a request
+# sent in the next moment can still reach the dying worker (its socket's backlog, or an
+# idle keep-alive connection of nginx's that nginx learns is closed only then).
+KILL_SETTLE_S = 0.1
 RELOAD_WINDOW_S = 0.5  # no answer allowed for requests sent to nginx as it reloads
 RETRY_S, RETRIES = 0.2, 60
 THINK_S = 0.2  # between a client's scenarios (--think): the machine is shared
@@ -779,7 +784,7 @@ def check(rows: list[dict[str, Any]], faults: list[dict[str, Any]]) -> Verdicts:
                 (
                     i for i, (kind, start, until, code) in enumerate(allowed)
                     if code == status and row["t1"] >= start and row["t1"] <= until
-                    and (kind != "worker_kill" or row["t0"] <= start)
+                    and (kind != "worker_kill" or row["t0"] <= start + KILL_SETTLE_S)
                     and (kind != "nginx_reload" or start <= row["t0"] <= until)
                 ),
                 None,

@@ -3,9 +3,9 @@
 
 The checker's tests feed it records of each kind of failure it must find, and one clean
 record set it must pass: a soak whose checker could not fail would prove nothing. The
-60-second run needs nginx (./scripts/test installs it as root) and starts Redis, two authsvc instances of
-two workers and nginx of its own; it is marked slow, and runs once, on the checkout (with
-AUTHSVC_TEST_AUTHSVC, on that install).
+60-second run needs nginx (./scripts/test installs it as root) and starts Redis, two
+authsvc instances of two workers and nginx of its own; it is marked slow, and runs once,
+on the checkout (with AUTHSVC_TEST_AUTHSVC, on that install).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def test_the_checker_passes_a_clean_run_with_its_windows() -> None:
         row("refresh", 503, 11, rt="r9", error="store_unavailable"),
         row("login", 503, 16.5),  # until REDIS_WINDOW_S after Redis is back
         row("login", 502, 19.995),  # in flight at the worker's SIGKILL
+        row("login", 502, 20.05),  # sent as the kernel tore the worker down
         # sent as nginx reloaded: the idle keep-alive connection closed under it
         row("refresh", 0, 30.1, rt="r8", error="ServerDisconnectedError"),
     ]
